@@ -1,0 +1,19 @@
+//! Compiles the `.proto` files with `protox` (pure Rust), so building needs no
+//! system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/workload.proto",
+        "proto/hallmark/node/v1/node.proto",
+        "proto/hallmark/admin/v1/admin.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

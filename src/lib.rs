@@ -1,0 +1,1 @@
+//! Hallmark relying-party library.
