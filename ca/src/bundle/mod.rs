@@ -1,0 +1,176 @@
+//! Trust bundles: the X.509 roots and JWT public keys of a trust domain, in
+//! the SPIFFE bundle (JWKS) format and as PEM, and [`SharedBundle`], the
+//! swappable holder TLS verifiers read on every handshake.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::id::TrustDomain;
+use crate::util::parse_cert;
+
+mod jwks;
+
+/// The refresh hint used when a bundle does not carry one (SPIFFE suggests five minutes).
+pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
+
+/// The trust bundle of one trust domain.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The trust domain the bundle is for.
+    pub trust_domain: TrustDomain,
+    /// X.509 trust anchors (DER root certificates).
+    pub x509_authorities: Vec<Vec<u8>>,
+    /// JWT-SVID signing keys.
+    pub jwt_authorities: Vec<JwtAuthority>,
+    /// Incremented on every change (`spiffe_sequence`).
+    pub sequence: u64,
+    /// How often consumers should refresh (`spiffe_refresh_hint`, whole seconds).
+    pub refresh_hint: Duration,
+}
+
+/// One JWT-SVID signing key in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAuthority {
+    /// The key id (`kid`).
+    pub key_id: String,
+    /// The public key (SubjectPublicKeyInfo DER).
+    pub public_key_der: Vec<u8>,
+    /// When the key expires, if known. Not carried in JWKS (the format has no
+    /// such member), so bundles parsed from JWKS have `None`.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Why a bundle could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// The document is not JSON of the expected shape.
+    #[error("bundle is not valid json")]
+    Json(#[source] serde_json::Error),
+    /// The document has no `keys` array.
+    #[error("bundle has no \"keys\" array")]
+    MissingKeys,
+    /// A member has the wrong JSON type.
+    #[error("bundle member {0:?} has the wrong type")]
+    WrongType(&'static str),
+    /// An `x509-svid` key does not hold exactly one `x5c` certificate.
+    #[error("x509-svid key must have exactly one x5c certificate")]
+    BadX5c,
+    /// A certificate could not be decoded or parsed.
+    #[error("invalid certificate in bundle: {0}")]
+    InvalidCertificate(String),
+    /// A `jwt-svid` key has no `kid`.
+    #[error("jwt-svid key has no kid")]
+    MissingKeyId,
+    /// A `jwt-svid` key has a type or curve this crate does not support.
+    #[error("unsupported jwk: {0}")]
+    UnsupportedKey(String),
+    /// A JWK member is missing or malformed.
+    #[error("invalid jwk member {0:?}")]
+    InvalidJwk(&'static str),
+    /// The PEM input could not be decoded.
+    #[error("invalid pem: {0}")]
+    InvalidPem(String),
+    /// The PEM input holds no certificate.
+    #[error("pem bundle holds no certificate")]
+    EmptyPem,
+}
+
+impl Bundle {
+    /// An empty bundle for `td` (sequence 0, default refresh hint).
+    pub fn new(trust_domain: TrustDomain) -> Bundle {
+        Bundle {
+            trust_domain,
+            x509_authorities: Vec::new(),
+            jwt_authorities: Vec::new(),
+            sequence: 0,
+            refresh_hint: DEFAULT_REFRESH_HINT,
+        }
+    }
+
+    /// All X.509 authorities as concatenated PEM `CERTIFICATE` blocks.
+    pub fn to_pem(&self) -> String {
+        let blocks: Vec<pem::Pem> = self
+            .x509_authorities
+            .iter()
+            .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+            .collect();
+        pem::encode_many_config(
+            &blocks,
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
+    }
+
+    /// All X.509 authorities as concatenated DER (the Workload API's `bundle` fields).
+    pub fn x509_der_concat(&self) -> Vec<u8> {
+        self.x509_authorities.concat()
+    }
+
+    /// Parses a PEM bundle (X.509 authorities only; sequence 0, default refresh hint).
+    pub fn from_pem(trust_domain: TrustDomain, pem_text: &str) -> Result<Bundle, BundleError> {
+        let blocks =
+            pem::parse_many(pem_text).map_err(|e| BundleError::InvalidPem(e.to_string()))?;
+        let mut bundle = Bundle::new(trust_domain);
+        for block in blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
+            let der = block.into_contents();
+            parse_cert(&der).map_err(BundleError::InvalidCertificate)?;
+            bundle.x509_authorities.push(der);
+        }
+        if bundle.x509_authorities.is_empty() {
+            return Err(BundleError::EmptyPem);
+        }
+        Ok(bundle)
+    }
+
+    /// The JWT authority with key id `kid`, if any.
+    pub fn jwt_authority(&self, kid: &str) -> Option<&JwtAuthority> {
+        self.jwt_authorities.iter().find(|a| a.key_id == kid)
+    }
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<&str> = self.jwt_authorities.iter().map(|a| a.key_id.as_str()).collect();
+        f.debug_struct("Bundle")
+            .field("trust_domain", &self.trust_domain)
+            .field("x509_authorities", &self.x509_authorities.len())
+            .field("jwt_kids", &kids)
+            .field("sequence", &self.sequence)
+            .field("refresh_hint", &self.refresh_hint)
+            .finish()
+    }
+}
+
+/// A cheaply cloneable, thread-safe holder of the current bundle. Clones
+/// share the same slot, so a `store` is seen by every TLS verifier at its next
+/// handshake without rebuilding TLS configs.
+#[derive(Clone)]
+pub struct SharedBundle {
+    current: Arc<RwLock<Arc<Bundle>>>,
+}
+
+impl SharedBundle {
+    /// A holder starting with `bundle`.
+    pub fn new(bundle: Bundle) -> SharedBundle {
+        SharedBundle {
+            current: Arc::new(RwLock::new(Arc::new(bundle))),
+        }
+    }
+
+    /// The current bundle.
+    pub fn load(&self) -> Arc<Bundle> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the current bundle.
+    pub fn store(&self, bundle: Bundle) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(bundle);
+    }
+}
+
+impl fmt::Debug for SharedBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedBundle").field(&self.load()).finish()
+    }
+}
