@@ -49,9 +49,7 @@ pub enum IdError {
     #[error("path contains a dot segment ('.' or '..')")]
     DotSegment,
     /// A path segment contains a character outside `[A-Za-z0-9._-]`.
-    #[error(
-        "path contains {0:?}: only letters, digits, '.', '-' and '_' are allowed in segments"
-    )]
+    #[error("path contains {0:?}: only letters, digits, '.', '-' and '_' are allowed in segments")]
     BadPathChar(char),
     /// The path ends with `/`.
     #[error("path must not end with '/'")]

@@ -155,7 +155,10 @@ mod tests {
         // The SPKI is what x509-parser reads back as an EC P-256 key.
         let der = key.public_key_der();
         let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).unwrap();
-        assert_eq!(spki.subject_public_key.data.as_ref(), key.public_key_point());
+        assert_eq!(
+            spki.subject_public_key.data.as_ref(),
+            key.public_key_point()
+        );
         let sig = key.sign_jws(b"msg").unwrap();
         assert_eq!(sig.len(), 64);
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key_point())
@@ -170,7 +173,8 @@ mod tests {
         let key = CaKey::generate().unwrap();
         let dbg = format!("{key:?}");
         assert!(dbg.contains("[redacted]"));
-        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.pkcs8_der());
+        let b64 =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.pkcs8_der());
         assert!(!dbg.contains(&b64[..20]));
         assert!(!dbg.contains(&hex::encode(key.pkcs8_der())[..20]));
     }

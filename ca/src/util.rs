@@ -59,7 +59,9 @@ pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>
                     }
                 }
             }
-            ParsedExtension::ParseError { error } if ext.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME => {
+            ParsedExtension::ParseError { error }
+                if ext.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME =>
+            {
                 return Err(format!("subject alternative name: {error}"));
             }
             _ => {}

@@ -21,7 +21,11 @@ impl Bundle {
     /// The bundle as a SPIFFE bundle document (JWKS with `spiffe_sequence`
     /// and `spiffe_refresh_hint`), X.509 authorities first.
     pub fn to_jwks(&self) -> String {
-        let mut keys: Vec<Value> = self.x509_authorities.iter().map(|der| x509_jwk(der)).collect();
+        let mut keys: Vec<Value> = self
+            .x509_authorities
+            .iter()
+            .map(|der| x509_jwk(der))
+            .collect();
         keys.extend(self.jwt_authorities.iter().map(jwt_jwk));
         json!({
             "keys": keys,
@@ -51,7 +55,9 @@ impl Bundle {
         let mut bundle = Bundle::new(trust_domain);
         bundle.sequence = match doc.get("spiffe_sequence") {
             None => 0,
-            Some(v) => v.as_u64().ok_or(BundleError::WrongType("spiffe_sequence"))?,
+            Some(v) => v
+                .as_u64()
+                .ok_or(BundleError::WrongType("spiffe_sequence"))?,
         };
         bundle.refresh_hint = match doc.get("spiffe_refresh_hint") {
             None => DEFAULT_REFRESH_HINT,
@@ -91,7 +97,10 @@ fn key_members(spki_der: &[u8]) -> Map<String, Value> {
                 let crv = if coord == 32 { "P-256" } else { "P-384" };
                 m.insert("crv".into(), crv.into());
                 m.insert("x".into(), b64u(key.key.get(1..=coord).unwrap_or_default()));
-                m.insert("y".into(), b64u(key.key.get(1 + coord..).unwrap_or_default()));
+                m.insert(
+                    "y".into(),
+                    b64u(key.key.get(1 + coord..).unwrap_or_default()),
+                );
             }
         }
         KeyKind::Rsa => {

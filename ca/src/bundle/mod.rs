@@ -131,7 +131,11 @@ impl Bundle {
 
 impl fmt::Debug for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<&str> = self.jwt_authorities.iter().map(|a| a.key_id.as_str()).collect();
+        let kids: Vec<&str> = self
+            .jwt_authorities
+            .iter()
+            .map(|a| a.key_id.as_str())
+            .collect();
         f.debug_struct("Bundle")
             .field("trust_domain", &self.trust_domain)
             .field("x509_authorities", &self.x509_authorities.len())

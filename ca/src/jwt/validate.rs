@@ -123,7 +123,8 @@ pub fn validate_jwt_svid(
         .iter()
         .find(|a| a.key_id == kid)
         .ok_or_else(|| JwtError::UnknownKeyId(kid.clone()))?;
-    let key = parse_spki(&authority.public_key_der).ok_or_else(|| JwtError::UnusableKey(kid.clone()))?;
+    let key =
+        parse_spki(&authority.public_key_der).ok_or_else(|| JwtError::UnusableKey(kid.clone()))?;
     let fits = matches!(
         (header.alg.as_str(), key.kind),
         ("ES256", KeyKind::EcP256)

@@ -11,9 +11,9 @@ use rcgen::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::CLOCK_SKEW_BACKDATE;
 use super::svid::{SvidRequest, X509Svid};
 use super::upstream::UpstreamCa;
-use super::CLOCK_SKEW_BACKDATE;
 use crate::error::CaError;
 use crate::id::{SpiffeId, TrustDomain};
 use crate::key::CaKey;
@@ -240,7 +240,9 @@ impl X509Authority {
 
     /// The trust anchor: this certificate when self-signed, the upstream root otherwise.
     pub fn root_der(&self) -> &[u8] {
-        self.chain.last().map_or(self.cert_der.as_slice(), Vec::as_slice)
+        self.chain
+            .last()
+            .map_or(self.cert_der.as_slice(), Vec::as_slice)
     }
 
     /// True when this CA is its own root.
@@ -336,7 +338,9 @@ fn ia5(s: &str) -> Result<Ia5String, CaError> {
 }
 
 /// The trust domain named by a CA certificate's URI SAN.
-fn ca_trust_domain(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<TrustDomain, CaError> {
+fn ca_trust_domain(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<TrustDomain, CaError> {
     let uris = uri_sans(cert).map_err(CaError::InvalidCertificate)?;
     let mut ids = uris.iter().filter_map(|u| SpiffeId::parse(u).ok());
     match ids.next() {

@@ -8,9 +8,7 @@ mod svid;
 mod upstream;
 
 pub use authority::X509Authority;
-pub use svid::{
-    BINDING_EXTENSION_OID, SvidExtension, SvidRequest, X509Svid, binding_from_cert,
-};
+pub use svid::{BINDING_EXTENSION_OID, SvidExtension, SvidRequest, X509Svid, binding_from_cert};
 pub use upstream::UpstreamCa;
 
 /// How far `not_before` is backdated from `now` on CAs and leaves, to tolerate

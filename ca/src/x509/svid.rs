@@ -72,7 +72,10 @@ pub struct X509Svid {
 impl X509Svid {
     /// The leaf certificate DER.
     pub fn leaf_der(&self) -> &[u8] {
-        self.cert_chain.first().map(Vec::as_slice).unwrap_or_default()
+        self.cert_chain
+            .first()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -87,7 +90,9 @@ pub fn binding_from_cert(cert_der: &[u8]) -> Result<Option<Vec<u8>>, CaError> {
             .is_some_and(|arcs| arcs.eq(BINDING_EXTENSION_OID.iter().copied()));
         if is_binding {
             let (rest, octets) = OctetString::from_der(ext.value).map_err(|e| {
-                CaError::InvalidCertificate(format!("binding extension is not an octet string: {e}"))
+                CaError::InvalidCertificate(format!(
+                    "binding extension is not an octet string: {e}"
+                ))
             })?;
             if !rest.is_empty() {
                 return Err(CaError::InvalidCertificate(

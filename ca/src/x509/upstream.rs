@@ -35,9 +35,12 @@ impl UpstreamCa {
             .map(pem::Pem::into_contents)
             .collect();
         let Some(first) = chain.first() else {
-            return Err(CaError::InvalidPem("no CERTIFICATE block in upstream certificate".to_owned()));
+            return Err(CaError::InvalidPem(
+                "no CERTIFICATE block in upstream certificate".to_owned(),
+            ));
         };
-        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::InvalidPrivateKey(e.to_string()))?;
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|e| CaError::InvalidPrivateKey(e.to_string()))?;
 
         let cert = parse_cert(first).map_err(CaError::InvalidCertificate)?;
         let is_ca = cert

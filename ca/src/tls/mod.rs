@@ -1,0 +1,228 @@
+//! rustls integration for mutual TLS with X.509-SVIDs (ring provider): client
+//! and server certificate verifiers that read a [`SharedBundle`] on every
+//! handshake, and a swappable certificate resolver for our own SVID.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::bundle::SharedBundle;
+use crate::id::SpiffeId;
+use crate::util::{parse_cert, serial_hex};
+use crate::verify::{Usage, VerifyError, leaf_spiffe_id, verify_x509_svid};
+
+mod resolver;
+
+pub use resolver::SvidCertResolver;
+
+/// The predicate deciding which authenticated client SPIFFE IDs may connect.
+pub type Authorizer = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
+
+/// Verifies TLS client certificates as X.509-SVIDs of the bundle's trust
+/// domain, then applies an authorization predicate.
+pub struct SpiffeClientVerifier {
+    bundle: SharedBundle,
+    authorize: Authorizer,
+    mandatory: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeClientVerifier {
+    /// A verifier over `bundle`. With `mandatory = false` a client without a
+    /// certificate completes the handshake anonymously (the RPC layer must
+    /// then require a certificate where it matters).
+    pub fn new(
+        bundle: SharedBundle,
+        authorize: Authorizer,
+        mandatory: bool,
+    ) -> SpiffeClientVerifier {
+        SpiffeClientVerifier {
+            bundle,
+            authorize,
+            mandatory,
+            algorithms: ring_algorithms(),
+        }
+    }
+}
+
+impl fmt::Debug for SpiffeClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeClientVerifier")
+            .field("bundle", &self.bundle)
+            .field("mandatory", &self.mandatory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let chain = chain_of(end_entity, intermediates);
+        let bundle = self.bundle.load();
+        let svid = verify_x509_svid(&chain, &bundle, Usage::ClientAuth, system_time(now))
+            .map_err(to_rustls)?;
+        if !(self.authorize)(&svid.spiffe_id) {
+            return Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Verifies a TLS server's certificate as the X.509-SVID of one expected
+/// SPIFFE ID. The DNS server name is ignored (SVIDs carry no DNS name).
+pub struct SpiffeServerVerifier {
+    bundle: SharedBundle,
+    expected: SpiffeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SpiffeServerVerifier {
+    /// A verifier accepting only `expected`, verified against `bundle`.
+    pub fn new(bundle: SharedBundle, expected: SpiffeId) -> SpiffeServerVerifier {
+        SpiffeServerVerifier {
+            bundle,
+            expected,
+            algorithms: ring_algorithms(),
+        }
+    }
+}
+
+impl fmt::Debug for SpiffeServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeServerVerifier")
+            .field("bundle", &self.bundle)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain = chain_of(end_entity, intermediates);
+        let bundle = self.bundle.load();
+        let svid = verify_x509_svid(&chain, &bundle, Usage::ServerAuth, system_time(now))
+            .map_err(to_rustls)?;
+        if svid.spiffe_id != self.expected {
+            return Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The SPIFFE ID in the leaf of a presented chain (its single URI SAN). No
+/// chain verification: use on certificates a verifier above already accepted.
+pub fn peer_spiffe_id(certs: &[CertificateDer<'_>]) -> Result<SpiffeId, VerifyError> {
+    let leaf = certs.first().ok_or(VerifyError::EmptyChain)?;
+    let cert = parse_cert(leaf).map_err(VerifyError::Malformed)?;
+    leaf_spiffe_id(&cert)
+}
+
+/// The serial of a certificate, lowercase hex without leading zero bytes
+/// (the format of [`crate::x509::X509Svid::serial`]).
+pub fn leaf_serial(cert_der: &[u8]) -> Result<String, VerifyError> {
+    let cert = parse_cert(cert_der).map_err(VerifyError::Malformed)?;
+    Ok(serial_hex(cert.raw_serial()))
+}
+
+fn ring_algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+fn chain_of<'a>(
+    end_entity: &'a CertificateDer<'_>,
+    intermediates: &'a [CertificateDer<'_>],
+) -> Vec<&'a [u8]> {
+    std::iter::once(end_entity.as_ref())
+        .chain(intermediates.iter().map(|c| c.as_ref()))
+        .collect()
+}
+
+fn system_time(now: UnixTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(now.as_secs())
+}
+
+fn to_rustls(e: VerifyError) -> rustls::Error {
+    let cert_error = match e {
+        VerifyError::Expired => CertificateError::Expired,
+        VerifyError::NotYetValid => CertificateError::NotValidYet,
+        VerifyError::UnknownAuthority => CertificateError::UnknownIssuer,
+        VerifyError::Unauthorized(_) => CertificateError::ApplicationVerificationFailure,
+        other => CertificateError::Other(OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(cert_error)
+}
