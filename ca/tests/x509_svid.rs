@@ -328,7 +328,7 @@ fn intermediate_under_a_single_certificate_upstream() {
     assert_eq!(ca.not_after(), upstream_ca.not_after);
     assert!(!ca.is_self_signed());
     assert_eq!(ca.root_der(), upstream_ca.root_der.as_slice());
-    assert_eq!(ca.chain_der(), &[upstream_ca.root_der.clone()]);
+    assert_eq!(ca.chain_der(), std::slice::from_ref(&upstream_ca.root_der));
 
     let workload = Workload::new();
     let svid = mint(
