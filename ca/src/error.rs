@@ -11,6 +11,9 @@ pub enum CaError {
     /// The system random source failed while generating a key.
     #[error("key generation failed")]
     KeyGeneration,
+    /// The system random source failed (serial numbers, token ids).
+    #[error("system random source failed")]
+    Random,
     /// A private key could not be loaded (wrong format, curve or encoding).
     #[error("invalid private key: {0}")]
     InvalidPrivateKey(String),

@@ -69,3 +69,23 @@ pub mod verify;
 pub mod x509;
 
 pub use error::CaError;
+
+#[cfg(test)]
+mod tests {
+    /// The daemons share these across threads and tasks.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::manager::CaManager>();
+        assert_send_sync::<crate::x509::X509Authority>();
+        assert_send_sync::<crate::x509::UpstreamCa>();
+        assert_send_sync::<crate::jwt::JwtKey>();
+        assert_send_sync::<crate::bundle::SharedBundle>();
+        assert_send_sync::<crate::tls::SvidCertResolver>();
+        assert_send_sync::<crate::tls::SpiffeClientVerifier>();
+        assert_send_sync::<crate::tls::SpiffeServerVerifier>();
+        assert_send_sync::<crate::CaError>();
+        assert_send_sync::<crate::verify::VerifyError>();
+        assert_send_sync::<crate::jwt::JwtError>();
+    }
+}

@@ -195,7 +195,7 @@ fn random_hex() -> Result<String, CaError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| CaError::KeyGeneration)?;
+        .map_err(|_| CaError::Random)?;
     Ok(hex::encode(bytes))
 }
 

@@ -284,7 +284,7 @@ fn random_serial() -> Result<[u8; 16], CaError> {
     let mut serial = [0u8; 16];
     SystemRandom::new()
         .fill(&mut serial)
-        .map_err(|_| CaError::KeyGeneration)?;
+        .map_err(|_| CaError::Random)?;
     serial[0] |= 0x80;
     Ok(serial)
 }
