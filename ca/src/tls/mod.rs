@@ -23,6 +23,33 @@ mod resolver;
 
 pub use resolver::SvidCertResolver;
 
+use crate::clock::Clock;
+
+/// Gives rustls its notion of "now" from a [`Clock`], so certificate
+/// validity during handshakes follows the same clock as minting (a test
+/// clock in tests, the system clock in production).
+#[derive(Debug)]
+pub struct ClockTimeProvider {
+    clock: Arc<dyn Clock>,
+}
+
+impl ClockTimeProvider {
+    /// A time provider reading `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> ClockTimeProvider {
+        ClockTimeProvider { clock }
+    }
+}
+
+impl rustls::time_provider::TimeProvider for ClockTimeProvider {
+    fn current_time(&self) -> Option<UnixTime> {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(UnixTime::since_unix_epoch)
+    }
+}
+
 /// The predicate deciding which authenticated client SPIFFE IDs may connect.
 pub type Authorizer = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
 

@@ -8,12 +8,22 @@ use crate::error::CaError;
 use crate::id::SpiffeId;
 use crate::util::parse_cert;
 
-/// OID of the Hallmark binding extension, `2.25.720070092624654041`.
+/// OID of the Hallmark binding extension:
+/// `1.2.840.113556.1.8000.2554.38306.13449.17322.20424.36002.10821426.3558770`.
 ///
-/// DESIGN.md names `2.25.198897189023534151293364899632777678194`, but that
-/// arc does not fit in 64 bits and rcgen (through yasna) can only encode
-/// `u64` arcs, so the extension uses this UUID-arc OID that it can write.
-pub const BINDING_EXTENSION_OID: &[u64] = &[2, 25, 720_070_092_624_654_041];
+/// DESIGN.md names `2.25.198897189023534151293364899632777678194`, the UUID
+/// `95a23489-43aa-4fc8-8ca2-a51f32364d72` under the `2.25` arc. That encoding
+/// puts a 128-bit number in one arc, and Go's `crypto/x509` (so go-spiffe and
+/// SPIRE) refuses to parse any certificate with an extension OID arc above
+/// 2^31 (golang/go#30757), as does Python's `cryptography`, so py-spiffe
+/// (pyca/cryptography#6573): our SVIDs would be unreadable to most SPIFFE
+/// relying parties. This OID carries the *same UUID* under the documented
+/// registration-free arc `1.2.840.113556.1.8000.2554`, split into 16- and
+/// 24-bit arcs (4-4-4-4-4-6-6 hex digits), so it is just as unique and every
+/// arc fits every common parser (Go, Python, OpenSSL, x509-parser).
+pub const BINDING_EXTENSION_OID: &[u64] = &[
+    1, 2, 840, 113_556, 1, 8000, 2554, 38306, 13449, 17322, 20424, 36002, 10_821_426, 3_558_770,
+];
 
 /// What the requester asks to be certified.
 #[derive(Debug, Clone, Copy)]
@@ -131,5 +141,34 @@ mod tests {
         let ext = SvidExtension::binding(&long);
         // Long form length: 0x82 0x01 0x2c.
         assert_eq!(&ext.value_der[..4], &[0x04, 0x82, 0x01, 0x2c]);
+    }
+}
+
+#[cfg(test)]
+mod oid_tests {
+    use x509_parser::oid_registry::Oid;
+
+    use super::BINDING_EXTENSION_OID;
+
+    #[test]
+    fn binding_oid_is_the_design_uuid_in_parseable_arcs() {
+        // Go's crypto/x509 rejects arcs of 2^31 and above; keep every arc below.
+        assert!(BINDING_EXTENSION_OID.iter().all(|&arc| arc < (1 << 31)));
+        let oid = Oid::from(BINDING_EXTENSION_OID).unwrap();
+        assert_eq!(
+            oid.to_id_string(),
+            "1.2.840.113556.1.8000.2554.38306.13449.17322.20424.36002.10821426.3558770"
+        );
+        // The trailing arcs are the design's UUID 95a23489-43aa-4fc8-8ca2-a51f32364d72.
+        let hex: String = BINDING_EXTENSION_OID[7..]
+            .iter()
+            .zip([4, 4, 4, 4, 4, 6, 6])
+            .map(|(arc, width)| format!("{arc:0width$x}"))
+            .collect();
+        assert_eq!(hex, "95a2348943aa4fc88ca2a51f32364d72");
+        assert_eq!(
+            u128::from_str_radix(&hex, 16).unwrap(),
+            198_897_189_023_534_151_293_364_899_632_777_678_194
+        );
     }
 }
