@@ -281,20 +281,34 @@ pub fn digest_tree_with(
             Listed::File(meta) => {
                 let sha256 = hasher.sha256(&item.abs, &meta).map_err(|source| {
                     if source.get_ref().is_some_and(|e| e.is::<ChangedMarker>()) {
-                        TreeError::Changed { path: item.abs.clone() }
+                        TreeError::Changed {
+                            path: item.abs.clone(),
+                        }
                     } else {
-                        TreeError::Io { path: item.abs.clone(), source }
+                        TreeError::Io {
+                            path: item.abs.clone(),
+                            source,
+                        }
                     }
                 })?;
-                EntryKind::File { size: meta.len(), sha256 }
+                EntryKind::File {
+                    size: meta.len(),
+                    sha256,
+                }
             }
             Listed::Symlink(target) => EntryKind::Symlink { target },
         };
-        let entry = TreeEntry { path: item.rel, kind };
+        let entry = TreeEntry {
+            path: item.rel,
+            kind,
+        };
         outer.update(entry.line().as_bytes());
         files.push(entry);
     }
-    Ok(TreeDigest { digest: format!("sha256:{}", hex::encode(outer.finalize())), files })
+    Ok(TreeDigest {
+        digest: format!("sha256:{}", hex::encode(outer.finalize())),
+        files,
+    })
 }
 
 /// One entry found by the walk, before hashing.
@@ -318,7 +332,9 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
     };
     let meta = fs::symlink_metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
-        return Err(TreeError::NotADirectory { path: root.to_path_buf() });
+        return Err(TreeError::NotADirectory {
+            path: root.to_path_buf(),
+        });
     }
     let mut items = Vec::new();
     let mut entries = 0usize;
@@ -352,7 +368,11 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
                         reason: "symlink target contains two consecutive spaces or ends with a space",
                     });
                 }
-                items.push(Item { rel, abs, kind: Listed::Symlink(target) });
+                items.push(Item {
+                    rel,
+                    abs,
+                    kind: Listed::Symlink(target),
+                });
             } else if ft.is_file() {
                 let size = meta.len();
                 if size > limits.max_file_size {
@@ -369,9 +389,16 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
                         limit: limits.max_total_bytes,
                     });
                 }
-                items.push(Item { rel, abs, kind: Listed::File(meta) });
+                items.push(Item {
+                    rel,
+                    abs,
+                    kind: Listed::File(meta),
+                });
             } else {
-                return Err(TreeError::UnsupportedFileType { path: abs, kind: type_name(&ft) });
+                return Err(TreeError::UnsupportedFileType {
+                    path: abs,
+                    kind: type_name(&ft),
+                });
             }
         }
     }
@@ -381,7 +408,9 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
 
 /// Checks that a name or target is UTF-8 text without control characters.
 fn text<'a>(path: &Path, s: Option<&'a str>) -> Result<&'a str, TreeError> {
-    let s = s.ok_or_else(|| TreeError::NonUtf8 { path: path.to_path_buf() })?;
+    let s = s.ok_or_else(|| TreeError::NonUtf8 {
+        path: path.to_path_buf(),
+    })?;
     if s.chars().any(char::is_control) {
         return Err(TreeError::Ambiguous {
             path: path.to_path_buf(),

@@ -56,7 +56,12 @@ fn known_answer() {
         tree.files[1].sha256_hex().unwrap(),
         "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
     );
-    assert_eq!(tree.files[2].kind, EntryKind::Symlink { target: "hello.txt".into() });
+    assert_eq!(
+        tree.files[2].kind,
+        EntryKind::Symlink {
+            target: "hello.txt".into()
+        }
+    );
     assert_eq!(tree.files[2].line(), "symlink  hello.txt  link\n");
 }
 
@@ -108,7 +113,11 @@ fn symlink_is_recorded_not_followed() {
     let before = digest_tree(dir.path(), &TreeLimits::default()).unwrap();
     assert_eq!(before.files.len(), 2, "the linked directory is not walked");
     write(outside.path(), "secret", b"v2 changed");
-    assert_eq!(digest(dir.path()), before.digest, "target content does not count");
+    assert_eq!(
+        digest(dir.path()),
+        before.digest,
+        "target content does not count"
+    );
     // A dangling link is fine too: it is never opened.
     fs::remove_dir_all(outside.path()).unwrap();
     assert_eq!(digest(dir.path()), before.digest);
@@ -146,7 +155,10 @@ fn socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
     let err = digest_tree(dir.path(), &TreeLimits::default()).unwrap_err();
-    assert!(matches!(err, TreeError::UnsupportedFileType { kind: "socket", .. }), "{err}");
+    assert!(
+        matches!(err, TreeError::UnsupportedFileType { kind: "socket", .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -158,20 +170,49 @@ fn limits_are_enforced_before_hashing() {
         }
     }
     let dir = kat_tree(); // files of 0, 6 and 3 bytes; 5 entries with `sub`
-    let limits = TreeLimits { max_file_size: 5, ..TreeLimits::default() };
+    let limits = TreeLimits {
+        max_file_size: 5,
+        ..TreeLimits::default()
+    };
     let err = digest_tree_with(dir.path(), &limits, &NoHash).unwrap_err();
-    assert!(matches!(err, TreeError::FileTooLarge { size: 6, limit: 5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            TreeError::FileTooLarge {
+                size: 6,
+                limit: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
-    let limits = TreeLimits { max_total_bytes: 8, ..TreeLimits::default() };
+    let limits = TreeLimits {
+        max_total_bytes: 8,
+        ..TreeLimits::default()
+    };
     let err = digest_tree_with(dir.path(), &limits, &NoHash).unwrap_err();
-    assert!(matches!(err, TreeError::TotalTooLarge { limit: 8, .. }), "{err}");
+    assert!(
+        matches!(err, TreeError::TotalTooLarge { limit: 8, .. }),
+        "{err}"
+    );
 
-    let limits = TreeLimits { max_entries: 4, ..TreeLimits::default() };
+    let limits = TreeLimits {
+        max_entries: 4,
+        ..TreeLimits::default()
+    };
     let err = digest_tree_with(dir.path(), &limits, &NoHash).unwrap_err();
-    assert!(matches!(err, TreeError::TooManyEntries { limit: 4, .. }), "{err}");
+    assert!(
+        matches!(err, TreeError::TooManyEntries { limit: 4, .. }),
+        "{err}"
+    );
 
     // Exactly at the limits is fine.
-    let limits = TreeLimits { max_file_size: 6, max_total_bytes: 9, max_entries: 5 };
+    let limits = TreeLimits {
+        max_file_size: 6,
+        max_total_bytes: 9,
+        max_entries: 5,
+    };
     assert!(digest_tree(dir.path(), &limits).is_ok());
 }
 
@@ -204,7 +245,10 @@ fn ambiguous_symlink_target_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         symlink(target, dir.path().join("z")).unwrap();
         let err = digest_tree(dir.path(), &TreeLimits::default()).unwrap_err();
-        assert!(matches!(err, TreeError::Ambiguous { .. }), "{target:?}: {err}");
+        assert!(
+            matches!(err, TreeError::Ambiguous { .. }),
+            "{target:?}: {err}"
+        );
     }
 }
 
