@@ -21,6 +21,27 @@ use super::types::{
     TreeDigestStr,
 };
 
+/// The top-level keys of a manifest.
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "spiffe_id",
+    "code",
+    "model",
+    "env",
+    "unix",
+    "nodes",
+    "x509_ttl",
+    "jwt_ttl",
+    "dns_names",
+    "owner",
+    "purpose",
+    "risk_tier",
+    "scopes",
+    "review_by",
+    "not_after",
+];
+
 /// Path prefix reserved for the issuer's and agents' own identities.
 const RESERVED_PATH: &str = "/hallmark";
 
@@ -142,9 +163,11 @@ impl GoldImage {
 
     /// Reads and validates a gold image from a JSON value (the payload).
     pub fn from_value(value: &Value) -> Result<GoldImage, FieldError> {
-        let mut o = Obj::root(value)?;
+        let mut o = Obj::root(value, TOP_KEYS)?;
         let code = {
-            let mut c = o.obj("code")?.ok_or_else(|| o.missing("code"))?;
+            let mut c = o
+                .obj("code", &["sha256", "path", "app_digest", "app_path"])?
+                .ok_or_else(|| o.missing("code"))?;
             let code = CodeConstraint {
                 sha256: c.set("sha256", Sha256Hex::new)?,
                 path: c.opt_str("path", abs_path)?,
@@ -160,7 +183,7 @@ impl GoldImage {
             c.finish()?;
             code
         };
-        let model = match o.obj("model")? {
+        let model = match o.obj("model", &["name", "version", "digest", "path"])? {
             None => None,
             Some(mut m) => {
                 let model = ModelConstraint {
@@ -173,7 +196,7 @@ impl GoldImage {
                 Some(model)
             }
         };
-        let unix = match o.obj("unix")? {
+        let unix = match o.obj("unix", &["uid", "gid"])? {
             None => None,
             Some(mut u) => {
                 let unix = UnixConstraint {
@@ -184,7 +207,7 @@ impl GoldImage {
                 opt(unix.uid.is_some() || unix.gid.is_some(), unix)
             }
         };
-        let nodes = match o.obj("nodes")? {
+        let nodes = match o.obj("nodes", &["spiffe_id_prefixes", "attestors"])? {
             None => None,
             Some(mut n) => {
                 let nodes = NodeConstraint {

@@ -18,13 +18,16 @@ pub(super) struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     /// The document root, which must be an object.
-    pub(super) fn root(value: &'a Value) -> Result<Obj<'a>, FieldError> {
+    /// Unknown keys are refused at once, so a misspelt key is reported as
+    /// unknown rather than as a missing required one.
+    pub(super) fn root(value: &'a Value, known: &[&str]) -> Result<Obj<'a>, FieldError> {
         match value {
-            Value::Object(map) => Ok(Obj {
+            Value::Object(map) => Obj {
                 path: String::new(),
                 map,
                 seen: BTreeSet::new(),
-            }),
+            }
+            .known(known),
             other => Err(FieldError::new(
                 "(root)",
                 format!("expected an object, found {}", kind(other)),
@@ -57,8 +60,16 @@ impl<'a> Obj<'a> {
         Some((k.as_str(), v))
     }
 
-    /// A nested object (a TOML table).
-    pub(super) fn obj(&mut self, key: &str) -> Result<Option<Obj<'a>>, FieldError> {
+    /// A nested object (a TOML table) whose keys must all be in `known`.
+    pub(super) fn obj(&mut self, key: &str, known: &[&str]) -> Result<Option<Obj<'a>>, FieldError> {
+        match self.any_obj(key)? {
+            None => Ok(None),
+            Some(obj) => obj.known(known).map(Some),
+        }
+    }
+
+    /// A nested object with arbitrary keys.
+    fn any_obj(&mut self, key: &str) -> Result<Option<Obj<'a>>, FieldError> {
         match self.take(key) {
             None => Ok(None),
             Some((_, Value::Object(map))) => Ok(Some(Obj {
@@ -160,7 +171,7 @@ impl<'a> Obj<'a> {
     /// An optional table of environment variable names to exact values.
     pub(super) fn env(&mut self, key: &str) -> Result<BTreeMap<EnvName, String>, FieldError> {
         let mut out = BTreeMap::new();
-        let Some(mut table) = self.obj(key)? else {
+        let Some(mut table) = self.any_obj(key)? else {
             return Ok(out);
         };
         let names: Vec<&'a String> = table.map.keys().collect();
@@ -178,6 +189,14 @@ impl<'a> Obj<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses any key not in `known`.
+    fn known(self, known: &[&str]) -> Result<Obj<'a>, FieldError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(self),
+            Some(k) => Err(self.field_error(k, "unknown field")),
+        }
     }
 
     /// Refuses any key that was not taken.

@@ -167,6 +167,11 @@ fn unknown_fields_are_refused_at_every_level() {
         "nodes.attestor"
     );
     assert_eq!(err(&format!("{MIN_TOML}[extra]\n")).0, "extra");
+    // A misspelt required key is reported as unknown, not as missing.
+    assert_eq!(
+        err(&MIN_TOML.replace("owner =", "ownr =")),
+        ("ownr".into(), "unknown field".into())
+    );
 }
 
 #[test]
