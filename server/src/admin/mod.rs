@@ -1,0 +1,325 @@
+//! The admin API: what the operator CLI calls over the local Unix socket.
+//!
+//! Every call is reported as a [`SecurityEvent::AdminCall`] with the caller's
+//! uid from the socket's peer credentials. Callers other than the issuer's
+//! own user and root are refused even if the socket's permissions were
+//! loosened by hand.
+
+pub mod socket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use hallmark_attestors::node::join_token;
+use hallmark_ca::clock::Clock;
+use hallmark_ca::id::{SpiffeId, TrustDomain};
+use hallmark_proto::admin::admin_server::Admin;
+use hallmark_proto::admin::{
+    Agent, AgentRequest, GenerateJoinTokenRequest, GenerateJoinTokenResponse, HealthcheckRequest,
+    HealthcheckResponse, ListAgentsRequest, ListAgentsResponse, ShowBundleRequest,
+    ShowBundleResponse,
+};
+
+use crate::authority::Authority;
+use crate::convert::{unix_i64, unix_secs};
+use crate::events::{EventSink, SecurityEvent};
+use crate::node::{NodeEvent, store_status};
+use crate::store::{JoinTokenRecord, NodeRecord, Store};
+
+/// Longest join token lifetime an operator may ask for.
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The admin API service.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    authority: Arc<Authority>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
+    node_events: broadcast::Sender<NodeEvent>,
+    trust_domain: TrustDomain,
+    join_token_ttl: Duration,
+    /// The issuer's own uid: with root, the only caller allowed.
+    owner_uid: Option<u32>,
+}
+
+/// What the admin API is built from.
+#[derive(Debug)]
+pub struct AdminApiParts {
+    /// The CA.
+    pub authority: Arc<Authority>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Where security events go.
+    pub events: Arc<dyn EventSink>,
+    /// Tells open agent streams about evictions and bans.
+    pub node_events: broadcast::Sender<NodeEvent>,
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Default join token lifetime.
+    pub join_token_ttl: Duration,
+    /// The uid that owns the admin socket.
+    pub owner_uid: Option<u32>,
+}
+
+impl AdminApi {
+    /// Builds the service.
+    pub fn new(parts: AdminApiParts) -> Self {
+        let AdminApiParts {
+            authority,
+            store,
+            clock,
+            events,
+            node_events,
+            trust_domain,
+            join_token_ttl,
+            owner_uid,
+        } = parts;
+        Self {
+            authority,
+            store,
+            clock,
+            events,
+            node_events,
+            trust_domain,
+            join_token_ttl,
+            owner_uid,
+        }
+    }
+
+    /// Checks the caller and audits the call with its outcome.
+    fn audited<T, R>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        call: impl FnOnce() -> Result<(R, String), Status>,
+    ) -> Result<Response<R>, Status> {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid());
+        let result = match (uid, self.owner_uid) {
+            (Some(uid), Some(owner)) if uid != owner && uid != 0 => Err(Status::permission_denied(
+                format!("uid {uid} may not use the admin API: run as uid {owner} or root"),
+            )),
+            _ => call(),
+        };
+        let outcome = match &result {
+            Ok((_, what)) => what.clone(),
+            Err(status) => format!("refused: {:?}: {}", status.code(), status.message()),
+        };
+        self.events.record(SecurityEvent::AdminCall {
+            method,
+            uid,
+            outcome,
+        });
+        result.map(|(response, _)| Response::new(response))
+    }
+
+    fn agent_id(&self, text: &str) -> Result<SpiffeId, Status> {
+        let id = SpiffeId::parse(text)
+            .map_err(|e| Status::invalid_argument(format!("{text:?} is not a SPIFFE ID: {e}")))?;
+        if !id.is_member_of(&self.trust_domain) || !id.has_path_prefix("/hallmark/agent") {
+            return Err(Status::invalid_argument(format!(
+                "{id} is not an agent ID: agent IDs look like spiffe://{}/hallmark/agent/<attestor>/<id>",
+                self.trust_domain
+            )));
+        }
+        Ok(id)
+    }
+
+    fn existing_agent(&self, id: &SpiffeId) -> Result<NodeRecord, Status> {
+        self.store
+            .node(id)
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no agent {id} on record")))
+    }
+}
+
+/// The wire form of a node record.
+fn agent_to_proto(node: &NodeRecord) -> Agent {
+    let current = node.current_svid();
+    Agent {
+        spiffe_id: node.spiffe_id.as_str().to_owned(),
+        attestor: node.attestor.as_str().to_owned(),
+        node_id: node.node_id.clone(),
+        banned: node.banned,
+        first_attested_at: i64::try_from(node.first_attested_at).unwrap_or(i64::MAX),
+        last_attested_at: i64::try_from(node.last_attested_at).unwrap_or(i64::MAX),
+        svid_serial: current.map(|s| s.serial.clone()).unwrap_or_default(),
+        svid_expires_at: current
+            .map(|s| i64::try_from(s.expires_at).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn healthcheck(
+        &self,
+        request: Request<HealthcheckRequest>,
+    ) -> Result<Response<HealthcheckResponse>, Status> {
+        self.audited("Healthcheck", &request, || {
+            let agents = self.store.nodes().map_err(store_status)?.len() as u64;
+            let ca_expires_at = self
+                .authority
+                .ca_not_after()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok((
+                HealthcheckResponse {
+                    trust_domain: self.trust_domain.as_str().to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    agents,
+                    ca_expires_at: unix_i64(ca_expires_at),
+                },
+                "healthy".to_owned(),
+            ))
+        })
+    }
+
+    async fn generate_join_token(
+        &self,
+        request: Request<GenerateJoinTokenRequest>,
+    ) -> Result<Response<GenerateJoinTokenResponse>, Status> {
+        let params = request.get_ref().clone();
+        self.audited("GenerateJoinToken", &request, || {
+            let ttl = match params.ttl_seconds {
+                0 => self.join_token_ttl,
+                secs => Duration::from_secs(secs),
+            };
+            if ttl > MAX_JOIN_TOKEN_TTL {
+                return Err(Status::invalid_argument(format!(
+                    "ttl {}s exceeds the 7 day maximum for join tokens",
+                    ttl.as_secs()
+                )));
+            }
+            let token = join_token::generate();
+            let spiffe_id = if params.spiffe_id.is_empty() {
+                SpiffeId::new(
+                    &self.trust_domain,
+                    &format!("/hallmark/agent/join_token/{}", join_token::node_id(&token)),
+                )
+                .map_err(|e| Status::internal(format!("cannot form agent ID: {e}")))?
+            } else {
+                self.agent_id(&params.spiffe_id)?
+            };
+            let now = self.clock.now();
+            let record = JoinTokenRecord {
+                token_hash: join_token::token_hash(&token),
+                spiffe_id: spiffe_id.clone(),
+                created_at: unix_secs(now),
+                expires_at: unix_secs(now + ttl),
+                used_at: None,
+            };
+            self.store.put_join_token(&record).map_err(store_status)?;
+            let outcome = format!("join token for {spiffe_id}, valid {}s", ttl.as_secs());
+            Ok((
+                GenerateJoinTokenResponse {
+                    token,
+                    expires_at: unix_i64(now + ttl),
+                    spiffe_id: spiffe_id.as_str().to_owned(),
+                },
+                outcome,
+            ))
+        })
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        self.audited("ListAgents", &request, || {
+            let agents: Vec<Agent> = self
+                .store
+                .nodes()
+                .map_err(store_status)?
+                .iter()
+                .map(agent_to_proto)
+                .collect();
+            let outcome = format!("{} agents", agents.len());
+            Ok((ListAgentsResponse { agents }, outcome))
+        })
+    }
+
+    async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id_text = request.get_ref().spiffe_id.clone();
+        self.audited("EvictAgent", &request, || {
+            let id = self.agent_id(&id_text)?;
+            let node = self.existing_agent(&id)?;
+            if node.banned {
+                return Err(Status::failed_precondition(format!(
+                    "agent {id} is banned; evicting would lift the ban: run `agent unban` first if that is what you want"
+                )));
+            }
+            let removed = self
+                .store
+                .remove_node(&id)
+                .map_err(store_status)?
+                .ok_or_else(|| Status::not_found(format!("no agent {id} on record")))?;
+            let _ = self.node_events.send(NodeEvent::Removed {
+                agent: id.clone(),
+                reason: "evicted",
+            });
+            Ok((agent_to_proto(&removed), format!("evicted {id}")))
+        })
+    }
+
+    async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id_text = request.get_ref().spiffe_id.clone();
+        self.audited("BanAgent", &request, || {
+            let id = self.agent_id(&id_text)?;
+            let mut node = self.existing_agent(&id)?;
+            node.banned = true;
+            node.svids.clear();
+            self.store.put_node(&node).map_err(store_status)?;
+            let _ = self.node_events.send(NodeEvent::Removed {
+                agent: id.clone(),
+                reason: "banned",
+            });
+            Ok((agent_to_proto(&node), format!("banned {id}")))
+        })
+    }
+
+    async fn unban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id_text = request.get_ref().spiffe_id.clone();
+        self.audited("UnbanAgent", &request, || {
+            let id = self.agent_id(&id_text)?;
+            let mut node = self.existing_agent(&id)?;
+            if !node.banned {
+                return Err(Status::failed_precondition(format!(
+                    "agent {id} is not banned"
+                )));
+            }
+            node.banned = false;
+            self.store.put_node(&node).map_err(store_status)?;
+            Ok((
+                agent_to_proto(&node),
+                format!("unbanned {id}; it must attest again"),
+            ))
+        })
+    }
+
+    async fn show_bundle(
+        &self,
+        request: Request<ShowBundleRequest>,
+    ) -> Result<Response<ShowBundleResponse>, Status> {
+        self.audited("ShowBundle", &request, || {
+            let bundle = self.authority.bundle();
+            Ok((
+                ShowBundleResponse {
+                    pem: bundle.to_pem(),
+                    jwks: bundle.to_jwks(),
+                    sequence: bundle.sequence,
+                },
+                format!("bundle sequence {}", bundle.sequence),
+            ))
+        })
+    }
+}

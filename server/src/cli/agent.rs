@@ -1,0 +1,135 @@
+//! `hallmark-server agent list | evict | ban | unban`.
+
+use clap::{Args, Subcommand};
+use hallmark_proto::admin::{Agent, AgentRequest, ListAgentsRequest};
+
+use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+
+/// `agent` verbs.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List attested agents.
+    List(ListArgs),
+    /// Forget an agent: it must attest again.
+    Evict(AgentArgs),
+    /// Ban an agent: it cannot attest again until unbanned.
+    Ban(AgentArgs),
+    /// Lift a ban; the agent must attest again.
+    Unban(AgentArgs),
+}
+
+/// Flags of `agent list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Flags of the verbs that name one agent.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent's SPIFFE ID (`spiffe://<td>/hallmark/agent/...`).
+    pub spiffe_id: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+fn agent_json(agent: &Agent) -> serde_json::Value {
+    serde_json::json!({
+        "spiffe_id": agent.spiffe_id,
+        "attestor": agent.attestor,
+        "node_id": agent.node_id,
+        "banned": agent.banned,
+        "first_attested_at": agent.first_attested_at,
+        "last_attested_at": agent.last_attested_at,
+        "svid_serial": agent.svid_serial,
+        "svid_expires_at": agent.svid_expires_at,
+    })
+}
+
+fn print_agent(agent: &Agent) {
+    println!("SPIFFE ID       : {}", agent.spiffe_id);
+    println!("Attestor        : {}", agent.attestor);
+    println!("Node ID         : {}", agent.node_id);
+    println!("Banned          : {}", agent.banned);
+    println!("Last attested   : {}", timestamp(agent.last_attested_at));
+    println!(
+        "SVID serial     : {}",
+        if agent.svid_serial.is_empty() {
+            "-"
+        } else {
+            &agent.svid_serial
+        }
+    );
+    println!("SVID expires    : {}", timestamp(agent.svid_expires_at));
+}
+
+/// Runs an `agent` command.
+pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
+    match cmd {
+        AgentCommand::List(args) => {
+            let mut client = args.admin.client().await?;
+            let agents = client
+                .list_agents(ListAgentsRequest {})
+                .await
+                .map_err(|s| rpc_error("agent list", s))?
+                .into_inner()
+                .agents;
+            match args.output {
+                Output::Json => print_json(&serde_json::json!({
+                    "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
+                })),
+                Output::Text => {
+                    println!(
+                        "Found {} attested agent{}",
+                        agents.len(),
+                        if agents.len() == 1 { "" } else { "s" }
+                    );
+                    for agent in &agents {
+                        println!();
+                        print_agent(agent);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        AgentCommand::Evict(args) => one(args, "evict").await,
+        AgentCommand::Ban(args) => one(args, "ban").await,
+        AgentCommand::Unban(args) => one(args, "unban").await,
+    }
+}
+
+async fn one(args: AgentArgs, verb: &str) -> anyhow::Result<()> {
+    let mut client = args.admin.client().await?;
+    let request = AgentRequest {
+        spiffe_id: args.spiffe_id.clone(),
+    };
+    let what = format!("agent {verb}");
+    let agent = match verb {
+        "evict" => client.evict_agent(request).await,
+        "ban" => client.ban_agent(request).await,
+        _ => client.unban_agent(request).await,
+    }
+    .map_err(|s| rpc_error(&what, s))?
+    .into_inner();
+    match args.output {
+        Output::Json => print_json(&agent_json(&agent)),
+        Output::Text => {
+            let done = match verb {
+                "evict" => "evicted",
+                "ban" => "banned",
+                _ => "unbanned",
+            };
+            println!("Agent {} {done}", agent.spiffe_id);
+            Ok(())
+        }
+    }
+}

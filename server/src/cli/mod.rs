@@ -1,0 +1,133 @@
+//! The operator CLI: `hallmark-server <noun> <verb>`, following SPIRE's habits.
+//!
+//! `run` starts the daemon; every other command talks to a running issuer
+//! over its admin socket, found from `--socket`, else the `admin_socket` of
+//! `--config`, else the built-in default.
+
+pub mod agent;
+pub mod bundle;
+pub mod healthcheck;
+pub mod image;
+pub mod run;
+pub mod token;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use hallmark_proto::admin::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::config::{DEFAULT_ADMIN_SOCKET, ServerConfig};
+
+/// `hallmark-server`: the Hallmark issuer and its operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "hallmark-server", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the issuer daemon.
+    Run(run::RunArgs),
+    /// Join tokens for node attestation.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Attested node agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// The trust bundle.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Check that the issuer is up and answering on its admin socket.
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Signed gold images: keys, digests, signing and verification.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+/// Output format for commands that print records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// How to reach the admin socket.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Path of the issuer's admin socket.
+    #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Server config file to read `admin_socket` from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// The socket path: `--socket`, else the config's, else the default.
+    pub fn socket_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        if let Some(config) = &self.config {
+            let file = ServerConfig::from_file(config)?;
+            if let Some(socket) = file.admin_socket {
+                return Ok(socket);
+            }
+        }
+        Ok(PathBuf::from(DEFAULT_ADMIN_SOCKET))
+    }
+
+    /// Connects to the admin API.
+    pub async fn client(&self) -> anyhow::Result<AdminClient<Channel>> {
+        let path = self.socket_path()?;
+        let channel = crate::admin::socket::connect(&path).await?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
+/// Runs a parsed command.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::Agent(cmd) => agent::run(cmd).await,
+        Command::Bundle(cmd) => bundle::run(cmd).await,
+        Command::Healthcheck(args) => healthcheck::run(args).await,
+        Command::Image(cmd) => image::run(cmd).await,
+    }
+}
+
+/// Turns a gRPC error into a CLI error that says what the issuer said.
+pub(crate) fn rpc_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what} failed: {} ({:?})", status.message(), status.code())
+}
+
+/// Formats a Unix timestamp for humans (RFC 3339, UTC).
+pub(crate) fn timestamp(secs: i64) -> String {
+    match u64::try_from(secs) {
+        Ok(s) if s > 0 => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+        )
+        .to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("cannot encode JSON")?
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `hallmark-server run`: the daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::config::{ServerConfig, ServerOverrides, ServerSettings};
+
+/// Flags of `run`; each overrides the config file.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The config file (`server.toml`).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Trust domain, e.g. `example.org`.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Data directory of the embedded store.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node API listen address (`IP:port`).
+    #[arg(long)]
+    pub bind_address: Option<String>,
+    /// Admin socket path.
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Log level or `EnvFilter` directive.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl RunArgs {
+    /// Reads the config file (or an empty config without `--config`).
+    pub fn file(&self) -> anyhow::Result<ServerConfig> {
+        match &self.config {
+            Some(path) => Ok(ServerConfig::from_file(path)?),
+            None => Ok(ServerConfig::default()),
+        }
+    }
+
+    /// The log format and level: flags, then the file, then `text`/`info`.
+    pub fn logging(&self) -> anyhow::Result<(String, String)> {
+        let file = self.file()?;
+        let format = self
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let level = self
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
+        Ok((format, level))
+    }
+}
+
+/// Runs the issuer until SIGINT or SIGTERM.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let file = args.file()?;
+    let overrides = ServerOverrides {
+        trust_domain: args.trust_domain.clone(),
+        data_dir: args.data_dir.clone(),
+        bind_address: args.bind_address.clone(),
+        admin_socket: args.admin_socket.clone(),
+    };
+    let settings = ServerSettings::resolve(file, overrides)?;
+    let server = crate::server::start(settings)
+        .await
+        .context("cannot start hallmark-server")?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("cannot install SIGINT handler")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! `server.toml`: the raw file format and the validated settings the daemon runs on.
+//!
+//! Precedence is defaults < file < flags: [`ServerConfig`] is what the file says
+//! (every key optional except `trust_domain`), [`ServerOverrides`] is what the
+//! flags say, and [`ServerSettings::resolve`] merges them and checks every value,
+//! so the rest of the server only ever sees valid settings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hallmark_ca::id::TrustDomain;
+use hallmark_ca::manager::CaConfig;
+use hallmark_ca::x509::UpstreamCa;
+use serde::Deserialize;
+
+/// Default node API listen address.
+pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1:8081";
+/// Default admin socket path.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/hallmark/server/admin.sock";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/hallmark/server";
+/// The hard ceiling on every workload SVID's lifetime, whatever the config says.
+pub const HARD_MAX_SVID_TTL: Duration = Duration::from_secs(300);
+
+/// Errors from reading or validating `server.toml`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("invalid config{}: {source}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when the config came from one.
+        path: Option<PathBuf>,
+        /// The TOML error (names the key and position).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A key has a value that is well-typed but not acceptable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The offending key, dotted (`ca.max_svid_ttl`).
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+}
+
+/// The raw contents of `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The trust domain, e.g. `example.org`.
+    pub trust_domain: Option<String>,
+    /// Where the embedded store keeps its data.
+    pub data_dir: Option<PathBuf>,
+    /// Node API listen address (`host:port`).
+    pub bind_address: Option<String>,
+    /// Admin API Unix socket path.
+    pub admin_socket: Option<PathBuf>,
+    /// Log level filter (`info`, `debug`, or an `EnvFilter` directive).
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    pub log_format: Option<String>,
+    /// Certificate authority settings.
+    #[serde(default)]
+    pub ca: CaSection,
+    /// Node agent settings.
+    #[serde(default)]
+    pub agents: AgentsSection,
+}
+
+/// `[ca]` in `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    /// Lifetime of each X.509 CA certificate (default 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Lifetime of each JWT signing key (default 24h).
+    #[serde(default, with = "humantime_serde")]
+    pub jwt_key_ttl: Option<Duration>,
+    /// Cap on every workload SVID's lifetime (default and maximum 300s).
+    #[serde(default, with = "humantime_serde")]
+    pub max_svid_ttl: Option<Duration>,
+    /// How often relying parties should refresh the bundle (default 5m).
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_hint: Option<Duration>,
+    /// Upstream CA certificate (PEM); with `upstream_key`, the issuer's CA is
+    /// an intermediate of it instead of a self-signed root.
+    pub upstream_cert: Option<PathBuf>,
+    /// Upstream CA private key (PKCS#8 PEM).
+    pub upstream_key: Option<PathBuf>,
+}
+
+/// `[agents]` in `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSection {
+    /// Lifetime of node SVIDs (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub svid_ttl: Option<Duration>,
+    /// Default lifetime of join tokens (default 10m).
+    #[serde(default, with = "humantime_serde")]
+    pub join_token_ttl: Option<Duration>,
+    /// Provisioning CA certificates (PEM) that x509pop node certificates
+    /// must chain to. Without it the x509pop attestor is off.
+    pub x509pop_ca: Option<PathBuf>,
+}
+
+/// What the `run` flags set; each `Some` overrides the file.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOverrides {
+    /// `--trust-domain`.
+    pub trust_domain: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--bind-address`.
+    pub bind_address: Option<String>,
+    /// `--admin-socket`.
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// Validated settings: everything the daemon needs, checked.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The store's directory.
+    pub data_dir: PathBuf,
+    /// Node API listen address (port 0 picks a free port).
+    pub bind_address: SocketAddr,
+    /// Admin API Unix socket path.
+    pub admin_socket: PathBuf,
+    /// CA settings, upstream CA loaded.
+    pub ca: CaConfig,
+    /// Node SVID lifetime.
+    pub agent_svid_ttl: Duration,
+    /// Default join token lifetime.
+    pub join_token_ttl: Duration,
+    /// Provisioning CA roots (DER) for x509pop, if enabled.
+    pub x509pop_roots: Option<Vec<Vec<u8>>>,
+    /// How often the CA checks whether to rotate.
+    pub rotation_interval: Duration,
+}
+
+impl ServerConfig {
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: Some(path.to_owned()),
+            source,
+        })
+    }
+}
+
+impl ServerSettings {
+    /// Merges file and flags over the defaults and validates the result.
+    pub fn resolve(file: ServerConfig, flags: ServerOverrides) -> Result<Self, ConfigError> {
+        let td_text = flags
+            .trust_domain
+            .or(file.trust_domain)
+            .ok_or(ConfigError::Invalid {
+                key: "trust_domain",
+                reason: "missing: set it to your trust domain, e.g. \"example.org\"".into(),
+            })?;
+        let trust_domain = TrustDomain::new(&td_text).map_err(|e| ConfigError::Invalid {
+            key: "trust_domain",
+            reason: format!("{td_text:?} is not a valid trust domain: {e}"),
+        })?;
+        let bind_text = flags
+            .bind_address
+            .or(file.bind_address)
+            .unwrap_or_else(|| DEFAULT_BIND_ADDRESS.to_owned());
+        let bind_address: SocketAddr = bind_text.parse().map_err(|_| ConfigError::Invalid {
+            key: "bind_address",
+            reason: format!("{bind_text:?} is not an IP:port address, e.g. \"127.0.0.1:8081\""),
+        })?;
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let admin_socket = flags
+            .admin_socket
+            .or(file.admin_socket)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET));
+
+        let mut ca = CaConfig::new(trust_domain.clone());
+        if let Some(ttl) = file.ca.ttl {
+            positive("ca.ttl", ttl)?;
+            if ttl < Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid {
+                    key: "ca.ttl",
+                    reason: "must be at least 1h so that rotation can overlap".into(),
+                });
+            }
+            ca.ca_ttl = ttl;
+        }
+        if let Some(ttl) = file.ca.jwt_key_ttl {
+            positive("ca.jwt_key_ttl", ttl)?;
+            if ttl < Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid {
+                    key: "ca.jwt_key_ttl",
+                    reason: "must be at least 1h so that rotation can overlap".into(),
+                });
+            }
+            ca.jwt_key_ttl = ttl;
+        }
+        if let Some(ttl) = file.ca.max_svid_ttl {
+            positive("ca.max_svid_ttl", ttl)?;
+            if ttl > HARD_MAX_SVID_TTL {
+                return Err(ConfigError::Invalid {
+                    key: "ca.max_svid_ttl",
+                    reason: format!(
+                        "{} exceeds the hard limit of 300s: workload credentials live at most 5 minutes",
+                        humantime::format_duration(ttl)
+                    ),
+                });
+            }
+            ca.max_svid_ttl = ttl;
+        }
+        if let Some(hint) = file.ca.refresh_hint {
+            positive("ca.refresh_hint", hint)?;
+            ca.refresh_hint = hint;
+        }
+        ca.upstream = match (&file.ca.upstream_cert, &file.ca.upstream_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(load_upstream(cert, key)?)),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "ca.upstream_cert",
+                    reason: "set both ca.upstream_cert and ca.upstream_key, or neither".into(),
+                });
+            }
+        };
+
+        let agent_svid_ttl = file.agents.svid_ttl.unwrap_or(Duration::from_secs(3600));
+        positive("agents.svid_ttl", agent_svid_ttl)?;
+        let join_token_ttl = file
+            .agents
+            .join_token_ttl
+            .unwrap_or(Duration::from_secs(600));
+        positive("agents.join_token_ttl", join_token_ttl)?;
+        let x509pop_roots = match &file.agents.x509pop_ca {
+            None => None,
+            Some(path) => Some(load_cert_pem("agents.x509pop_ca", path)?),
+        };
+
+        Ok(Self {
+            trust_domain,
+            data_dir,
+            bind_address,
+            admin_socket,
+            ca,
+            agent_svid_ttl,
+            join_token_ttl,
+            x509pop_roots,
+            rotation_interval: Duration::from_secs(10),
+        })
+    }
+
+    /// Settings for tests and the quickstart: loopback on a free port, the
+    /// given directories, all defaults otherwise.
+    pub fn for_dirs(trust_domain: TrustDomain, data_dir: PathBuf, admin_socket: PathBuf) -> Self {
+        let ca = CaConfig::new(trust_domain.clone());
+        Self {
+            trust_domain,
+            data_dir,
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_socket,
+            ca,
+            agent_svid_ttl: Duration::from_secs(3600),
+            join_token_ttl: Duration::from_secs(600),
+            x509pop_roots: None,
+            rotation_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(())
+}
+
+fn read_text(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+fn load_upstream(cert: &Path, key: &Path) -> Result<UpstreamCa, ConfigError> {
+    let cert_pem = read_text("ca.upstream_cert", cert)?;
+    let key_pem = read_text("ca.upstream_key", key)?;
+    UpstreamCa::from_pem(&cert_pem, &key_pem).map_err(|e| ConfigError::Invalid {
+        key: "ca.upstream_cert",
+        reason: format!(
+            "{} / {} is not a usable upstream CA: {e}",
+            cert.display(),
+            key.display()
+        ),
+    })
+}
+
+/// Reads every `CERTIFICATE` block of a PEM file as DER.
+fn load_cert_pem(key: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let text = read_text(key, path)?;
+    let blocks = pem::parse_many(text.as_bytes()).map_err(|e| ConfigError::Invalid {
+        key,
+        reason: format!("{} is not PEM: {e}", path.display()),
+    })?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect();
+    if certs.is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{} holds no CERTIFICATE block", path.display()),
+        });
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<ServerSettings, ConfigError> {
+        ServerSettings::resolve(
+            ServerConfig::from_toml_str(text)?,
+            ServerOverrides::default(),
+        )
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../conf/server.toml");
+        let settings = resolve(text).unwrap();
+        assert_eq!(settings.trust_domain.as_str(), "example.org");
+        assert_eq!(settings.ca.max_svid_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = resolve("trust_domain = \"example.org\"\nbind_adress = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bind_adress"), "{msg}");
+    }
+
+    #[test]
+    fn missing_trust_domain_is_named() {
+        let err = resolve("").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "trust_domain",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn svid_ttl_above_hard_cap_refused() {
+        let err =
+            resolve("trust_domain = \"example.org\"\n[ca]\nmax_svid_ttl = \"10m\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "ca.max_svid_ttl",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_address_refused() {
+        let err =
+            resolve("trust_domain = \"example.org\"\n[agents]\nsvid_ttl = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("svid_ttl"), "{err}");
+        let err =
+            resolve("trust_domain = \"example.org\"\nbind_address = \"localhost\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "bind_address",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = ServerConfig::from_toml_str("trust_domain = \"a.org\"\n").unwrap();
+        let flags = ServerOverrides {
+            trust_domain: Some("b.org".into()),
+            ..Default::default()
+        };
+        let settings = ServerSettings::resolve(file, flags).unwrap();
+        assert_eq!(settings.trust_domain.as_str(), "b.org");
+    }
+}

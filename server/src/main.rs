@@ -1,0 +1,48 @@
+//! `hallmark-server`: parse the command line, install logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hallmark_server::cli::{Cli, Command, dispatch};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (format, level) = match &cli.command {
+        Command::Run(args) => match args.logging() {
+            Ok(logging) => logging,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => ("text".to_owned(), "warn".to_owned()),
+    };
+    if let Err(error) = install_tracing(&format, &level) {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_tracing(format: &str, level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .map_err(|e| anyhow::anyhow!("log_level {level:?} is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("log_format {other:?} is not supported: use \"text\" or \"json\""),
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The node API: agents attest, renew their node SVID and follow `Sync`.
+//!
+//! `Attest` is the only call open to a TLS client without a certificate.
+//! Every other call is authenticated twice: the TLS layer verifies the
+//! client's node SVID chains to the current bundle (see [`listener`]), and
+//! [`NodeApi::authenticate`] checks that the issuer still honours that exact
+//! SVID for that agent, so eviction and bans take effect on the next call.
+
+mod attest;
+pub mod listener;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use hallmark_attestors::node::x509pop::X509PopVerifier;
+use hallmark_ca::clock::Clock;
+use hallmark_ca::id::{SpiffeId, TrustDomain};
+use hallmark_ca::tls::{leaf_serial, peer_spiffe_id};
+use hallmark_proto::node::node_server::Node;
+use hallmark_proto::node::{
+    AttestRequest, AttestResponse, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
+    SyncResponse, attest_response,
+};
+
+use crate::authority::Authority;
+use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
+use crate::events::{EventSink, SecurityEvent};
+use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
+
+/// Something that changed about an agent, told to its open streams.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The agent was evicted or banned: its streams end now.
+    Removed {
+        /// The agent.
+        agent: SpiffeId,
+        /// `evicted` or `banned`.
+        reason: &'static str,
+    },
+}
+
+/// The node API service.
+#[derive(Debug, Clone)]
+pub struct NodeApi {
+    inner: Arc<NodeApiInner>,
+}
+
+/// Shared state of the node API.
+#[derive(Debug)]
+pub struct NodeApiInner {
+    authority: Arc<Authority>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
+    node_events: broadcast::Sender<NodeEvent>,
+    trust_domain: TrustDomain,
+    agent_svid_ttl: Duration,
+    x509pop: Option<X509PopVerifier>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for NodeApi {
+    type Target = NodeApiInner;
+    fn deref(&self) -> &NodeApiInner {
+        &self.inner
+    }
+}
+
+/// What the node API is built from.
+#[derive(Debug)]
+pub struct NodeApiParts {
+    /// The CA.
+    pub authority: Arc<Authority>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Where security events go.
+    pub events: Arc<dyn EventSink>,
+    /// Evictions and bans, from the admin API.
+    pub node_events: broadcast::Sender<NodeEvent>,
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Node SVID lifetime.
+    pub agent_svid_ttl: Duration,
+    /// The x509pop verifier, when the attestor is enabled.
+    pub x509pop: Option<X509PopVerifier>,
+    /// Becomes `true` when the issuer shuts down: long-lived streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl NodeApi {
+    /// Builds the service.
+    pub fn new(parts: NodeApiParts) -> Self {
+        let NodeApiParts {
+            authority,
+            store,
+            clock,
+            events,
+            node_events,
+            trust_domain,
+            agent_svid_ttl,
+            x509pop,
+            shutdown,
+        } = parts;
+        Self {
+            inner: Arc::new(NodeApiInner {
+                authority,
+                store,
+                clock,
+                events,
+                node_events,
+                trust_domain,
+                agent_svid_ttl,
+                x509pop,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Checks that the caller presented a node SVID the issuer still honours
+    /// and returns its agent's record.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<NodeRecord, Status> {
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated(
+                "this call requires mutual TLS with the agent's node SVID: attest first",
+            )
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("no client certificate presented: attest first")
+        })?;
+        let agent = peer_spiffe_id(std::slice::from_ref(leaf)).map_err(|e| {
+            Status::unauthenticated(format!("client certificate is not an SVID: {e}"))
+        })?;
+        let serial = leaf_serial(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client certificate unreadable: {e}")))?;
+        let record = self
+            .store
+            .node(&agent)
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "agent {agent} is not attested (evicted?): attest again"
+                ))
+            })?;
+        if record.banned {
+            return Err(Status::permission_denied(format!(
+                "agent {agent} is banned"
+            )));
+        }
+        if !record.honours(&serial, unix_secs(self.clock.now())) {
+            return Err(Status::permission_denied(format!(
+                "node SVID {serial} of agent {agent} is no longer honoured: attest again"
+            )));
+        }
+        Ok(record)
+    }
+}
+
+/// Maps a store failure to a transient gRPC status.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "store failure");
+    Status::unavailable(format!("issuer store unavailable: {e}"))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Node for NodeApi {
+    type AttestStream = BoxStream<AttestResponse>;
+    type SyncStream = BoxStream<SyncResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn attest(
+        &self,
+        request: Request<Streaming<AttestRequest>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(
+                attest::ATTESTATION_TIMEOUT,
+                api.run_attestation(&mut inbound, &tx),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(attest::Refusal {
+                    attestor: "unknown",
+                    status: Status::deadline_exceeded("attestation did not complete in 30s"),
+                })
+            });
+            let message = match outcome {
+                Ok((result, attestor, serial)) => {
+                    if let Some(agent) = result
+                        .svid
+                        .as_ref()
+                        .and_then(|svid| SpiffeId::parse(&svid.spiffe_id).ok())
+                    {
+                        api.events.record(SecurityEvent::NodeAttested {
+                            agent,
+                            attestor: attestor.as_str(),
+                            serial,
+                            peer,
+                        });
+                    }
+                    Ok(AttestResponse {
+                        step: Some(attest_response::Step::Result(result)),
+                    })
+                }
+                Err(refusal) => {
+                    api.events.record(SecurityEvent::NodeAttestationRefused {
+                        attestor: refusal.attestor,
+                        reason: refusal.status.message().to_owned(),
+                        peer,
+                    });
+                    Err(refusal.status)
+                }
+            };
+            // The agent may have gone away; nothing to do then.
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn renew_agent_svid(
+        &self,
+        request: Request<RenewAgentSvidRequest>,
+    ) -> Result<Response<RenewAgentSvidResponse>, Status> {
+        let record = self.authenticate(&request)?;
+        let public_key = request.into_inner().public_key;
+        if public_key.is_empty() {
+            return Err(Status::invalid_argument(
+                "public_key is empty: send the SubjectPublicKeyInfo (DER) of the new key",
+            ));
+        }
+        let svid = self
+            .authority
+            .mint_node_svid(&record.spiffe_id, &public_key, self.agent_svid_ttl)
+            .map_err(|e| Status::invalid_argument(format!("cannot issue node SVID: {e}")))?;
+        // Re-read before writing so an eviction or ban that raced with this
+        // call is not undone.
+        let mut current = self
+            .store
+            .node(&record.spiffe_id)
+            .map_err(store_status)?
+            .filter(|n| !n.banned)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "agent {} was evicted or banned: attest again",
+                    record.spiffe_id
+                ))
+            })?;
+        current.push_svid(
+            IssuedSvid {
+                serial: svid.serial.clone(),
+                expires_at: unix_secs(svid.not_after),
+            },
+            unix_secs(self.clock.now()),
+        );
+        self.store.put_node(&current).map_err(store_status)?;
+        self.events.record(SecurityEvent::NodeSvidRenewed {
+            agent: record.spiffe_id.clone(),
+            serial: svid.serial.clone(),
+        });
+        Ok(Response::new(RenewAgentSvidResponse {
+            svid: Some(svid_to_proto(&svid)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sync(
+        &self,
+        request: Request<SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let record = self.authenticate(&request)?;
+        let agent = record.spiffe_id;
+        let mut bundles = self.authority.subscribe();
+        let mut node_events = self.node_events.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let snapshot = bundles.borrow_and_update().clone();
+            let first = SyncResponse {
+                snapshot: true,
+                bundle: Some(bundle_to_proto(&snapshot)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            tracing::debug!(%agent, "sync stream opened");
+            loop {
+                tokio::select! {
+                    changed = bundles.changed() => {
+                        if changed.is_err() {
+                            // The issuer is shutting down.
+                            let _ = tx.send(Err(Status::unavailable("issuer shutting down"))).await;
+                            return;
+                        }
+                        let bundle = bundles.borrow_and_update().clone();
+                        let update = SyncResponse { snapshot: false, bundle: Some(bundle_to_proto(&bundle)) };
+                        if tx.send(Ok(update)).await.is_err() {
+                            return;
+                        }
+                    }
+                    event = node_events.recv() => match event {
+                        Ok(NodeEvent::Removed { agent: removed, reason }) if removed == agent => {
+                            let _ = tx.send(Err(Status::permission_denied(format!(
+                                "agent {agent} was {reason}"
+                            )))).await;
+                            return;
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = crate::server::shutdown_signalled(&mut shutdown) => {
+                        let _ = tx.send(Err(Status::unavailable("issuer shutting down"))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

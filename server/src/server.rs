@@ -1,0 +1,258 @@
+//! The issuer daemon: opens the store and CA, serves the node API on TCP and
+//! the admin API on its Unix socket, rotates the CA, and shuts down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use hallmark_attestors::node::x509pop::X509PopVerifier;
+use hallmark_ca::clock::Clock;
+use hallmark_proto::admin::admin_server::AdminServer;
+use hallmark_proto::node::node_server::NodeServer;
+
+use crate::admin::socket::SocketError;
+use crate::admin::{AdminApi, AdminApiParts, socket};
+use crate::authority::{Authority, AuthorityError};
+use crate::config::ServerSettings;
+use crate::convert::unix_secs;
+use crate::events::{EventSink, TracingSink};
+use crate::node::{NodeApi, NodeApiParts, listener};
+use crate::store::{SledStore, Store, StoreError};
+
+/// How long shutdown waits for in-flight calls before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors starting the issuer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The CA could not be loaded or created.
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// The TLS configuration was refused.
+    #[error("node API TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The node API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin socket could not be created.
+    #[error(transparent)]
+    AdminSocket(#[from] SocketError),
+    /// The x509pop provisioning CA is unusable.
+    #[error("agents.x509pop_ca: {0}")]
+    X509Pop(String),
+}
+
+/// A running issuer.
+#[derive(Debug)]
+pub struct ServerHandle {
+    node_addr: SocketAddr,
+    admin_socket: PathBuf,
+    authority: Arc<Authority>,
+    store: Arc<SledStore>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the issuer with the system clock.
+pub async fn start(settings: ServerSettings) -> Result<ServerHandle, ServerError> {
+    start_with_clock(settings, Arc::new(hallmark_ca::clock::SystemClock)).await
+}
+
+/// Starts the issuer with the given clock (tests pass a manual one).
+pub async fn start_with_clock(
+    settings: ServerSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<ServerHandle, ServerError> {
+    let store = Arc::new(SledStore::open(&settings.data_dir)?);
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let authority = Authority::open(settings.ca.clone(), dyn_store.clone(), clock.clone())?;
+    let events: Arc<dyn EventSink> = Arc::new(TracingSink);
+    let (node_events, _) = broadcast::channel(256);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let x509pop = settings
+        .x509pop_roots
+        .clone()
+        .map(X509PopVerifier::new)
+        .transpose()
+        .map_err(|e| ServerError::X509Pop(e.to_string()))?;
+
+    let node_api = NodeApi::new(NodeApiParts {
+        authority: authority.clone(),
+        store: dyn_store.clone(),
+        clock: clock.clone(),
+        events: events.clone(),
+        node_events: node_events.clone(),
+        trust_domain: settings.trust_domain.clone(),
+        agent_svid_ttl: settings.agent_svid_ttl,
+        x509pop,
+        shutdown: shutdown_rx.clone(),
+    });
+    let tls = listener::tls_config(&authority, clock.clone())?;
+    let (node_addr, incoming) =
+        listener::bind(settings.bind_address, tls)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: settings.bind_address,
+                source,
+            })?;
+    let admin_socket = socket::bind(&settings.admin_socket).await?;
+    let admin_api = AdminApi::new(AdminApiParts {
+        authority: authority.clone(),
+        store: dyn_store.clone(),
+        clock: clock.clone(),
+        events,
+        node_events,
+        trust_domain: settings.trust_domain.clone(),
+        join_token_ttl: settings.join_token_ttl,
+        owner_uid: Some(admin_socket.owner_uid),
+    });
+
+    let mut tasks = Vec::new();
+    let mut down = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(NodeServer::new(node_api))
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown_signalled(&mut down).await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "node API server failed");
+        }
+    }));
+    let mut down = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(AdminServer::new(admin_api))
+            .serve_with_incoming_shutdown(admin_socket.incoming, async move {
+                shutdown_signalled(&mut down).await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "admin API server failed");
+        }
+    }));
+    tasks.push(tokio::spawn(maintenance(
+        authority.clone(),
+        dyn_store,
+        clock,
+        settings.rotation_interval,
+        shutdown_rx,
+    )));
+
+    tracing::info!(
+        trust_domain = %settings.trust_domain,
+        node_api = %node_addr,
+        admin_socket = %settings.admin_socket.display(),
+        "hallmark-server is up"
+    );
+    Ok(ServerHandle {
+        node_addr,
+        admin_socket: settings.admin_socket,
+        authority,
+        store,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Resolves once `shutdown` becomes `true` (or its sender is gone), without
+/// holding a watch guard across an await point.
+pub(crate) async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// CA rotation and join token clean-up on a timer.
+async fn maintenance(
+    authority: Arc<Authority>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown_signalled(&mut shutdown) => return,
+        }
+        if let Err(error) = authority.tick() {
+            tracing::error!(%error, "CA rotation failed; will retry");
+        }
+        match store.prune_join_tokens(unix_secs(clock.now())) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "expired join tokens removed"),
+            Err(error) => tracing::warn!(%error, "join token clean-up failed"),
+        }
+    }
+}
+
+impl ServerHandle {
+    /// The node API's bound address.
+    pub fn node_addr(&self) -> SocketAddr {
+        self.node_addr
+    }
+
+    /// The admin socket path.
+    pub fn admin_socket(&self) -> &std::path::Path {
+        &self.admin_socket
+    }
+
+    /// The CA (tests inspect the bundle and force rotation through it).
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.authority
+    }
+
+    /// Stops serving: long-lived streams end with `Unavailable`, in-flight
+    /// calls get a grace period, the admin socket is removed, and the store
+    /// is flushed and closed before this returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("in-flight calls did not finish in time; cutting them off");
+                abort.abort();
+            }
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
+        let store = self.store.clone();
+        let (authority, handle_store) = (self.authority, self.store);
+        drop(authority);
+        drop(handle_store);
+        // Wait for short-lived tasks (attestations) to drop their references,
+        // so that the database is closed when this returns.
+        for _ in 0..100 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(error) = store.flush_and_close() {
+            tracing::warn!(%error, "store flush on shutdown failed");
+        }
+        tracing::info!("hallmark-server stopped");
+    }
+}

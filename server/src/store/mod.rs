@@ -1,0 +1,176 @@
+//! Persistence: the [`Store`] trait and the records the issuer must not lose.
+//!
+//! Everything the issuer must keep across restarts goes through a `Store`: CA
+//! keys and state, attested nodes and join tokens (and, as the later
+//! capabilities land, gold images, revocations and the audit log). Every
+//! write method returns only once the write is durable, so an operator action
+//! is never acknowledged before it would survive a crash.
+//!
+//! The embedded default is [`SledStore`]; a PostgreSQL store for several
+//! issuers behind one name is the planned second implementation.
+
+mod sled_store;
+
+use serde::{Deserialize, Serialize};
+
+use hallmark_ca::id::SpiffeId;
+
+pub use sled_store::SledStore;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The underlying database failed (I/O, corruption, lock held by another process).
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded: the data is corrupt or from an
+    /// incompatible version.
+    #[error("stored record {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// Why decoding failed.
+        reason: String,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// The node attestor that admitted an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NodeAttestorKind {
+    /// A single-use join token.
+    JoinToken,
+    /// Proof of possession of a provisioned node certificate.
+    X509pop,
+}
+
+impl NodeAttestorKind {
+    /// The name used in SPIFFE IDs, config and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeAttestorKind::JoinToken => "join_token",
+            NodeAttestorKind::X509pop => "x509pop",
+        }
+    }
+}
+
+/// A node SVID the issuer minted for an agent and still honours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedSvid {
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// An attested node agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// How it attested.
+    pub attestor: NodeAttestorKind,
+    /// The attestor's node identifier.
+    pub node_id: String,
+    /// Banned agents cannot attest again until unbanned.
+    pub banned: bool,
+    /// First successful attestation, seconds since the Unix epoch.
+    pub first_attested_at: u64,
+    /// Latest successful attestation.
+    pub last_attested_at: u64,
+    /// Node SVIDs the issuer still honours for this agent (newest last).
+    /// Only these serials authenticate the agent on the node API, so an
+    /// eviction or ban takes effect at once even though the certificates
+    /// themselves are still within their validity.
+    pub svids: Vec<IssuedSvid>,
+}
+
+impl NodeRecord {
+    /// The newest node SVID.
+    pub fn current_svid(&self) -> Option<&IssuedSvid> {
+        self.svids.last()
+    }
+
+    /// Whether `serial` is an honoured, unexpired node SVID of this agent.
+    pub fn honours(&self, serial: &str, now: u64) -> bool {
+        !self.banned
+            && self
+                .svids
+                .iter()
+                .any(|s| s.serial == serial && s.expires_at > now)
+    }
+
+    /// Records a newly minted SVID and forgets expired ones.
+    pub fn push_svid(&mut self, svid: IssuedSvid, now: u64) {
+        self.svids.retain(|s| s.expires_at > now);
+        self.svids.push(svid);
+    }
+}
+
+/// A join token, stored by the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// sha256 hex of the token: the token itself is never stored.
+    pub token_hash: String,
+    /// The SPIFFE ID the agent that uses it receives.
+    pub spiffe_id: SpiffeId,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// When it was used, if it was. Used tokens are kept until they expire so
+    /// that a second use is reported as reuse, not as an unknown token.
+    pub used_at: Option<u64>,
+}
+
+/// Outcome of [`Store::consume_join_token`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenUse {
+    /// The token was valid and is now used up.
+    Consumed(JoinTokenRecord),
+    /// No token with that hash exists.
+    Unknown,
+    /// The token expired.
+    Expired(JoinTokenRecord),
+    /// The token was used before.
+    AlreadyUsed(JoinTokenRecord),
+}
+
+/// Durable storage for the issuer.
+///
+/// Implementations must make every write durable before returning, and
+/// [`Store::consume_join_token`] must be atomic: of two concurrent uses of
+/// one token, exactly one succeeds.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The persisted CA state (opaque JSON from `hallmark_ca`), if any.
+    fn ca_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the persisted CA state.
+    fn put_ca_state(&self, state: &[u8]) -> Result<(), StoreError>;
+
+    /// Stores a new join token.
+    fn put_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError>;
+    /// Atomically marks a token used if it exists, is unused and unexpired.
+    fn consume_join_token(&self, token_hash: &str, now: u64) -> Result<TokenUse, StoreError>;
+    /// Deletes tokens that expired before `now`; returns how many.
+    fn prune_join_tokens(&self, now: u64) -> Result<usize, StoreError>;
+    /// Number of stored tokens (used or not).
+    fn join_token_count(&self) -> Result<usize, StoreError>;
+
+    /// One node by SPIFFE ID.
+    fn node(&self, id: &SpiffeId) -> Result<Option<NodeRecord>, StoreError>;
+    /// Inserts or replaces a node.
+    fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Deletes a node; returns what was there.
+    fn remove_node(&self, id: &SpiffeId) -> Result<Option<NodeRecord>, StoreError>;
+    /// Every node, ordered by SPIFFE ID.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+}

@@ -1,0 +1,226 @@
+//! The `hallmark-server` binary as an operator uses it: config errors, the
+//! daemon, and the admin commands with `--output json`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hallmark-server");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A daemon child process, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nbind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n{extra}",
+            dir.join("data").display(),
+            dir.join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn start(config: &Path, socket: PathBuf) -> Daemon {
+    let child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, socket };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(&["healthcheck", "--socket", daemon.socket.to_str().unwrap()]);
+        if out.status.success() {
+            return daemon;
+        }
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            panic!("daemon exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not come up: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn malformed_config_exits_non_zero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "trust_domain = \"example.org\"\nbind_adress = \"127.0.0.1:1\"\n",
+            "bind_adress",
+        ),
+        ("trust_domain = \"Not A Domain!\"\n", "trust_domain"),
+        (
+            "trust_domain = \"example.org\"\n[ca]\nmax_svid_ttl = \"1h\"\n",
+            "ca.max_svid_ttl",
+        ),
+        (
+            "trust_domain = \"example.org\"\n[agents]\nsvid_ttl = \"forever\"\n",
+            "svid_ttl",
+        ),
+        (
+            "trust_domain = \"example.org\"\nbind_address = 8081\n",
+            "bind_address",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["run", "--config", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "case {i} should fail");
+        let err = stderr(&out);
+        assert!(
+            err.contains(key),
+            "case {i}: error does not name {key}: {err}"
+        );
+    }
+    let out = run(&[
+        "run",
+        "--config",
+        dir.path().join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn admin_commands_against_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let daemon = start(&config, dir.path().join("admin.sock"));
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+
+    // The admin socket is owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = run(&[
+        "token", "generate", "--socket", &socket, "--ttl", "5m", "--output", "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(token["token"].as_str().unwrap().len(), 64);
+    assert!(
+        token["spiffe_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://example.org/hallmark/agent/join_token/")
+    );
+
+    // --config finds the socket from the file.
+    let out = run(&[
+        "agent",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 0);
+
+    let out = run(&["bundle", "show", "--socket", &socket, "--format", "jwks"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert!(keys.iter().any(|k| k["use"] == "x509-svid"));
+    assert!(keys.iter().any(|k| k["use"] == "jwt-svid"));
+
+    let out = run(&["bundle", "show", "--socket", &socket]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Bad input gets a CLI error that says what to fix, and a non-zero exit.
+    let out = run(&[
+        "agent",
+        "evict",
+        "spiffe://example.org/workload",
+        "--socket",
+        &socket,
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not an agent ID"), "{}", stderr(&out));
+    let out = run(&[
+        "agent",
+        "ban",
+        "spiffe://example.org/hallmark/agent/join_token/00",
+        "--socket",
+        &socket,
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no agent"), "{}", stderr(&out));
+    let out = run(&["token", "generate", "--socket", &socket, "--ttl", "30d"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("7 day"), "{}", stderr(&out));
+
+    // Nothing was stored by the refused calls.
+    let out = run(&["agent", "list", "--socket", &socket, "--output", "json"]);
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn healthcheck_fails_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "healthcheck",
+        "--socket",
+        dir.path().join("none.sock").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("none.sock"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_second_server_refuses_a_live_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let _daemon = start(&config, dir.path().join("admin.sock"));
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            other.join("data").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+}
