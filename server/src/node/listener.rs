@@ -47,6 +47,11 @@ pub fn tls_config(
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(authority.server_cert());
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: every connection proves its client certificate afresh,
+    // so an anonymous (attestation) session can never be resumed into an
+    // authenticated one, and a refused SVID cannot ride on an old session.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

@@ -1,0 +1,160 @@
+//! The node API client: TLS 1.3 to the issuer, verifying its SVID against the
+//! agent's current bundle and presenting the agent's node SVID once it has one.
+//!
+//! The verifier reads a [`SharedBundle`] and the client certificate comes
+//! from a [`SvidCertResolver`], so one `ClientConfig` serves for the agent's
+//! whole life: bundle rotations and SVID renewals need no rebuild.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+use hallmark_ca::bundle::SharedBundle;
+use hallmark_ca::clock::Clock;
+use hallmark_ca::id::SpiffeId;
+use hallmark_ca::tls::{ClockTimeProvider, SpiffeServerVerifier, SvidCertResolver};
+use hallmark_proto::node::node_client::NodeClient;
+
+use crate::error::AgentError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS configuration verifying the issuer against `bundle`.
+pub fn tls_config(
+    bundle: SharedBundle,
+    server_id: SpiffeId,
+    resolver: Arc<SvidCertResolver>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ClientConfig>, AgentError> {
+    build(
+        Arc::new(SpiffeServerVerifier::new(bundle, server_id)),
+        resolver,
+        clock,
+    )
+}
+
+/// TLS configuration that trusts whatever issuer answers: only for the first
+/// attestation with `insecure_bootstrap = true`.
+pub fn insecure_tls_config(
+    resolver: Arc<SvidCertResolver>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ClientConfig>, AgentError> {
+    build(Arc::new(TrustOnFirstUse::new()), resolver, clock)
+}
+
+fn build(
+    verifier: Arc<dyn ServerCertVerifier>,
+    resolver: Arc<SvidCertResolver>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<ClientConfig>, AgentError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config =
+        ClientConfig::builder_with_details(provider, Arc::new(ClockTimeProvider::new(clock)))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: a resumed TLS 1.3 session keeps the identity of
+    // the handshake that made it (for the first attestation: none), so every
+    // connection must present the current node SVID afresh.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Opens a node API client to `address` with `tls`.
+pub async fn connect(
+    address: &str,
+    tls: Arc<ClientConfig>,
+) -> Result<NodeClient<Channel>, AgentError> {
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let target = address.to_owned();
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|source| {
+        AgentError::Connect {
+            address: address.to_owned(),
+            source,
+        }
+    })?;
+    let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let target = target.clone();
+            async move {
+                let tcp = TcpStream::connect(&target).await?;
+                tcp.set_nodelay(true)?;
+                // The verifier checks the SPIFFE ID, not a DNS name; rustls
+                // still wants a name for SNI.
+                let name =
+                    ServerName::try_from("hallmark-server").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|source| AgentError::Connect {
+            address: address.to_owned(),
+            source,
+        })?;
+    Ok(NodeClient::new(channel))
+}
+
+/// Accepts any server certificate, still checking the handshake signature
+/// (so the peer holds the key of the certificate it showed).
+#[derive(Debug)]
+struct TrustOnFirstUse {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl TrustOnFirstUse {
+    fn new() -> Self {
+        Self {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for TrustOnFirstUse {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

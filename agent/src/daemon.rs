@@ -1,0 +1,505 @@
+//! The running agent: identity, renewal, and the `Sync` stream.
+//!
+//! Two tasks share the agent's state:
+//! - the *identity* task renews the node SVID at half-life and, when the
+//!   issuer stops honouring it (evicted, banned), drops it and re-attests with
+//!   x509pop if configured;
+//! - the *sync* task keeps the `Sync` stream open, applies every bundle it
+//!   carries, persists it, and reconnects with jittered backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rustls::ClientConfig;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use hallmark_attestors::node::x509pop::X509PopSigner;
+use hallmark_ca::bundle::{Bundle, SharedBundle};
+use hallmark_ca::id::SpiffeId;
+use hallmark_ca::tls::SvidCertResolver;
+use hallmark_proto::node::SyncRequest;
+
+use crate::attest::{AttestMethod, attest, bundle_from_proto, renew};
+use crate::backoff::Backoff;
+use crate::client::{connect, insecure_tls_config, tls_config};
+use crate::config::{AgentSettings, Bootstrap};
+use crate::error::AgentError;
+use crate::persist::{DataDir, NodeSvid, load_bundle_file};
+
+/// How long `shutdown` waits for the tasks before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the agent is doing, for health checks and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// The agent holds a node SVID the issuer issued.
+    pub attested: bool,
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Serial of the node SVID in use.
+    pub svid_serial: Option<String>,
+    /// Expiry of the node SVID in use.
+    pub svid_expires_at: Option<SystemTime>,
+    /// Sequence of the newest bundle received.
+    pub bundle_sequence: u64,
+    /// A `Sync` stream is open and has delivered its snapshot.
+    pub sync_connected: bool,
+    /// How many times a `Sync` stream was established.
+    pub sync_connects: u64,
+    /// The latest error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The node agent.
+#[derive(Debug)]
+pub struct Agent;
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    settings: AgentSettings,
+    data: DataDir,
+    bundle: SharedBundle,
+    resolver: Arc<SvidCertResolver>,
+    tls: Arc<ClientConfig>,
+    svid: Mutex<Option<NodeSvid>>,
+    x509pop: Option<Arc<X509PopSigner>>,
+    status: watch::Sender<AgentStatus>,
+    identity_lost: Notify,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Starts the agent: resumes with the persisted node SVID if it is still
+    /// valid, otherwise attests (join token first, then x509pop), then runs
+    /// renewal and `Sync` in the background.
+    pub async fn start(settings: AgentSettings) -> Result<AgentHandle, AgentError> {
+        let td = settings.trust_domain.clone();
+        let data = DataDir::open(&settings.data_dir)?;
+        let bootstrap = match &settings.bootstrap {
+            Bootstrap::Bundle(path) => Some(load_bundle_file(path, &td)?),
+            Bootstrap::Insecure => {
+                tracing::warn!(
+                    "insecure_bootstrap is set: the first issuer to answer is trusted without verification"
+                );
+                None
+            }
+        };
+        let persisted = match data.load_bundle(&td) {
+            Ok(bundle) => bundle,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable persisted bundle");
+                None
+            }
+        };
+        let initial = persisted.or(bootstrap).unwrap_or_else(|| Bundle {
+            trust_domain: td.clone(),
+            x509_authorities: vec![],
+            jwt_authorities: vec![],
+            sequence: 0,
+            refresh_hint: Duration::ZERO,
+        });
+        let sequence = initial.sequence;
+        let bundle = SharedBundle::new(initial);
+        let resolver = Arc::new(SvidCertResolver::new());
+        let tls = tls_config(
+            bundle.clone(),
+            settings.server_id.clone(),
+            resolver.clone(),
+            settings.clock.clone(),
+        )?;
+        let x509pop = match &settings.x509pop {
+            None => None,
+            Some(files) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p).map_err(|e| AgentError::io(p, e))
+                };
+                let signer =
+                    X509PopSigner::from_pem(&read(&files.cert_path)?, &read(&files.key_path)?)
+                        .map_err(|e| {
+                            AgentError::X509Pop(format!("{}: {e}", files.cert_path.display()))
+                        })?;
+                Some(Arc::new(signer))
+            }
+        };
+        let now = settings.clock.now();
+        let resumed = match data.load_svid() {
+            Ok(svid) => svid.filter(|s| now < s.not_after && s.spiffe_id.is_member_of(&td)),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable persisted node SVID");
+                None
+            }
+        };
+        let (status, _) = watch::channel(AgentStatus {
+            bundle_sequence: sequence,
+            ..AgentStatus::default()
+        });
+        let inner = Arc::new(Inner {
+            settings,
+            data,
+            bundle,
+            resolver,
+            tls,
+            svid: Mutex::new(None),
+            x509pop,
+            status,
+            identity_lost: Notify::new(),
+        });
+        match resumed {
+            Some(svid) => {
+                tracing::info!(spiffe_id = %svid.spiffe_id, serial = %svid.serial, "resuming with the persisted node SVID");
+                inner.install(svid)?;
+            }
+            None => {
+                let method = match (&inner.settings.join_token, &inner.x509pop) {
+                    (Some(token), _) => AttestMethod::JoinToken(token.clone()),
+                    (None, Some(signer)) => AttestMethod::X509Pop(signer.clone()),
+                    (None, None) => return Err(AgentError::NoIdentity),
+                };
+                inner.attest_with(&method).await?;
+            }
+        }
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(inner.clone().identity_loop(shutdown_rx.clone())),
+            tokio::spawn(inner.clone().sync_loop(shutdown_rx)),
+        ];
+        Ok(AgentHandle {
+            inner,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+impl AgentHandle {
+    /// The agent's SPIFFE ID, while it holds a node SVID.
+    pub fn spiffe_id(&self) -> Option<SpiffeId> {
+        self.inner.current().map(|s| s.spiffe_id)
+    }
+
+    /// Serial of the node SVID in use.
+    pub fn node_svid_serial(&self) -> Option<String> {
+        self.inner.current().map(|s| s.serial)
+    }
+
+    /// The current trust bundle.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.inner.bundle.load()
+    }
+
+    /// The trust bundle as shared with the TLS verifier (for the Workload API).
+    pub fn shared_bundle(&self) -> SharedBundle {
+        self.inner.bundle.clone()
+    }
+
+    /// Follows the agent's status.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.inner.status.subscribe()
+    }
+
+    /// Stops the background tasks and closes connections.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Option<NodeSvid> {
+        match self.svid.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_current(&self, svid: Option<NodeSvid>) {
+        match self.svid.lock() {
+            Ok(mut guard) => *guard = svid,
+            Err(poisoned) => *poisoned.into_inner() = svid,
+        }
+    }
+
+    /// Puts a node SVID in use: TLS client certificate, state, status.
+    fn install(&self, svid: NodeSvid) -> Result<(), AgentError> {
+        self.resolver
+            .set(svid.chain.clone(), &svid.key.pkcs8_der())?;
+        self.status.send_modify(|s| {
+            s.attested = true;
+            s.spiffe_id = Some(svid.spiffe_id.clone());
+            s.svid_serial = Some(svid.serial.clone());
+            s.svid_expires_at = Some(svid.not_after);
+            s.last_error = None;
+        });
+        self.set_current(Some(svid));
+        Ok(())
+    }
+
+    /// Forgets a node SVID the issuer refused.
+    fn drop_identity(&self, reason: &str) {
+        tracing::warn!(%reason, "the issuer no longer honours this agent's node SVID; dropping it");
+        self.resolver.clear();
+        self.set_current(None);
+        if let Err(error) = self.data.remove_svid() {
+            tracing::warn!(%error, "cannot remove the refused node SVID from disk");
+        }
+        self.status.send_modify(|s| {
+            s.attested = false;
+            s.svid_serial = None;
+            s.svid_expires_at = None;
+            s.sync_connected = false;
+            s.last_error = Some(reason.to_owned());
+        });
+    }
+
+    fn record_error(&self, error: &AgentError) {
+        let text = error.to_string();
+        self.status.send_modify(|s| s.last_error = Some(text));
+    }
+
+    /// Attests, persists the SVID and bundle, and puts them in use.
+    async fn attest_with(&self, method: &AttestMethod) -> Result<(), AgentError> {
+        // Attest anonymously: an old certificate may be expired or refused.
+        self.resolver.clear();
+        let tls = if self.bundle.load().x509_authorities.is_empty() {
+            insecure_tls_config(self.resolver.clone(), self.settings.clock.clone())?
+        } else {
+            self.tls.clone()
+        };
+        let mut client = connect(&self.settings.server_address, tls).await?;
+        let (svid, bundle) = attest(&mut client, method, &self.settings.trust_domain).await?;
+        tracing::info!(attestor = method.name(), spiffe_id = %svid.spiffe_id, serial = %svid.serial, "node attested");
+        self.data.save_svid(&svid)?;
+        self.apply_bundle(bundle)?;
+        self.install(svid)
+    }
+
+    fn apply_bundle(&self, bundle: Bundle) -> Result<(), AgentError> {
+        if bundle.sequence == self.bundle.load().sequence
+            && bundle.x509_authorities == self.bundle.load().x509_authorities
+        {
+            return Ok(());
+        }
+        self.data.save_bundle(&bundle)?;
+        let sequence = bundle.sequence;
+        self.bundle.store(bundle);
+        self.status.send_modify(|s| s.bundle_sequence = sequence);
+        tracing::info!(sequence, "trust bundle updated");
+        Ok(())
+    }
+
+    /// Renews at half-life; re-attests (x509pop) when the identity is refused.
+    async fn identity_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.sync_backoff_max);
+        loop {
+            let Some(svid) = self.current() else {
+                if !self.recover(&mut shutdown).await {
+                    return;
+                }
+                continue;
+            };
+            tokio::select! {
+                () = sleep_until(&*self.settings.clock, svid.renew_at()) => {}
+                () = self.identity_lost.notified() => {
+                    let reason = self.status.borrow().last_error.clone();
+                    self.drop_identity(reason.as_deref().unwrap_or("the issuer refused the node SVID"));
+                    continue;
+                }
+                () = signalled(&mut shutdown) => return,
+            }
+            let renewed = async {
+                let mut client = connect(&self.settings.server_address, self.tls.clone()).await?;
+                renew(&mut client).await
+            }
+            .await;
+            match renewed.and_then(|new| {
+                self.data.save_svid(&new)?;
+                tracing::info!(serial = %new.serial, "node SVID renewed");
+                self.install(new)
+            }) {
+                Ok(()) => backoff.reset(),
+                Err(error) if error.is_identity_refused() => self.drop_identity(&error.to_string()),
+                Err(error) => {
+                    tracing::warn!(%error, "node SVID renewal failed; will retry");
+                    self.record_error(&error);
+                    if self.settings.clock.now() >= svid.not_after {
+                        self.drop_identity("the node SVID expired before it could be renewed");
+                        continue;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        () = signalled(&mut shutdown) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gets a new identity after the old one was refused. Returns `false`
+    /// when the agent is shutting down.
+    async fn recover(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Some(signer) = self.x509pop.clone() else {
+            tracing::error!(
+                "this agent has no node SVID and cannot re-attest by itself: generate a new join token with `hallmark-server token generate` and restart it with --join-token"
+            );
+            signalled(shutdown).await;
+            return false;
+        };
+        let method = AttestMethod::X509Pop(signer);
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.sync_backoff_max);
+        loop {
+            match self.attest_with(&method).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(%error, "x509pop re-attestation failed; will retry");
+                    self.record_error(&error);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = signalled(shutdown) => return false,
+            }
+        }
+    }
+
+    /// Keeps a `Sync` stream open while the agent has an identity.
+    async fn sync_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), self.settings.sync_backoff_max);
+        let mut status = self.status.subscribe();
+        loop {
+            // Wait for an identity.
+            tokio::select! {
+                live = status_reaches(&mut status, |s| s.attested) => if !live { return },
+                () = signalled(&mut shutdown) => return,
+            }
+            let outcome = self.sync_once(&mut shutdown, &mut backoff).await;
+            self.status.send_modify(|s| s.sync_connected = false);
+            match outcome {
+                Ok(()) => return,
+                Err(error) if error.is_identity_refused() => {
+                    tracing::warn!(%error, "the issuer refused the node SVID on the sync stream");
+                    self.record_error(&error);
+                    self.identity_lost.notify_one();
+                    // Wait until the identity task has dropped the refused SVID.
+                    tokio::select! {
+                        _ = status_reaches(&mut status, |s| !s.attested) => {}
+                        () = signalled(&mut shutdown) => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sync stream lost; reconnecting");
+                    self.record_error(&error);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = signalled(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// One `Sync` stream, until it fails (`Err`) or the agent stops (`Ok`).
+    async fn sync_once(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<(), AgentError> {
+        let mut client = connect(&self.settings.server_address, self.tls.clone()).await?;
+        let refused = |status| AgentError::Refused {
+            call: "Sync",
+            status,
+        };
+        let mut stream = client
+            .sync(SyncRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let mut first = true;
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message.map_err(refused)?,
+                () = signalled(shutdown) => return Ok(()),
+            };
+            let Some(update) = message else {
+                return Err(AgentError::BadResponse(
+                    "the issuer closed the sync stream".into(),
+                ));
+            };
+            if let Some(bundle) = update.bundle {
+                self.apply_bundle(bundle_from_proto(bundle, &self.settings.trust_domain)?)?;
+            }
+            if first {
+                first = false;
+                backoff.reset();
+                self.status.send_modify(|s| {
+                    s.sync_connected = true;
+                    s.sync_connects += 1;
+                    s.last_error = None;
+                });
+                tracing::info!("sync stream established");
+            }
+        }
+    }
+}
+
+/// Sleeps until `clock` reads `deadline`, checking at least every second so a
+/// clock that jumps (a test clock, a suspended laptop) is followed.
+async fn sleep_until(clock: &dyn hallmark_ca::clock::Clock, deadline: SystemTime) {
+    loop {
+        let Ok(left) = deadline.duration_since(clock.now()) else {
+            return;
+        };
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
+}
+
+/// Resolves once the status satisfies `check` (`true`), or the agent is gone
+/// (`false`), without holding a watch guard across an await point.
+async fn status_reaches(
+    status: &mut watch::Receiver<AgentStatus>,
+    check: impl Fn(&AgentStatus) -> bool,
+) -> bool {
+    loop {
+        if check(&status.borrow_and_update()) {
+            return true;
+        }
+        if status.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone).
+async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}

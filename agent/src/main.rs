@@ -1,0 +1,47 @@
+//! `hallmark-agent`: parse the command line, install logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hallmark_agent::cli::{Cli, Command, dispatch};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (format, level) = match &cli.command {
+        Command::Run(args) => match args.logging() {
+            Ok(logging) => logging,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Healthcheck(_) => ("text".to_owned(), "warn".to_owned()),
+    };
+    let filter = match EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&level)) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("error: log_level {level:?} is not a valid filter: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => {
+            eprintln!("error: log_format {other:?} is not supported: use \"text\" or \"json\"");
+            return ExitCode::FAILURE;
+        }
+    }
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

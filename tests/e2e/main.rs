@@ -1,0 +1,18 @@
+//! End-to-end tests: a real issuer (and agents) on loopback and temp dirs,
+//! checked with code we did not write where it matters.
+
+// Test helpers are shared between this binary's modules with `pub`; the
+// binary has no public API for `unreachable_pub` to protect.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod agent;
+mod common;
+mod node_api;
+mod quickstart;
+mod x509pop_fixture;
