@@ -3,6 +3,7 @@
 
 mod quickstart;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
                 )
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .init();
             match quickstart::run().await {

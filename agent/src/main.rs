@@ -1,5 +1,6 @@
 //! `hallmark-agent`: parse the command line, install logging, dispatch.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,6 +29,7 @@ async fn main() -> ExitCode {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format.as_str() {
         "text" => builder.init(),

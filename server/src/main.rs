@@ -1,5 +1,6 @@
 //! `hallmark-server`: parse the command line, install logging, dispatch.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,6 +39,7 @@ fn install_tracing(format: &str, level: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("log_level {level:?} is not a valid filter: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         "text" => builder.init(),
