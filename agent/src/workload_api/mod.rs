@@ -1,0 +1,12 @@
+//! The SPIFFE Workload API as the agent serves it, in pieces that do not
+//! depend on how SVIDs are obtained: the security header check, the bundle
+//! messages, and JWT-SVID validation. The gRPC service that streams SVIDs
+//! to attested workloads is built from these.
+
+mod bundles;
+mod security;
+mod validate;
+
+pub use bundles::{jwt_bundles_response, trust_domain_key, x509_bundles_response};
+pub use security::{SECURITY_HEADER_VALUE, check_security_header};
+pub use validate::{json_to_struct, validate_jwt_svid_request};

@@ -1,0 +1,146 @@
+//! `ValidateJWTSVID`: signature against the trust bundle, audience, expiry.
+
+use std::time::SystemTime;
+
+use hallmark_ca::bundle::Bundle;
+use hallmark_ca::jwt::validate_jwt_svid;
+use hallmark_proto::workload::{ValidateJwtsvidRequest, ValidateJwtsvidResponse};
+use prost_types::value::Kind;
+use tonic::Status;
+
+/// Validates a request; malformed input and invalid tokens are
+/// `InvalidArgument` with the reason.
+pub fn validate_jwt_svid_request(
+    request: &ValidateJwtsvidRequest,
+    bundle: &Bundle,
+    now: SystemTime,
+) -> Result<ValidateJwtsvidResponse, Status> {
+    if request.audience.is_empty() {
+        return Err(Status::invalid_argument("audience must be specified"));
+    }
+    if request.svid.is_empty() {
+        return Err(Status::invalid_argument("svid must be specified"));
+    }
+    let validated = validate_jwt_svid(&request.svid, &request.audience, bundle, now)
+        .map_err(|e| Status::invalid_argument(format!("JWT-SVID refused: {e}")))?;
+    Ok(ValidateJwtsvidResponse {
+        spiffe_id: validated.spiffe_id.as_str().to_owned(),
+        claims: Some(json_to_struct(validated.claims)),
+    })
+}
+
+/// A JSON object as a protobuf `Struct`.
+pub fn json_to_struct(object: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: object
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(value: serde_json::Value) -> prost_types::Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hallmark_ca::id::{SpiffeId, TrustDomain};
+    use hallmark_ca::jwt::JwtSvidClaims;
+    use hallmark_ca::manager::{CaConfig, CaManager};
+    use tonic::Code;
+
+    use super::*;
+
+    fn setup() -> (CaManager, SystemTime) {
+        let now = SystemTime::now();
+        let ca = CaManager::generate(CaConfig::new(TrustDomain::new("example.org").unwrap()), now)
+            .unwrap();
+        (ca, now)
+    }
+
+    fn mint(ca: &CaManager, now: SystemTime, audience: &str) -> String {
+        let mut extra = serde_json::Map::new();
+        extra.insert(
+            "hallmark".into(),
+            serde_json::json!({"image": "invoice@1.0.0"}),
+        );
+        ca.mint_jwt_svid(
+            &JwtSvidClaims {
+                spiffe_id: SpiffeId::parse("spiffe://example.org/invoice-agent").unwrap(),
+                audience: vec![audience.into()],
+                ttl: Duration::from_secs(300),
+                extra,
+            },
+            now,
+        )
+        .unwrap()
+        .token
+    }
+
+    #[test]
+    fn valid_token_returns_id_and_claims() {
+        let (ca, now) = setup();
+        let token = mint(&ca, now, "payments");
+        let response = validate_jwt_svid_request(
+            &ValidateJwtsvidRequest {
+                audience: "payments".into(),
+                svid: token,
+            },
+            &ca.bundle(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(response.spiffe_id, "spiffe://example.org/invoice-agent");
+        let claims = response.claims.unwrap();
+        assert!(claims.fields.contains_key("hallmark"));
+        assert!(claims.fields.contains_key("exp"));
+    }
+
+    #[test]
+    fn refusals_are_invalid_argument_with_the_reason() {
+        let (ca, now) = setup();
+        let token = mint(&ca, now, "payments");
+        let bundle = ca.bundle();
+        let check = |audience: &str, svid: &str, at: SystemTime, needle: &str| {
+            let err = validate_jwt_svid_request(
+                &ValidateJwtsvidRequest {
+                    audience: audience.into(),
+                    svid: svid.into(),
+                },
+                &bundle,
+                at,
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(
+                err.message().contains(needle),
+                "{needle}: {}",
+                err.message()
+            );
+        };
+        check("", &token, now, "audience");
+        check("payments", "", now, "svid");
+        check("ledger", &token, now, "audience");
+        check(
+            "payments",
+            &token,
+            now + Duration::from_secs(301),
+            "expired",
+        );
+        let (other, _) = setup();
+        check("payments", &mint(&other, now, "payments"), now, "key");
+    }
+}
