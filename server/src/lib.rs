@@ -25,6 +25,7 @@ pub mod config;
 pub mod convert;
 pub mod events;
 pub mod image;
+pub mod issuance;
 pub mod node;
 pub mod server;
 pub mod store;
