@@ -172,6 +172,32 @@ impl Authority {
         Ok(ca.mint_node_svid(&request, self.clock.now())?)
     }
 
+    /// Mints a workload X.509-SVID; the TTL is capped at `max_svid_ttl`.
+    pub fn mint_workload_svid(
+        &self,
+        request: &SvidRequest<'_>,
+    ) -> Result<X509Svid, AuthorityError> {
+        let ca = self.ca.read().map_err(|_| AuthorityError::Poisoned)?;
+        Ok(ca.mint_x509_svid(request, self.clock.now())?)
+    }
+
+    /// Mints a JWT-SVID; the TTL is capped at `max_svid_ttl`.
+    pub fn mint_jwt_svid(
+        &self,
+        claims: &hallmark_ca::jwt::JwtSvidClaims,
+    ) -> Result<hallmark_ca::jwt::JwtSvid, AuthorityError> {
+        let ca = self.ca.read().map_err(|_| AuthorityError::Poisoned)?;
+        Ok(ca.mint_jwt_svid(claims, self.clock.now())?)
+    }
+
+    /// The cap on every workload SVID's lifetime.
+    pub fn max_svid_ttl(&self) -> Duration {
+        match self.ca.read() {
+            Ok(ca) => ca.config().max_svid_ttl,
+            Err(poisoned) => poisoned.into_inner().config().max_svid_ttl,
+        }
+    }
+
     fn refresh_server_svid(&self, force: bool) -> Result<(), AuthorityError> {
         let now = self.clock.now();
         let active_ca = {

@@ -41,6 +41,36 @@ pub enum SecurityEvent {
         /// The new serial.
         serial: String,
     },
+    /// A workload credential was issued.
+    SvidMinted {
+        /// `x509` or `jwt`.
+        kind: &'static str,
+        /// Serial (X.509) or `jti` (JWT).
+        id: String,
+        /// The workload's SPIFFE ID.
+        spiffe_id: SpiffeId,
+        /// `name@version` of the gold image.
+        image: String,
+        /// The executable digest.
+        code_sha256: String,
+        /// The model digest, if the image binds one.
+        model_digest: Option<String>,
+        /// The agent that asked.
+        node: SpiffeId,
+        /// Lifetime in seconds.
+        ttl_secs: u64,
+    },
+    /// A workload credential was refused.
+    SvidRefused {
+        /// `x509` or `jwt`.
+        kind: &'static str,
+        /// The agent that asked.
+        node: SpiffeId,
+        /// Why, as told to the agent.
+        reason: String,
+        /// Digest of the evidence (see `issuance::evidence_digest`).
+        evidence_digest: String,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
@@ -82,6 +112,26 @@ impl EventSink for TracingSink {
             }
             SecurityEvent::NodeSvidRenewed { agent, serial } => {
                 tracing::info!(target: "hallmark::audit", %agent, %serial, "node svid renewed");
+            }
+            SecurityEvent::SvidMinted {
+                kind,
+                id,
+                spiffe_id,
+                image,
+                code_sha256,
+                model_digest,
+                node,
+                ttl_secs,
+            } => {
+                tracing::info!(target: "hallmark::audit", kind, %id, %spiffe_id, %image, %code_sha256, ?model_digest, %node, ttl_secs, "svid minted");
+            }
+            SecurityEvent::SvidRefused {
+                kind,
+                node,
+                reason,
+                evidence_digest,
+            } => {
+                tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, "svid refused");
             }
             SecurityEvent::AdminCall {
                 method,

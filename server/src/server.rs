@@ -20,6 +20,7 @@ use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
 use crate::events::{EventSink, TracingSink};
+use crate::issuance::ImageSet;
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -62,6 +63,7 @@ pub struct ServerHandle {
     node_addr: SocketAddr,
     admin_socket: PathBuf,
     authority: Arc<Authority>,
+    images: Arc<ImageSet>,
     store: Arc<SledStore>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -90,6 +92,7 @@ pub async fn start_with_clock(
         .transpose()
         .map_err(|e| ServerError::X509Pop(e.to_string()))?;
 
+    let images = Arc::new(ImageSet::default());
     let node_api = NodeApi::new(NodeApiParts {
         authority: authority.clone(),
         store: dyn_store.clone(),
@@ -99,6 +102,7 @@ pub async fn start_with_clock(
         trust_domain: settings.trust_domain.clone(),
         agent_svid_ttl: settings.agent_svid_ttl,
         x509pop,
+        images: images.clone(),
         shutdown: shutdown_rx.clone(),
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
@@ -164,6 +168,7 @@ pub async fn start_with_clock(
         node_addr,
         admin_socket: settings.admin_socket,
         authority,
+        images,
         store,
         shutdown,
         tasks,
@@ -223,6 +228,11 @@ impl ServerHandle {
     /// The CA (tests inspect the bundle and force rotation through it).
     pub fn authority(&self) -> &Arc<Authority> {
         &self.authority
+    }
+
+    /// The images the issuer mints for.
+    pub fn images(&self) -> &Arc<ImageSet> {
+        &self.images
     }
 
     /// Stops serving: long-lived streams end with `Unavailable`, in-flight

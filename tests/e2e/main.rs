@@ -13,6 +13,7 @@
 
 mod agent;
 mod common;
+mod mint;
 mod node_api;
 mod quickstart;
 mod x509pop_fixture;

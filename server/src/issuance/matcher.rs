@@ -215,6 +215,21 @@ impl Matcher {
         (app, model)
     }
 
+    /// Path hints for every executable digest that has any (for `Sync`).
+    pub fn all_path_hints(&self) -> Vec<(String, BTreeSet<String>, BTreeSet<String>)> {
+        let mut hints: Vec<_> = self
+            .by_code
+            .keys()
+            .map(|code| {
+                let (app, model) = self.path_hints(code);
+                (code.clone(), app, model)
+            })
+            .filter(|(_, app, model)| !(app.is_empty() && model.is_empty()))
+            .collect();
+        hints.sort();
+        hints
+    }
+
     /// Every image the evidence satisfies (sorted by `name@version`), or why none does.
     pub fn match_evidence(
         &self,

@@ -8,6 +8,9 @@
 
 mod attest;
 pub mod listener;
+mod mint;
+
+pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,13 +27,16 @@ use hallmark_ca::id::{SpiffeId, TrustDomain};
 use hallmark_ca::tls::{leaf_serial, peer_spiffe_id};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
-    AttestRequest, AttestResponse, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
+    AttestRequest, AttestResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest,
+    MintX509SvidsResponse, PathHints, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
     SyncResponse, attest_response,
 };
 
 use crate::authority::Authority;
 use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
+use crate::issuance::ImageSet;
+use crate::issuance::matcher::Matcher;
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
 
 /// Something that changed about an agent, told to its open streams.
@@ -63,6 +69,7 @@ pub struct NodeApiInner {
     trust_domain: TrustDomain,
     agent_svid_ttl: Duration,
     x509pop: Option<X509PopVerifier>,
+    images: Arc<ImageSet>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -92,6 +99,8 @@ pub struct NodeApiParts {
     pub agent_svid_ttl: Duration,
     /// The x509pop verifier, when the attestor is enabled.
     pub x509pop: Option<X509PopVerifier>,
+    /// The registered images the issuer mints for.
+    pub images: Arc<ImageSet>,
     /// Becomes `true` when the issuer shuts down: long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -108,6 +117,7 @@ impl NodeApi {
             trust_domain,
             agent_svid_ttl,
             x509pop,
+            images,
             shutdown,
         } = parts;
         Self {
@@ -120,6 +130,7 @@ impl NodeApi {
                 trust_domain,
                 agent_svid_ttl,
                 x509pop,
+                images,
                 shutdown,
             }),
         }
@@ -161,6 +172,32 @@ impl NodeApi {
             )));
         }
         Ok(record)
+    }
+}
+
+/// A `Sync` message: every message carries the full current state.
+fn sync_message(
+    snapshot: bool,
+    bundle: &hallmark_ca::bundle::Bundle,
+    matcher: &Matcher,
+) -> SyncResponse {
+    SyncResponse {
+        snapshot,
+        bundle: Some(bundle_to_proto(bundle)),
+        env_names: matcher.env_names().iter().cloned().collect(),
+        path_hints: matcher
+            .all_path_hints()
+            .into_iter()
+            .map(|(code, app, model)| {
+                (
+                    code,
+                    PathHints {
+                        app_paths: app.into_iter().collect(),
+                        model_paths: model.into_iter().collect(),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -281,6 +318,26 @@ impl Node for NodeApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn mint_x509_svids(
+        &self,
+        request: Request<MintX509SvidsRequest>,
+    ) -> Result<Response<MintX509SvidsResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        self.mint_x509(&agent, request.into_inner())
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        self.mint_jwt(&agent, request.into_inner())
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn sync(
         &self,
         request: Request<SyncRequest>,
@@ -290,13 +347,13 @@ impl Node for NodeApi {
         let mut bundles = self.authority.subscribe();
         let mut node_events = self.node_events.subscribe();
         let mut shutdown = self.shutdown.clone();
+        let images = self.images.clone();
+        let mut generations = images.subscribe();
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             let snapshot = bundles.borrow_and_update().clone();
-            let first = SyncResponse {
-                snapshot: true,
-                bundle: Some(bundle_to_proto(&snapshot)),
-            };
+            generations.borrow_and_update();
+            let first = sync_message(true, &snapshot, &images.current());
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
@@ -310,7 +367,18 @@ impl Node for NodeApi {
                             return;
                         }
                         let bundle = bundles.borrow_and_update().clone();
-                        let update = SyncResponse { snapshot: false, bundle: Some(bundle_to_proto(&bundle)) };
+                        let update = sync_message(false, &bundle, &images.current());
+                        if tx.send(Ok(update)).await.is_err() {
+                            return;
+                        }
+                    }
+                    changed = generations.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        generations.borrow_and_update();
+                        let bundle = bundles.borrow().clone();
+                        let update = sync_message(false, &bundle, &images.current());
                         if tx.send(Ok(update)).await.is_err() {
                             return;
                         }

@@ -1,0 +1,252 @@
+//! Workload credentials: `MintX509Svids` and `MintJwtSvid`.
+//!
+//! The caller is an attested agent (mutual TLS, honoured node SVID). It sends
+//! the evidence it measured about a workload and, for X.509, public keys it
+//! generated on the node. The issuer takes SubjectPublicKeyInfo rather than
+//! CSRs: the agent is already authenticated and only ever obtains SVIDs for
+//! identities its workloads' evidence matches, so a CSR's proof of possession
+//! would protect nothing while its signature check costs about three
+//! signings per SVID on the hot path.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use hallmark_ca::id::SpiffeId;
+use hallmark_ca::jwt::JwtSvidClaims;
+use hallmark_ca::x509::{SvidExtension, SvidRequest};
+use hallmark_proto::node::{
+    MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest, MintX509SvidsResponse,
+    WorkloadEvidence, WorkloadJwtSvid, WorkloadX509Svid,
+};
+
+use super::NodeApi;
+use crate::convert::{svid_to_proto, unix_i64};
+use crate::events::SecurityEvent;
+use crate::issuance::binding::{binding_json, binding_object};
+use crate::issuance::evidence_digest;
+use crate::issuance::matcher::{Candidate, NoRevocations, NodeContext};
+use crate::store::NodeRecord;
+
+/// Most keys (so SVIDs) one `MintX509Svids` call may ask for.
+pub const MAX_KEYS_PER_CALL: usize = 16;
+/// Most audiences in one JWT-SVID.
+pub const MAX_AUDIENCES: usize = 16;
+
+impl NodeApi {
+    pub(crate) fn mint_x509(
+        &self,
+        agent: &NodeRecord,
+        request: MintX509SvidsRequest,
+    ) -> Result<MintX509SvidsResponse, Status> {
+        let evidence = check_evidence(request.evidence)?;
+        if request.public_keys.is_empty() {
+            return Err(Status::invalid_argument(
+                "public_keys is empty: send one SubjectPublicKeyInfo (DER) per SVID wanted",
+            ));
+        }
+        if request.public_keys.len() > MAX_KEYS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_KEYS_PER_CALL} public keys per call"
+            )));
+        }
+        for (i, key) in request.public_keys.iter().enumerate() {
+            if rcgen::SubjectPublicKeyInfo::from_der(key).is_err() {
+                return Err(Status::invalid_argument(format!(
+                    "public_keys[{i}] is not a DER SubjectPublicKeyInfo of a supported key type"
+                )));
+            }
+        }
+        let matches = self.matches(agent, &evidence, "x509")?;
+        let max_ttl = self.authority.max_svid_ttl();
+        let mut svids = Vec::with_capacity(matches.len().min(request.public_keys.len()));
+        for (index, (candidate, key)) in matches.iter().zip(&request.public_keys).enumerate() {
+            let image = &candidate.image;
+            let binding = SvidExtension::binding(&binding_json(
+                image,
+                &evidence.exe_sha256,
+                &agent.spiffe_id,
+            ));
+            let dns_names: Vec<String> = image.dns_names.iter().cloned().collect();
+            let ttl = image
+                .x509_ttl
+                .map(Duration::from_secs)
+                .unwrap_or(max_ttl)
+                .min(max_ttl);
+            let svid = self
+                .authority
+                .mint_workload_svid(&SvidRequest {
+                    spiffe_id: &image.spiffe_id,
+                    public_key_der: key,
+                    ttl,
+                    dns_names: &dns_names,
+                    extensions: std::slice::from_ref(&binding),
+                })
+                .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
+            self.events.record(SecurityEvent::SvidMinted {
+                kind: "x509",
+                id: svid.serial.clone(),
+                spiffe_id: image.spiffe_id.clone(),
+                image: image.image_ref(),
+                code_sha256: evidence.exe_sha256.clone(),
+                model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
+                node: agent.spiffe_id.clone(),
+                ttl_secs: svid
+                    .not_after
+                    .duration_since(svid.not_before)
+                    .unwrap_or_default()
+                    .as_secs(),
+            });
+            svids.push(WorkloadX509Svid {
+                svid: Some(svid_to_proto(&svid)),
+                image: image.image_ref(),
+                key_index: u32::try_from(index).unwrap_or(u32::MAX),
+            });
+        }
+        let unminted = matches.len().saturating_sub(svids.len());
+        Ok(MintX509SvidsResponse {
+            svids,
+            unminted_matches: u32::try_from(unminted).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub(crate) fn mint_jwt(
+        &self,
+        agent: &NodeRecord,
+        request: MintJwtSvidRequest,
+    ) -> Result<MintJwtSvidResponse, Status> {
+        let evidence = check_evidence(request.evidence)?;
+        let audience: Vec<String> = request
+            .audience
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audience.is_empty() {
+            return Err(Status::invalid_argument(
+                "audience is required: name the service the token is for",
+            ));
+        }
+        if audience.len() > MAX_AUDIENCES {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_AUDIENCES} audiences per token"
+            )));
+        }
+        let only = if request.spiffe_id.is_empty() {
+            None
+        } else {
+            Some(SpiffeId::parse(&request.spiffe_id).map_err(|e| {
+                Status::invalid_argument(format!("spiffe_id {:?}: {e}", request.spiffe_id))
+            })?)
+        };
+        let mut matches = self.matches(agent, &evidence, "jwt")?;
+        if let Some(wanted) = &only {
+            matches.retain(|c| c.image.spiffe_id == *wanted);
+            if matches.is_empty() {
+                return Err(Status::permission_denied(format!(
+                    "the workload is not entitled to {wanted}"
+                )));
+            }
+        }
+        let max_ttl = self.authority.max_svid_ttl();
+        let mut svids = Vec::with_capacity(matches.len());
+        for candidate in &matches {
+            let image = &candidate.image;
+            let mut extra = serde_json::Map::new();
+            extra.insert(
+                "hallmark".into(),
+                serde_json::Value::Object(binding_object(
+                    image,
+                    &evidence.exe_sha256,
+                    &agent.spiffe_id,
+                )),
+            );
+            if !image.scopes.is_empty() {
+                let scope: Vec<&str> = image.scopes.iter().map(String::as_str).collect();
+                extra.insert("scope".into(), serde_json::Value::String(scope.join(" ")));
+            }
+            let ttl = image
+                .jwt_ttl
+                .map(Duration::from_secs)
+                .unwrap_or(max_ttl)
+                .min(max_ttl);
+            let jwt = self
+                .authority
+                .mint_jwt_svid(&JwtSvidClaims {
+                    spiffe_id: image.spiffe_id.clone(),
+                    audience: audience.clone(),
+                    ttl,
+                    extra,
+                })
+                .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
+            self.events.record(SecurityEvent::SvidMinted {
+                kind: "jwt",
+                id: jwt.jti.clone(),
+                spiffe_id: image.spiffe_id.clone(),
+                image: image.image_ref(),
+                code_sha256: evidence.exe_sha256.clone(),
+                model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
+                node: agent.spiffe_id.clone(),
+                ttl_secs: ttl.as_secs(),
+            });
+            svids.push(WorkloadJwtSvid {
+                spiffe_id: image.spiffe_id.as_str().to_owned(),
+                token: jwt.token,
+                expires_at: unix_i64(jwt.expires_at),
+                image: image.image_ref(),
+            });
+        }
+        Ok(MintJwtSvidResponse { svids })
+    }
+
+    /// The matching images, or `PermissionDenied` naming what failed (audited).
+    fn matches(
+        &self,
+        agent: &NodeRecord,
+        evidence: &WorkloadEvidence,
+        kind: &'static str,
+    ) -> Result<Vec<std::sync::Arc<Candidate>>, Status> {
+        let node = NodeContext {
+            agent: &agent.spiffe_id,
+            attestor: agent.attestor.as_str(),
+        };
+        self.images
+            .current()
+            .match_evidence(evidence, node, &NoRevocations, self.clock.now())
+            .map_err(|no_match| {
+                let reason = no_match.to_string();
+                self.events.record(SecurityEvent::SvidRefused {
+                    kind,
+                    node: agent.spiffe_id.clone(),
+                    reason: reason.clone(),
+                    evidence_digest: evidence_digest(evidence),
+                });
+                Status::permission_denied(reason)
+            })
+    }
+}
+
+/// Evidence must be present and well-formed before it is matched.
+fn check_evidence(evidence: Option<WorkloadEvidence>) -> Result<WorkloadEvidence, Status> {
+    let evidence = evidence.ok_or_else(|| Status::invalid_argument("evidence is missing"))?;
+    let is_hex = |s: &str| {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !is_hex(&evidence.exe_sha256) {
+        return Err(Status::invalid_argument(
+            "evidence.exe_sha256 must be 64 lowercase hex characters",
+        ));
+    }
+    for (field, tree) in [("app", &evidence.app), ("model", &evidence.model)] {
+        if let Some(tree) = tree {
+            let hex = tree.digest.strip_prefix("sha256:").unwrap_or_default();
+            if !is_hex(hex) {
+                return Err(Status::invalid_argument(format!(
+                    "evidence.{field}.digest must be sha256:<64 lowercase hex>"
+                )));
+            }
+        }
+    }
+    Ok(evidence)
+}

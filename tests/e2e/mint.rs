@@ -1,0 +1,330 @@
+//! Workload credentials from the issuer: SVIDs bound to code and model,
+//! checked with code we did not write, and every refusal's exact status.
+
+use std::collections::HashMap;
+use tonic::Code;
+
+use hallmark_ca::clock::Clock;
+use hallmark_ca::key::CaKey;
+use hallmark_ca::x509::binding_from_cert;
+use hallmark_proto::node::{
+    MintJwtSvidRequest, MintX509SvidsRequest, TreeEvidence, WorkloadEvidence,
+};
+use hallmark_server::image::GoldImage;
+use hallmark_server::issuance::matcher::{Candidate, Matcher};
+
+use crate::common::*;
+
+const CODE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const MODEL: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+fn invoice_image(extra: &str) -> Candidate {
+    let text = format!(
+        r#"
+        name = "invoice-agent"
+        version = "1.0.0"
+        spiffe_id = "spiffe://example.org/invoice-agent"
+        owner = "alice@example.org"
+        purpose = "reads invoices"
+        risk_tier = "low"
+        scopes = ["invoices:read", "payments:propose"]
+        not_after = 2099-12-31
+        x509_ttl = 120
+        [code]
+        sha256 = ["{CODE}"]
+        [model]
+        name = "llama"
+        version = "3.1"
+        digest = "{MODEL}"
+        {extra}
+        "#
+    );
+    Candidate {
+        image: GoldImage::from_toml(&text).unwrap(),
+        signers: vec![],
+        retired: false,
+    }
+}
+
+fn evidence() -> WorkloadEvidence {
+    WorkloadEvidence {
+        pid: 4242,
+        uid: 1000,
+        gid: 1000,
+        exe_path: "/usr/bin/python3".into(),
+        exe_sha256: CODE.into(),
+        model: Some(TreeEvidence {
+            dir: "/models/llama".into(),
+            digest: MODEL.into(),
+            files: vec![],
+        }),
+        env: HashMap::new(),
+        ..Default::default()
+    }
+}
+
+/// An attested raw agent connection with mutual TLS.
+async fn agent(
+    server: &TestServer,
+) -> hallmark_proto::node::node_client::NodeClient<tonic::transport::Channel> {
+    let token = server.token().await;
+    let mut client = server.node_client(None).await.unwrap();
+    let (key, result) = attest_join_token(&mut client, &token).await.unwrap();
+    let chain = result.svid.unwrap().cert_chain;
+    server
+        .node_client(Some((&chain, &key.pkcs8_der())))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn x509_svid_is_bound_to_code_and_model() {
+    let server = TestServer::start().await;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([invoice_image("")]));
+    let mut node = agent(&server).await;
+    let key = CaKey::generate().unwrap();
+    let response = node
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: Some(evidence()),
+            public_keys: vec![key.public_key_der()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.svids.len(), 1);
+    assert_eq!(response.unminted_matches, 0);
+    let minted = &response.svids[0];
+    assert_eq!(minted.image, "invoice-agent@1.0.0");
+    let svid = minted.svid.as_ref().unwrap();
+    let id = cross_verify(&svid.cert_chain, &key, &server.bundle(), server.clock.now());
+    assert_eq!(id, "spiffe://example.org/invoice-agent");
+    // The image's 120 s TTL applies (under the 300 s cap).
+    let ttl = svid.expires_at - unix(server.clock.now());
+    assert!((110..=120).contains(&ttl), "ttl {ttl}");
+
+    let binding: serde_json::Value =
+        serde_json::from_slice(&binding_from_cert(&svid.cert_chain[0]).unwrap().unwrap()).unwrap();
+    assert_eq!(binding["code_sha256"], CODE);
+    assert_eq!(binding["image"], "invoice-agent@1.0.0");
+    assert_eq!(binding["model"]["digest"], MODEL);
+    assert_eq!(binding["model"]["name"], "llama");
+    assert_eq!(binding["model"]["version"], "3.1");
+    assert_eq!(binding["owner"], "alice@example.org");
+    assert_eq!(binding["risk_tier"], "low");
+    assert!(
+        binding["node"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://example.org/hallmark/agent/join_token/")
+    );
+}
+
+#[tokio::test]
+async fn jwt_svid_validates_with_a_jwt_library_we_did_not_write() {
+    let server = TestServer::start().await;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([invoice_image("")]));
+    let mut node = agent(&server).await;
+    let response = node
+        .mint_jwt_svid(MintJwtSvidRequest {
+            evidence: Some(evidence()),
+            audience: vec!["payments".into()],
+            spiffe_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.svids.len(), 1);
+    let token = &response.svids[0].token;
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let kid = header.kid.unwrap();
+    // The JWKS we publish, read by the JWT library.
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&server.bundle().jwt_jwks()).unwrap();
+    let jwk = jwks
+        .find(&kid)
+        .expect("the token's kid is in the published JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["payments"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "spiffe://example.org/invoice-agent");
+    assert_eq!(claims["scope"], "invoices:read payments:propose");
+    assert_eq!(claims["hallmark"]["model"]["version"], "3.1");
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(exp - unix(server.clock.now()) <= 300);
+}
+
+#[tokio::test]
+async fn refusals_name_the_failed_constraint() {
+    let server = TestServer::start().await;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([invoice_image(
+            "[env]\nHALLMARK_ENV = \"prod\"\n[unix]\nuid = 1000\n",
+        )]));
+    let mut node = agent(&server).await;
+    let key = CaKey::generate().unwrap().public_key_der();
+    let mut with_env = evidence();
+    with_env.env.insert("HALLMARK_ENV".into(), "prod".into());
+    let mint = |e: WorkloadEvidence, keys: Vec<Vec<u8>>| MintX509SvidsRequest {
+        evidence: Some(e),
+        public_keys: keys,
+    };
+    // Sanity: the full evidence is accepted.
+    node.mint_x509_svids(mint(with_env.clone(), vec![key.clone()]))
+        .await
+        .unwrap();
+
+    let cases: Vec<(WorkloadEvidence, Vec<Vec<u8>>, Code, &str)> = vec![
+        (
+            {
+                let mut e = with_env.clone();
+                e.exe_sha256 = "3".repeat(64);
+                e
+            },
+            vec![key.clone()],
+            Code::PermissionDenied,
+            "code digest unknown",
+        ),
+        (
+            {
+                let mut e = with_env.clone();
+                e.model.as_mut().unwrap().digest = format!("sha256:{}", "5".repeat(64));
+                e
+            },
+            vec![key.clone()],
+            Code::PermissionDenied,
+            "model digest mismatch",
+        ),
+        (
+            {
+                let mut e = with_env.clone();
+                e.env.insert("HALLMARK_ENV".into(), "dev".into());
+                e
+            },
+            vec![key.clone()],
+            Code::PermissionDenied,
+            "env mismatch (HALLMARK_ENV)",
+        ),
+        (
+            {
+                let mut e = with_env.clone();
+                e.uid = 0;
+                e
+            },
+            vec![key.clone()],
+            Code::PermissionDenied,
+            "uid mismatch",
+        ),
+        (
+            {
+                let mut e = with_env.clone();
+                e.exe_sha256 = "not hex".into();
+                e
+            },
+            vec![key.clone()],
+            Code::InvalidArgument,
+            "exe_sha256",
+        ),
+        (
+            with_env.clone(),
+            vec![],
+            Code::InvalidArgument,
+            "public_keys",
+        ),
+        (
+            with_env.clone(),
+            vec![vec![0x30, 0x03, 1, 2, 3]],
+            Code::InvalidArgument,
+            "public_keys[0]",
+        ),
+    ];
+    for (e, keys, code, needle) in cases {
+        let err = node.mint_x509_svids(mint(e, keys)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{needle}: {err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{needle}: {}",
+            err.message()
+        );
+        assert!(
+            !err.message().contains("dev"),
+            "env values never leak: {}",
+            err.message()
+        );
+    }
+    let err = node
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: None,
+            public_keys: vec![key.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = node
+        .mint_jwt_svid(MintJwtSvidRequest {
+            evidence: Some(with_env.clone()),
+            audience: vec![],
+            spiffe_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("audience"));
+    let err = node
+        .mint_jwt_svid(MintJwtSvidRequest {
+            evidence: Some(with_env),
+            audience: vec!["payments".into()],
+            spiffe_id: "spiffe://example.org/someone-else".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn node_constraints_and_mutual_tls_apply_to_minting() {
+    let server = TestServer::start().await;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([invoice_image(
+            "[nodes]\nattestors = [\"x509pop\"]\n",
+        )]));
+    let mut node = agent(&server).await;
+    let err = node
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: Some(evidence()),
+            public_keys: vec![CaKey::generate().unwrap().public_key_der()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("node not allowed"),
+        "{}",
+        err.message()
+    );
+
+    // Without a node SVID nothing is minted.
+    let mut anonymous = server.node_client(None).await.unwrap();
+    let err = anonymous
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: Some(evidence()),
+            public_keys: vec![CaKey::generate().unwrap().public_key_der()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
