@@ -18,7 +18,14 @@ use hallmark_attestors::node::x509pop::X509PopSigner;
 use hallmark_ca::bundle::{Bundle, SharedBundle};
 use hallmark_ca::id::SpiffeId;
 use hallmark_ca::tls::SvidCertResolver;
-use hallmark_proto::node::SyncRequest;
+use hallmark_proto::node::node_client::NodeClient;
+use hallmark_proto::node::{
+    MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest, MintX509SvidsResponse,
+    SyncRequest, WorkloadEvidence,
+};
+use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tonic::Status;
+use tonic::transport::Channel;
 
 use crate::attest::{AttestMethod, attest, bundle_from_proto, renew};
 use crate::backoff::Backoff;
@@ -26,6 +33,8 @@ use crate::client::{connect, insecure_tls_config, tls_config};
 use crate::config::{AgentSettings, Bootstrap};
 use crate::error::AgentError;
 use crate::persist::{DataDir, NodeSvid, load_bundle_file};
+use crate::workload_api::evidence::{AttestationHints, EvidenceSource};
+use crate::workload_api::service::WorkloadService;
 
 /// How long `shutdown` waits for the tasks before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -61,9 +70,10 @@ pub struct AgentHandle {
     inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    socket: Option<std::path::PathBuf>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     settings: AgentSettings,
     data: DataDir,
     bundle: SharedBundle,
@@ -73,6 +83,10 @@ struct Inner {
     x509pop: Option<Arc<X509PopSigner>>,
     status: watch::Sender<AgentStatus>,
     identity_lost: Notify,
+    hints: std::sync::RwLock<Arc<AttestationHints>>,
+    /// A mutual-TLS channel to the issuer, reused while the node SVID it was
+    /// opened with is current.
+    channel: tokio::sync::Mutex<Option<(String, NodeClient<Channel>)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -88,6 +102,15 @@ impl Agent {
     /// valid, otherwise attests (join token first, then x509pop), then runs
     /// renewal and `Sync` in the background.
     pub async fn start(settings: AgentSettings) -> Result<AgentHandle, AgentError> {
+        Self::start_with_evidence(settings, None).await
+    }
+
+    /// Starts the agent and, with an evidence source, serves the SPIFFE
+    /// Workload API on `socket_path`.
+    pub async fn start_with_evidence(
+        settings: AgentSettings,
+        evidence: Option<Arc<dyn EvidenceSource>>,
+    ) -> Result<AgentHandle, AgentError> {
         let td = settings.trust_domain.clone();
         let data = DataDir::open(&settings.data_dir)?;
         let bootstrap = match &settings.bootstrap {
@@ -158,6 +181,8 @@ impl Agent {
             x509pop,
             status,
             identity_lost: Notify::new(),
+            hints: std::sync::RwLock::new(Arc::new(AttestationHints::default())),
+            channel: tokio::sync::Mutex::new(None),
         });
         match resumed {
             Some(svid) => {
@@ -175,14 +200,37 @@ impl Agent {
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(inner.clone().identity_loop(shutdown_rx.clone())),
-            tokio::spawn(inner.clone().sync_loop(shutdown_rx)),
+            tokio::spawn(inner.clone().sync_loop(shutdown_rx.clone())),
         ];
+        let socket = match evidence {
+            None => None,
+            Some(source) => {
+                let path = inner.settings.socket_path.clone();
+                let incoming = crate::workload_api::socket::bind(&path)?;
+                let service = WorkloadService::new(inner.clone(), source);
+                let mut down = shutdown_rx;
+                tasks.push(tokio::spawn(async move {
+                    let result = tonic::transport::Server::builder()
+                        .add_service(SpiffeWorkloadApiServer::new(service))
+                        .serve_with_incoming_shutdown(incoming, async move {
+                            signalled(&mut down).await;
+                        })
+                        .await;
+                    if let Err(error) = result {
+                        tracing::error!(%error, "Workload API server failed");
+                    }
+                }));
+                tracing::info!(socket = %path.display(), "serving the SPIFFE Workload API");
+                Some(path)
+            }
+        };
         Ok(AgentHandle {
             inner,
             shutdown,
             tasks,
+            socket,
         })
     }
 }
@@ -213,7 +261,12 @@ impl AgentHandle {
         self.inner.status.subscribe()
     }
 
-    /// Stops the background tasks and closes connections.
+    /// The Workload API socket, when served.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
+    }
+
+    /// Stops the background tasks, closes connections, removes the socket.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -222,10 +275,119 @@ impl AgentHandle {
                 abort.abort();
             }
         }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
 impl Inner {
+    /// The issuer's hints for measuring workloads.
+    pub(crate) fn hints(&self) -> Arc<AttestationHints> {
+        match self.hints.read() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The agent's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.settings.clock.now()
+    }
+
+    /// Sleeps until the agent's clock reads `deadline`.
+    pub(crate) async fn sleep_until(&self, deadline: SystemTime) {
+        sleep_until(&*self.settings.clock, deadline).await;
+    }
+
+    /// The current trust bundle.
+    pub(crate) fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.load()
+    }
+
+    /// Follows the agent's status (bundle sequence, identity).
+    pub(crate) fn status_receiver(&self) -> watch::Receiver<AgentStatus> {
+        self.status.subscribe()
+    }
+
+    /// A mutual-TLS client for the issuer, reused while the node SVID is current.
+    async fn node_client(&self) -> Result<NodeClient<Channel>, Status> {
+        let serial = self.current().map(|s| s.serial).ok_or_else(|| {
+            Status::unavailable(
+                "this agent holds no node SVID: it cannot reach the issuer for workloads",
+            )
+        })?;
+        let mut slot = self.channel.lock().await;
+        if let Some((_, client)) = slot.as_ref().filter(|(cached, _)| *cached == serial) {
+            return Ok(client.clone());
+        }
+        let client = connect(&self.settings.server_address, self.tls.clone())
+            .await
+            .map_err(|e| Status::unavailable(format!("issuer unreachable: {e}")))?;
+        *slot = Some((serial, client.clone()));
+        Ok(client)
+    }
+
+    /// Maps the issuer's answer for a workload call to what the workload sees.
+    async fn issuer_status(&self, status: Status) -> Status {
+        match status.code() {
+            tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => status,
+            tonic::Code::Unauthenticated => {
+                // Our node SVID was refused: the identity task recovers.
+                self.identity_lost.notify_one();
+                Status::unavailable(format!(
+                    "this agent's node identity was refused: {}",
+                    status.message()
+                ))
+            }
+            _ => {
+                // The connection may be dead: reconnect next time.
+                *self.channel.lock().await = None;
+                Status::unavailable(format!("issuer unavailable: {}", status.message()))
+            }
+        }
+    }
+
+    /// Asks the issuer for workload X.509-SVIDs.
+    pub(crate) async fn mint_x509(
+        &self,
+        evidence: WorkloadEvidence,
+        public_keys: Vec<Vec<u8>>,
+    ) -> Result<MintX509SvidsResponse, Status> {
+        let mut client = self.node_client().await?;
+        match client
+            .mint_x509_svids(MintX509SvidsRequest {
+                evidence: Some(evidence),
+                public_keys,
+            })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.issuer_status(status).await),
+        }
+    }
+
+    /// Asks the issuer for workload JWT-SVIDs.
+    pub(crate) async fn mint_jwt(
+        &self,
+        evidence: WorkloadEvidence,
+        audience: Vec<String>,
+        spiffe_id: String,
+    ) -> Result<MintJwtSvidResponse, Status> {
+        let mut client = self.node_client().await?;
+        match client
+            .mint_jwt_svid(MintJwtSvidRequest {
+                evidence: Some(evidence),
+                audience,
+                spiffe_id,
+            })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.issuer_status(status).await),
+        }
+    }
+
     fn current(&self) -> Option<NodeSvid> {
         match self.svid.lock() {
             Ok(guard) => guard.clone(),
@@ -447,6 +609,14 @@ impl Inner {
             };
             if let Some(bundle) = update.bundle {
                 self.apply_bundle(bundle_from_proto(bundle, &self.settings.trust_domain)?)?;
+            }
+            let hints = Arc::new(AttestationHints {
+                env_names: update.env_names.into_iter().collect(),
+                path_hints: update.path_hints.into_iter().collect(),
+            });
+            match self.hints.write() {
+                Ok(mut h) => *h = hints,
+                Err(p) => *p.into_inner() = hints,
             }
             if first {
                 first = false;

@@ -33,3 +33,42 @@ pub mod admin {
 
 /// The metadata header every Workload API request must carry, with value `true`.
 pub const WORKLOAD_API_HEADER: &str = "workload.spiffe.io";
+
+/// A digest of the evidence for caches and the audit trail: SHA-256 over a
+/// canonical text form (fields in a fixed order, environment sorted by
+/// name), lowercase hex. Environment values enter only through the hash.
+pub fn evidence_digest(evidence: &node::WorkloadEvidence) -> String {
+    use sha2::{Digest, Sha256};
+    use std::collections::BTreeMap;
+    let mut hasher = Sha256::new();
+    let mut line = |key: &str, value: &str| {
+        hasher.update(key.as_bytes());
+        hasher.update(b"=");
+        hasher.update(value.as_bytes());
+        hasher.update(b"\n");
+    };
+    line("pid", &evidence.pid.to_string());
+    line("uid", &evidence.uid.to_string());
+    line("gid", &evidence.gid.to_string());
+    let gids: Vec<String> = evidence
+        .supplementary_gids
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    line("gids", &gids.join(","));
+    line("exe_path", &evidence.exe_path);
+    line("exe_sha256", &evidence.exe_sha256);
+    line("start_time", &evidence.start_time.to_string());
+    for (key, tree) in [("app", &evidence.app), ("model", &evidence.model)] {
+        if let Some(tree) = tree {
+            line(key, &format!("{} {}", tree.digest, tree.dir));
+        }
+    }
+    let env: BTreeMap<&String, &String> = evidence.env.iter().collect();
+    for (name, value) in env {
+        line(&format!("env.{name}"), value);
+    }
+    line("cgroup", &evidence.cgroup_path);
+    line("container", &evidence.container_id);
+    hex::encode(hasher.finalize())
+}

@@ -16,4 +16,5 @@ mod common;
 mod mint;
 mod node_api;
 mod quickstart;
+mod workload_api;
 mod x509pop_fixture;

@@ -4,7 +4,11 @@
 //! to attested workloads is built from these.
 
 mod bundles;
+pub mod cache;
+pub mod evidence;
 mod security;
+pub(crate) mod service;
+pub mod socket;
 mod validate;
 
 pub use bundles::{jwt_bundles_response, trust_domain_key, x509_bundles_response};

@@ -1,0 +1,75 @@
+//! Where the Workload API gets evidence about a caller: the seam between the
+//! gRPC service and the workload attestors.
+
+use std::collections::{BTreeSet, HashMap};
+
+use hallmark_proto::node::{PathHints, WorkloadEvidence};
+
+/// The process on the other end of a Workload API connection, from the
+/// socket's peer credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Caller {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// What the issuer told the agent about measuring workloads (over `Sync`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttestationHints {
+    /// The only environment variable names evidence may include.
+    pub env_names: BTreeSet<String>,
+    /// Per executable digest: image-declared app tree and model locations.
+    pub path_hints: HashMap<String, PathHints>,
+}
+
+/// Why evidence could not be gathered.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    /// The process exited (or its pid now names another process).
+    #[error("the calling process exited or was replaced during attestation")]
+    ProcessGone,
+    /// The caller exceeded the hashing budget.
+    #[error("hashing budget exhausted for uid {uid}: {detail}")]
+    ResourceExhausted {
+        /// The caller's uid.
+        uid: u32,
+        /// What limit was hit.
+        detail: String,
+    },
+    /// Reading the process or its files failed.
+    #[error("cannot attest the caller: {0}")]
+    Failed(String),
+}
+
+impl EvidenceError {
+    /// The Workload API status for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            EvidenceError::ProcessGone => tonic::Status::permission_denied(self.to_string()),
+            EvidenceError::ResourceExhausted { .. } => {
+                tonic::Status::resource_exhausted(self.to_string())
+            }
+            EvidenceError::Failed(_) => tonic::Status::permission_denied(self.to_string()),
+        }
+    }
+}
+
+/// Measures calling processes. Implementations block (they hash files); the
+/// service runs them on the blocking pool.
+pub trait EvidenceSource: Send + Sync + std::fmt::Debug + 'static {
+    /// Gathers evidence about `caller`, reading only the hinted environment names.
+    fn evidence(
+        &self,
+        caller: &Caller,
+        hints: &AttestationHints,
+    ) -> Result<WorkloadEvidence, EvidenceError>;
+
+    /// Whether the process attested as `evidence` still runs (same pid, same
+    /// start time).
+    fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool;
+}

@@ -1,0 +1,399 @@
+//! The SPIFFE Workload API served by a real agent, fetched with the `spiffe`
+//! crate's client (code we did not write) and with raw gRPC for the exact
+//! status of each refusal. The caller is this test process: its executable
+//! digest is what the gold image allows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use hallmark_agent::Agent;
+use hallmark_agent::config::AgentSettings;
+use hallmark_agent::workload_api::evidence::{
+    AttestationHints, Caller, EvidenceError, EvidenceSource,
+};
+use hallmark_attestors::tree::{TreeLimits, digest_tree};
+use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
+use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
+use hallmark_server::image::GoldImage;
+use hallmark_server::issuance::matcher::{Candidate, Matcher};
+
+use crate::common::*;
+
+/// Test fixture: measures a process from /proc (executable digest, start
+/// time, hinted environment, model directory from the issuer's path hints).
+#[derive(Debug)]
+struct ProcEvidence;
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19)?.parse().ok()
+}
+
+impl EvidenceSource for ProcEvidence {
+    fn evidence(
+        &self,
+        caller: &Caller,
+        hints: &AttestationHints,
+    ) -> Result<WorkloadEvidence, EvidenceError> {
+        let started = start_time(caller.pid).ok_or(EvidenceError::ProcessGone)?;
+        let exe_sha256 = exe_digest(caller.pid).ok_or(EvidenceError::ProcessGone)?;
+        let environ = std::fs::read(format!("/proc/{}/environ", caller.pid))
+            .map_err(|e| EvidenceError::Failed(e.to_string()))?;
+        let env: HashMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+            .filter(|(k, _)| hints.env_names.contains(*k))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let model = hints
+            .path_hints
+            .get(&exe_sha256)
+            .and_then(|h| h.model_paths.first())
+            .map(|dir| {
+                let digest = digest_tree(Path::new(dir), &TreeLimits::default())
+                    .map_err(|e| EvidenceError::Failed(e.to_string()))?;
+                Ok(TreeEvidence {
+                    dir: dir.clone(),
+                    digest: digest.digest,
+                    files: vec![],
+                })
+            })
+            .transpose()?;
+        if start_time(caller.pid) != Some(started) {
+            return Err(EvidenceError::ProcessGone);
+        }
+        Ok(WorkloadEvidence {
+            pid: u32::try_from(caller.pid).unwrap_or(0),
+            uid: caller.uid,
+            gid: caller.gid,
+            exe_path: std::fs::read_link(format!("/proc/{}/exe", caller.pid))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            exe_sha256,
+            start_time: started,
+            model,
+            env,
+            ..Default::default()
+        })
+    }
+
+    fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool {
+        start_time(caller.pid) == Some(evidence.start_time)
+    }
+}
+
+/// The executable's digest, cached by (device, inode, size, mtime): the
+/// debug test binary is large.
+fn exe_digest(pid: i32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (u64, u64, u64, i64);
+    static CACHE: std::sync::Mutex<Option<HashMap<Key, String>>> = std::sync::Mutex::new(None);
+    let path = format!("/proc/{pid}/exe");
+    let meta = std::fs::metadata(&path).ok()?;
+    let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+    if let Some(hit) = CACHE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .get(&key)
+    {
+        return Some(hit.clone());
+    }
+    let digest = hex::encode(Sha256::digest(std::fs::read(&path).ok()?));
+    CACHE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(key, digest.clone());
+    Some(digest)
+}
+
+fn own_exe_sha256() -> String {
+    exe_digest(i32::try_from(std::process::id()).unwrap()).unwrap()
+}
+
+fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> Candidate {
+    let text = format!(
+        r#"
+        name = "test-agent"
+        version = "1.0.0"
+        spiffe_id = "spiffe://example.org/test-agent"
+        owner = "alice@example.org"
+        purpose = "end-to-end tests"
+        risk_tier = "low"
+        not_after = 2099-12-31
+        [code]
+        sha256 = ["{}"]
+        [model]
+        name = "tiny"
+        version = "1.0"
+        digest = "{model_digest}"
+        path = "{}"
+        {extra}
+        "#,
+        own_exe_sha256(),
+        model_dir.display()
+    );
+    Candidate {
+        image: GoldImage::from_toml(&text).unwrap(),
+        signers: vec![],
+        retired: false,
+    }
+}
+
+struct Deployment {
+    _server: TestServer,
+    agent: hallmark_agent::AgentHandle,
+    socket: PathBuf,
+    model_dir: PathBuf,
+}
+
+/// An issuer, an agent serving the Workload API, and a model directory
+/// registered for this test process.
+async fn deploy(extra: &str) -> Deployment {
+    let server = TestServer::start().await;
+    let model_dir = server.path("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("weights.bin"), b"tiny model weights").unwrap();
+    std::fs::write(model_dir.join("config.json"), b"{\"layers\":1}").unwrap();
+    let digest = digest_tree(&model_dir, &TreeLimits::default())
+        .unwrap()
+        .digest;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([image_for_this_process(
+            &model_dir, &digest, extra,
+        )]));
+    let bootstrap = server.path("bootstrap.pem");
+    std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
+    let socket = server.path("workload.sock");
+    let toml = format!(
+        "trust_domain = \"{TRUST_DOMAIN}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n[bootstrap]\nbundle_path = \"{}\"\n",
+        server.addr(),
+        server.path("agent-data").display(),
+        socket.display(),
+        bootstrap.display()
+    );
+    let mut settings = AgentSettings::from_toml_str(&toml).unwrap();
+    settings.join_token = Some(server.token().await);
+    let agent = Agent::start_with_evidence(settings, Some(Arc::new(ProcEvidence)))
+        .await
+        .unwrap();
+    // Wait for the first Sync message: it carries the path hints.
+    let mut status = agent.status();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.sync_connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    Deployment {
+        _server: server,
+        agent,
+        socket,
+        model_dir,
+    }
+}
+
+async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
+    let socket = socket.to_owned();
+    let channel = Endpoint::from_static("http://workload.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+fn with_header<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn spiffe_client_fetches_svids_bound_to_code_and_model() {
+    let d = deploy("").await;
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", d.socket.display()))
+        .await
+        .unwrap();
+    let svid = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/test-agent"
+    );
+    let binding = hallmark_ca::x509::binding_from_cert(svid.leaf().as_bytes())
+        .unwrap()
+        .unwrap();
+    let binding: serde_json::Value = serde_json::from_slice(&binding).unwrap();
+    assert_eq!(binding["code_sha256"], own_exe_sha256());
+    assert_eq!(binding["model"]["name"], "tiny");
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    let td = spiffe::TrustDomain::new("example.org").unwrap();
+    assert!(bundles.get(&td).is_some());
+
+    // JWT-SVID: fetched, then validated by the agent and by a JWT library.
+    let jwt = client.fetch_jwt_svid(["payments"], None).await.unwrap();
+    assert_eq!(
+        jwt.spiffe_id().to_string(),
+        "spiffe://example.org/test-agent"
+    );
+    let validated = client
+        .validate_jwt_token("payments", jwt.token())
+        .await
+        .unwrap();
+    assert_eq!(
+        validated.spiffe_id().to_string(),
+        "spiffe://example.org/test-agent"
+    );
+    let mut raw = raw_client(&d.socket).await;
+    let jwks = raw
+        .fetch_jwt_bundles(with_header(hallmark_proto::workload::JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .bundles
+        .remove("spiffe://example.org")
+        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&jwks).unwrap();
+    let kid = jsonwebtoken::decode_header(jwt.token())
+        .unwrap()
+        .kid
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["payments"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(jwt.token(), &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["hallmark"]["model"]["version"], "1.0");
+    d.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_have_the_exact_status() {
+    let d = deploy("").await;
+    let mut raw = raw_client(&d.socket).await;
+
+    // No security header.
+    let err = raw.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = raw
+        .validate_jwtsvid(ValidateJwtsvidRequest {
+            audience: "a".into(),
+            svid: "b".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // JWT without audience.
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec![],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A token signed by another issuer's key.
+    let other = TestServer::start().await;
+    other.handle().images().replace(Matcher::new([]));
+    let foreign = {
+        let ca = hallmark_ca::manager::CaManager::generate(
+            hallmark_ca::manager::CaConfig::new("example.org".parse().unwrap()),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        ca.mint_jwt_svid(
+            &hallmark_ca::jwt::JwtSvidClaims {
+                spiffe_id: "spiffe://example.org/test-agent".parse().unwrap(),
+                audience: vec!["payments".into()],
+                ttl: Duration::from_secs(60),
+                extra: serde_json::Map::new(),
+            },
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+        .token
+    };
+    let err = raw
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "payments".into(),
+            svid: foreign,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A model file changed by one byte: the identity is refused.
+    let weights = d.model_dir.join("weights.bin");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let mut stream = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("model digest mismatch"),
+        "{}",
+        err.message()
+    );
+    d.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_process_without_a_matching_image_is_denied() {
+    // The image requires an environment value this process does not have.
+    let d = deploy("[env]\nHALLMARK_TEST_ROLE = \"payments\"\n").await;
+    let mut raw = raw_client(&d.socket).await;
+    let mut stream = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("env mismatch (HALLMARK_TEST_ROLE)"),
+        "{}",
+        err.message()
+    );
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec!["payments".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    d.agent.shutdown().await;
+}
