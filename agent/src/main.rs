@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        Command::Healthcheck(_) => ("text".to_owned(), "warn".to_owned()),
+        _ => ("text".to_owned(), "warn".to_owned()),
     };
     let filter = match EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&level)) {
         Ok(filter) => filter,

@@ -1,5 +1,6 @@
 //! `hallmark-agent <command>`.
 
+pub mod api;
 pub mod healthcheck;
 pub mod run;
 
@@ -21,6 +22,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check the agent's node identity.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Use the Workload API as a workload would.
+    #[command(subcommand)]
+    Api(api::ApiCommand),
 }
 
 /// Runs a parsed command.
@@ -28,5 +32,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Healthcheck(args) => healthcheck::run(args),
+        Command::Api(cmd) => api::run(cmd).await,
     }
 }

@@ -1,0 +1,321 @@
+//! `hallmark-agent api ...`: talk to the Workload API as a workload would.
+//!
+//! The socket is `--socket PATH`, else `SPIFFE_ENDPOINT_SOCKET`
+//! (`unix:///path`), else `socket_path` from `--config`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+use hallmark_proto::WORKLOAD_API_HEADER;
+use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use hallmark_proto::workload::{
+    JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
+};
+
+use crate::config::AgentConfig;
+use crate::persist::write_atomic;
+
+/// `api` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Fetch an SVID for this process.
+    #[command(subcommand)]
+    Fetch(FetchCommand),
+    /// Validate a JWT-SVID through the agent.
+    #[command(subcommand)]
+    Validate(ValidateCommand),
+    /// Follow the X.509-SVID stream and print every update.
+    Watch(SocketArgs),
+}
+
+/// `api fetch` kinds.
+#[derive(Debug, Subcommand)]
+pub enum FetchCommand {
+    /// X.509-SVIDs.
+    X509(FetchX509Args),
+    /// A JWT-SVID.
+    Jwt(FetchJwtArgs),
+}
+
+/// `api validate` kinds.
+#[derive(Debug, Subcommand)]
+pub enum ValidateCommand {
+    /// A JWT-SVID.
+    Jwt(ValidateJwtArgs),
+}
+
+/// Where the Workload API is.
+#[derive(Debug, Clone, Args)]
+pub struct SocketArgs {
+    /// The Workload API socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// `unix:///path` as SPIFFE clients take it.
+    #[arg(
+        long = "endpoint",
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        hide_env_values = true
+    )]
+    pub endpoint: Option<String>,
+    /// An agent config to read `socket_path` from.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `api fetch x509`.
+#[derive(Debug, Args)]
+pub struct FetchX509Args {
+    /// Write svid.pem, svid.key (0600) and bundle.pem into this directory.
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    /// Where the Workload API is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// Flags of `api fetch jwt`.
+#[derive(Debug, Args)]
+pub struct FetchJwtArgs {
+    /// Audience of the token (repeatable).
+    #[arg(long, required = true)]
+    pub audience: Vec<String>,
+    /// Only this SPIFFE ID.
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+    /// Where the Workload API is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// Flags of `api validate jwt`.
+#[derive(Debug, Args)]
+pub struct ValidateJwtArgs {
+    /// The audience the token must name.
+    #[arg(long)]
+    pub audience: String,
+    /// The token.
+    pub token: String,
+    /// Where the Workload API is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+impl SocketArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.socket {
+            return Ok(path.clone());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            let path = endpoint
+                .strip_prefix("unix://")
+                .or_else(|| endpoint.strip_prefix("unix:"))
+                .with_context(|| {
+                    format!("SPIFFE_ENDPOINT_SOCKET {endpoint:?} is not a unix:// address")
+                })?;
+            return Ok(PathBuf::from(path));
+        }
+        if let Some(path) = match &self.config {
+            Some(config) => AgentConfig::from_file(config)?.socket_path,
+            None => None,
+        } {
+            return Ok(path);
+        }
+        Ok(PathBuf::from(crate::config::DEFAULT_SOCKET_PATH))
+    }
+
+    async fn client(&self) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+        let path = self.path()?;
+        let socket = path.clone();
+        let channel = Endpoint::from_static("http://workload-api.invalid")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .with_context(|| format!("cannot connect to the Workload API at {}", path.display()))?;
+        Ok(SpiffeWorkloadApiClient::new(channel))
+    }
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        WORKLOAD_API_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    request
+}
+
+fn refused(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+}
+
+/// Runs an `api` command.
+pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApiCommand::Fetch(FetchCommand::X509(args)) => {
+            let mut client = args.socket.client().await?;
+            let mut stream = client
+                .fetch_x509svid(request(X509svidRequest {}))
+                .await
+                .map_err(|s| refused("fetch x509", s))?
+                .into_inner();
+            let response = stream
+                .message()
+                .await
+                .map_err(|s| refused("fetch x509", s))?
+                .context("the agent closed the stream without an SVID")?;
+            print_x509(&response)?;
+            if let Some(dir) = &args.write {
+                write_x509(dir, &response)?;
+                println!(
+                    "Wrote svid.pem, svid.key and bundle.pem to {}",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        ApiCommand::Fetch(FetchCommand::Jwt(args)) => {
+            let mut client = args.socket.client().await?;
+            let response = client
+                .fetch_jwtsvid(request(JwtsvidRequest {
+                    audience: args.audience,
+                    spiffe_id: args.spiffe_id.unwrap_or_default(),
+                }))
+                .await
+                .map_err(|s| refused("fetch jwt", s))?
+                .into_inner();
+            for svid in response.svids {
+                println!("SPIFFE ID: {}", svid.spiffe_id);
+                println!("{}", svid.svid);
+            }
+            Ok(())
+        }
+        ApiCommand::Validate(ValidateCommand::Jwt(args)) => {
+            let mut client = args.socket.client().await?;
+            let response = client
+                .validate_jwtsvid(request(ValidateJwtsvidRequest {
+                    audience: args.audience,
+                    svid: args.token,
+                }))
+                .await
+                .map_err(|s| refused("validate jwt", s))?
+                .into_inner();
+            println!("Valid JWT-SVID for {}", response.spiffe_id);
+            if let Some(claims) = response.claims {
+                for (name, value) in claims.fields {
+                    println!("  {name}: {}", display_value(&value));
+                }
+            }
+            Ok(())
+        }
+        ApiCommand::Watch(socket) => {
+            let mut client = socket.client().await?;
+            let mut stream = client
+                .fetch_x509svid(request(X509svidRequest {}))
+                .await
+                .map_err(|s| refused("watch", s))?
+                .into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        println!(
+                            "--- update at {}",
+                            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                        );
+                        print_x509(&response)?;
+                    }
+                    Ok(None) => {
+                        println!("--- the agent closed the stream");
+                        return Ok(());
+                    }
+                    Err(status) => return Err(refused("identity withdrawn", status)),
+                }
+            }
+        }
+    }
+}
+
+fn print_x509(response: &X509svidResponse) -> anyhow::Result<()> {
+    for svid in &response.svids {
+        let (_, leaf) = x509_parser::parse_x509_certificate(&svid.x509_svid)
+            .map_err(|e| anyhow::anyhow!("the agent sent an unreadable certificate: {e}"))?;
+        println!("SPIFFE ID : {}", svid.spiffe_id);
+        println!("Image     : {}", svid.hint);
+        println!(
+            "Expires   : {}",
+            leaf.validity().not_after.to_rfc2822().unwrap_or_default()
+        );
+        if let Ok(Some(binding)) = hallmark_ca::x509::binding_from_cert(leaf.as_ref()) {
+            println!("Binding   : {}", String::from_utf8_lossy(&binding));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a DER certificate sequence into PEM blocks.
+fn der_chain_to_pem(mut der: &[u8]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| anyhow::anyhow!("unreadable certificate in chain: {e}"))?;
+        let len = der.len() - rest.len();
+        out.push_str(&pem::encode(&pem::Pem::new(
+            "CERTIFICATE",
+            der[..len].to_vec(),
+        )));
+        der = rest;
+    }
+    Ok(out)
+}
+
+fn write_x509(dir: &Path, response: &X509svidResponse) -> anyhow::Result<()> {
+    let svid = response
+        .svids
+        .first()
+        .context("the response holds no SVID")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(
+        &dir.join("svid.pem"),
+        der_chain_to_pem(&svid.x509_svid)?.as_bytes(),
+        0o644,
+    )?;
+    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.x509_svid_key.clone()));
+    write_atomic(&dir.join("svid.key"), key.as_bytes(), 0o600)?;
+    write_atomic(
+        &dir.join("bundle.pem"),
+        der_chain_to_pem(&svid.bundle)?.as_bytes(),
+        0o644,
+    )?;
+    Ok(())
+}
+
+fn display_value(value: &prost_types::Value) -> String {
+    use prost_types::value::Kind;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => s.clone(),
+        Some(Kind::NumberValue(n)) => n.to_string(),
+        Some(Kind::BoolValue(b)) => b.to_string(),
+        Some(Kind::ListValue(l)) => {
+            let items: Vec<String> = l.values.iter().map(display_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Some(Kind::StructValue(s)) => {
+            let items: Vec<String> = s
+                .fields
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", display_value(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Some(Kind::NullValue(_)) | None => "null".into(),
+    }
+}
