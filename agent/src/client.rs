@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -44,10 +42,15 @@ pub fn tls_config(
 /// TLS configuration that trusts whatever issuer answers: only for the first
 /// attestation with `insecure_bootstrap = true`.
 pub fn insecure_tls_config(
+    bundle: SharedBundle,
     resolver: Arc<SvidCertResolver>,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<ClientConfig>, AgentError> {
-    build(Arc::new(TrustOnFirstUse::new()), resolver, clock)
+    build(
+        Arc::new(SpiffeServerVerifier::trust_on_first_use(bundle)),
+        resolver,
+        clock,
+    )
 }
 
 fn build(
@@ -107,54 +110,4 @@ pub async fn connect(
             source,
         })?;
     Ok(NodeClient::new(channel))
-}
-
-/// Accepts any server certificate, still checking the handshake signature
-/// (so the peer holds the key of the certificate it showed).
-#[derive(Debug)]
-struct TrustOnFirstUse {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl TrustOnFirstUse {
-    fn new() -> Self {
-        Self {
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        }
-    }
-}
-
-impl ServerCertVerifier for TrustOnFirstUse {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

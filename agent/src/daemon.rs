@@ -444,7 +444,11 @@ impl Inner {
         // Attest anonymously: an old certificate may be expired or refused.
         self.resolver.clear();
         let tls = if self.bundle.load().x509_authorities.is_empty() {
-            insecure_tls_config(self.resolver.clone(), self.settings.clock.clone())?
+            insecure_tls_config(
+                self.bundle.clone(),
+                self.resolver.clone(),
+                self.settings.clock.clone(),
+            )?
         } else {
             self.tls.clone()
         };

@@ -213,3 +213,26 @@ async fn x509pop_agent_re_attests_by_itself_after_eviction() {
     assert_eq!(listed_serial(&server, id.as_str()).await, Some(after));
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn insecure_bootstrap_trusts_the_first_issuer_then_its_bundle() {
+    let server = TestServer::start().await;
+    let data = server.path("agent-data");
+    let toml = format!(
+        "trust_domain = \"{TRUST_DOMAIN}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\n[bootstrap]\ninsecure_bootstrap = true\n",
+        server.addr(),
+        data.display()
+    );
+    let agent = start_agent(&toml, Some(server.token().await)).await;
+    wait_for(&agent, "attested and syncing", |s| {
+        s.attested && s.sync_connected
+    })
+    .await;
+    // From then on the agent verifies the issuer against the bundle it got.
+    assert_eq!(
+        agent.bundle().x509_authorities,
+        server.bundle().x509_authorities
+    );
+    assert!(data.join("bundle.pem").exists());
+    agent.shutdown().await;
+}

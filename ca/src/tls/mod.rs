@@ -145,7 +145,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 /// SPIFFE ID. The DNS server name is ignored (SVIDs carry no DNS name).
 pub struct SpiffeServerVerifier {
     bundle: SharedBundle,
-    expected: SpiffeId,
+    /// `None`: trust on first use (no chain or identity check).
+    expected: Option<SpiffeId>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -154,7 +155,19 @@ impl SpiffeServerVerifier {
     pub fn new(bundle: SharedBundle, expected: SpiffeId) -> SpiffeServerVerifier {
         SpiffeServerVerifier {
             bundle,
-            expected,
+            expected: Some(expected),
+            algorithms: ring_algorithms(),
+        }
+    }
+
+    /// A verifier that accepts any server certificate (the handshake
+    /// signature is still checked, so the peer holds the certificate's key).
+    /// Only for an agent's explicitly insecure first attestation, before it
+    /// has a trust bundle; never for anything else.
+    pub fn trust_on_first_use(bundle: SharedBundle) -> SpiffeServerVerifier {
+        SpiffeServerVerifier {
+            bundle,
+            expected: None,
             algorithms: ring_algorithms(),
         }
     }
@@ -178,11 +191,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(expected) = &self.expected else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let chain = chain_of(end_entity, intermediates);
         let bundle = self.bundle.load();
         let svid = verify_x509_svid(&chain, &bundle, Usage::ServerAuth, system_time(now))
             .map_err(to_rustls)?;
-        if svid.spiffe_id != self.expected {
+        if svid.spiffe_id != *expected {
             return Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)));
         }
         Ok(ServerCertVerified::assertion())
