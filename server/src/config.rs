@@ -13,6 +13,8 @@ use std::time::Duration;
 use hallmark_ca::id::TrustDomain;
 use hallmark_ca::manager::CaConfig;
 use hallmark_ca::x509::UpstreamCa;
+
+use crate::image::{SignaturePolicy, TrustedSigners};
 use serde::Deserialize;
 
 /// Default node API listen address.
@@ -78,6 +80,35 @@ pub struct ServerConfig {
     /// Node agent settings.
     #[serde(default)]
     pub agents: AgentsSection,
+    /// Gold image registration.
+    #[serde(default)]
+    pub images: ImagesSection,
+}
+
+/// `[images]` in `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSection {
+    /// Public keys (SPKI PEM from `image keygen`) whose signatures count.
+    #[serde(default)]
+    pub trusted_signers: Vec<PathBuf>,
+    /// Distinct trusted signatures required per risk tier.
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+/// `[images.policy]`: defaults low 1, medium 1, high 2, critical 2.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Signatures for `low` images.
+    pub low: Option<usize>,
+    /// Signatures for `medium` images.
+    pub medium: Option<usize>,
+    /// Signatures for `high` images.
+    pub high: Option<usize>,
+    /// Signatures for `critical` images.
+    pub critical: Option<usize>,
 }
 
 /// `[ca]` in `server.toml`.
@@ -152,6 +183,10 @@ pub struct ServerSettings {
     pub x509pop_roots: Option<Vec<Vec<u8>>>,
     /// How often the CA checks whether to rotate.
     pub rotation_interval: Duration,
+    /// Keys whose signatures count on gold images.
+    pub trusted_signers: Arc<TrustedSigners>,
+    /// Signatures required per risk tier.
+    pub signature_policy: SignaturePolicy,
 }
 
 impl ServerConfig {
@@ -265,6 +300,28 @@ impl ServerSettings {
             Some(path) => Some(load_cert_pem("agents.x509pop_ca", path)?),
         };
 
+        let trusted_signers = TrustedSigners::load(&file.images.trusted_signers).map_err(|e| {
+            ConfigError::Invalid {
+                key: "images.trusted_signers",
+                reason: format!("{}: {}", e.path.display(), e.reason),
+            }
+        })?;
+        let default_policy = SignaturePolicy::default();
+        let p = &file.images.policy;
+        let signature_policy = SignaturePolicy::new(
+            p.low
+                .unwrap_or(default_policy.required(crate::image::RiskTier::Low)),
+            p.medium
+                .unwrap_or(default_policy.required(crate::image::RiskTier::Medium)),
+            p.high
+                .unwrap_or(default_policy.required(crate::image::RiskTier::High)),
+            p.critical
+                .unwrap_or(default_policy.required(crate::image::RiskTier::Critical)),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "images.policy",
+            reason: format!("{}: {}", e.tier.as_str(), e.reason),
+        })?;
         Ok(Self {
             trust_domain,
             data_dir,
@@ -275,6 +332,8 @@ impl ServerSettings {
             join_token_ttl,
             x509pop_roots,
             rotation_interval: Duration::from_secs(10),
+            trusted_signers: Arc::new(trusted_signers),
+            signature_policy,
         })
     }
 
@@ -292,6 +351,8 @@ impl ServerSettings {
             join_token_ttl: Duration::from_secs(600),
             x509pop_roots: None,
             rotation_interval: Duration::from_secs(10),
+            trusted_signers: Arc::new(TrustedSigners::new()),
+            signature_policy: SignaturePolicy::default(),
         }
     }
 }
@@ -420,6 +481,41 @@ mod tests {
                 }
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn image_policy_and_signers_are_checked() {
+        let err =
+            resolve("trust_domain = \"example.org\"\n[images.policy]\nhigh = 0\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "images.policy",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = resolve("trust_domain = \"example.org\"\n[images]\ntrusted_signers = [\"/nonexistent/a.pub\"]\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "images.trusted_signers",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/nonexistent/a.pub"), "{err}");
+        let ok = resolve("trust_domain = \"example.org\"\n[images.policy]\nlow = 2\n").unwrap();
+        assert_eq!(ok.signature_policy.required(crate::image::RiskTier::Low), 2);
+        assert_eq!(
+            ok.signature_policy
+                .required(crate::image::RiskTier::Critical),
+            2
         );
     }
 

@@ -20,7 +20,7 @@ use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
 use crate::events::{EventSink, TracingSink};
-use crate::issuance::ImageSet;
+use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -64,6 +64,7 @@ pub struct ServerHandle {
     admin_socket: PathBuf,
     authority: Arc<Authority>,
     images: Arc<ImageSet>,
+    upkeep: Maintenance,
     store: Arc<SledStore>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -92,7 +93,14 @@ pub async fn start_with_clock(
         .transpose()
         .map_err(|e| ServerError::X509Pop(e.to_string()))?;
 
+    let image_policy = Arc::new(ImagePolicy {
+        signers: settings.trusted_signers.clone(),
+        policy: settings.signature_policy,
+        trust_domain: settings.trust_domain.clone(),
+        max_svid_ttl: settings.ca.max_svid_ttl,
+    });
     let images = Arc::new(ImageSet::default());
+    images.replace(load_matcher(&*dyn_store, &image_policy)?);
     let node_api = NodeApi::new(NodeApiParts {
         authority: authority.clone(),
         store: dyn_store.clone(),
@@ -123,6 +131,8 @@ pub async fn start_with_clock(
         trust_domain: settings.trust_domain.clone(),
         join_token_ttl: settings.join_token_ttl,
         owner_uid: Some(admin_socket.owner_uid),
+        images: images.clone(),
+        image_policy: image_policy.clone(),
     });
 
     let mut tasks = Vec::new();
@@ -150,13 +160,16 @@ pub async fn start_with_clock(
             tracing::error!(%error, "admin API server failed");
         }
     }));
-    tasks.push(tokio::spawn(maintenance(
-        authority.clone(),
-        dyn_store,
+    let upkeep = Maintenance {
+        authority: authority.clone(),
+        store: dyn_store,
         clock,
-        settings.rotation_interval,
-        shutdown_rx,
-    )));
+        images: images.clone(),
+        image_policy,
+    };
+    tasks.push(tokio::spawn(
+        upkeep.clone().run(settings.rotation_interval, shutdown_rx),
+    ));
 
     tracing::info!(
         trust_domain = %settings.trust_domain,
@@ -169,6 +182,7 @@ pub async fn start_with_clock(
         admin_socket: settings.admin_socket,
         authority,
         images,
+        upkeep,
         store,
         shutdown,
         tasks,
@@ -188,28 +202,53 @@ pub(crate) async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// CA rotation and join token clean-up on a timer.
-async fn maintenance(
+/// Periodic upkeep: CA rotation, join token clean-up, retirement of images
+/// past `not_after`.
+#[derive(Debug, Clone)]
+struct Maintenance {
     authority: Arc<Authority>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = shutdown_signalled(&mut shutdown) => return,
+    images: Arc<ImageSet>,
+    image_policy: Arc<ImagePolicy>,
+}
+
+impl Maintenance {
+    async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown_signalled(&mut shutdown) => return,
+            }
+            self.once();
         }
-        if let Err(error) = authority.tick() {
+    }
+
+    /// One round of upkeep.
+    fn once(&self) {
+        if let Err(error) = self.authority.tick() {
             tracing::error!(%error, "CA rotation failed; will retry");
         }
-        match store.prune_join_tokens(unix_secs(clock.now())) {
+        let now = self.clock.now();
+        match self.store.prune_join_tokens(unix_secs(now)) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(pruned = n, "expired join tokens removed"),
             Err(error) => tracing::warn!(%error, "join token clean-up failed"),
+        }
+        match retire_expired(&*self.store, &self.image_policy, now) {
+            Ok(retired) if retired.is_empty() => {}
+            Ok(retired) => {
+                for image in &retired {
+                    tracing::info!(target: "hallmark::audit", %image, "image retired: not_after passed");
+                }
+                match load_matcher(&*self.store, &self.image_policy) {
+                    Ok(matcher) => self.images.replace(matcher),
+                    Err(error) => tracing::error!(%error, "cannot reload images"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "automatic image retirement failed"),
         }
     }
 }
@@ -228,6 +267,12 @@ impl ServerHandle {
     /// The CA (tests inspect the bundle and force rotation through it).
     pub fn authority(&self) -> &Arc<Authority> {
         &self.authority
+    }
+
+    /// Runs one round of upkeep now (rotation, clean-up, retirement), as the
+    /// timer would; tests use it with a manual clock.
+    pub fn run_maintenance(&self) {
+        self.upkeep.once();
     }
 
     /// The images the issuer mints for.
@@ -249,9 +294,14 @@ impl ServerHandle {
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         let store = self.store.clone();
-        let (authority, handle_store) = (self.authority, self.store);
-        drop(authority);
-        drop(handle_store);
+        let ServerHandle {
+            authority,
+            images,
+            upkeep,
+            store: handle_store,
+            ..
+        } = self;
+        drop((authority, images, upkeep, handle_store));
         // Wait for short-lived tasks (attestations) to drop their references,
         // so that the database is closed when this returns.
         for _ in 0..100 {

@@ -19,11 +19,13 @@ use hallmark_agent::workload_api::evidence::{
     AttestationHints, Caller, EvidenceError, EvidenceSource,
 };
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
+use hallmark_proto::admin::{ListImagesRequest, RegisterImageRequest, RetireImageRequest};
 use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
-use hallmark_server::image::GoldImage;
-use hallmark_server::issuance::matcher::{Candidate, Matcher};
+use hallmark_server::image::{
+    Algorithm, Envelope, GoldImage, SigningKey, TrustedSigners, canonical,
+};
 
 use crate::common::*;
 
@@ -121,7 +123,7 @@ fn own_exe_sha256() -> String {
     exe_digest(i32::try_from(std::process::id()).unwrap()).unwrap()
 }
 
-fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> Candidate {
+fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> GoldImage {
     let text = format!(
         r#"
         name = "test-agent"
@@ -143,11 +145,7 @@ fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> 
         own_exe_sha256(),
         model_dir.display()
     );
-    Candidate {
-        image: GoldImage::from_toml(&text).unwrap(),
-        signers: vec![],
-        retired: false,
-    }
+    GoldImage::from_toml(&text).unwrap()
 }
 
 struct Deployment {
@@ -160,7 +158,13 @@ struct Deployment {
 /// An issuer, an agent serving the Workload API, and a model directory
 /// registered for this test process.
 async fn deploy(extra: &str) -> Deployment {
-    let server = TestServer::start().await;
+    // An operator key the issuer trusts; the image is signed with it and
+    // registered over the admin API as `image register` does.
+    let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+        .unwrap();
+    let mut signers = TrustedSigners::new();
+    signers.insert(key.public_key().clone());
+    let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
     let model_dir = server.path("model");
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::write(model_dir.join("weights.bin"), b"tiny model weights").unwrap();
@@ -168,12 +172,18 @@ async fn deploy(extra: &str) -> Deployment {
     let digest = digest_tree(&model_dir, &TreeLimits::default())
         .unwrap()
         .digest;
-    server
-        .handle()
-        .images()
-        .replace(Matcher::new([image_for_this_process(
-            &model_dir, &digest, extra,
-        )]));
+    let image = image_for_this_process(&model_dir, &digest, extra);
+    let envelope = Envelope::sign(&canonical::encode(&image), &key)
+        .unwrap()
+        .to_json();
+    let registered = server
+        .admin()
+        .await
+        .register_image(RegisterImageRequest { envelope })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.created);
     let bootstrap = server.path("bootstrap.pem");
     std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
     let socket = server.path("workload.sock");
@@ -321,8 +331,6 @@ async fn refusals_have_the_exact_status() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // A token signed by another issuer's key.
-    let other = TestServer::start().await;
-    other.handle().images().replace(Matcher::new([]));
     let foreign = {
         let ca = hallmark_ca::manager::CaManager::generate(
             hallmark_ca::manager::CaConfig::new("example.org".parse().unwrap()),
@@ -395,5 +403,59 @@ async fn a_process_without_a_matching_image_is_denied() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    d.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retired_image_stops_minting_at_once() {
+    let d = deploy("").await;
+    let mut raw = raw_client(&d.socket).await;
+    let mut stream = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().svids.len(), 1);
+
+    let mut admin = d._server.admin().await;
+    admin
+        .retire_image(RetireImageRequest {
+            name: "test-agent".into(),
+            version: "1.0.0".into(),
+            reason: "compromised build".into(),
+        })
+        .await
+        .unwrap();
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec!["payments".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("image retired"), "{}", err.message());
+    d.agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn images_past_not_after_are_retired_automatically() {
+    let d = deploy("").await;
+    let server = &d._server;
+    // The manifest's not_after is 2099-12-31.
+    server
+        .clock
+        .set(std::time::UNIX_EPOCH + Duration::from_secs(4_102_531_200));
+    server.handle().run_maintenance();
+    let images = server
+        .admin()
+        .await
+        .list_images(ListImagesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(images[0].retired);
+    assert_eq!(images[0].retired_reason, "not_after passed");
     d.agent.shutdown().await;
 }

@@ -5,6 +5,7 @@
 //! own user and root are refused even if the socket's permissions were
 //! loosened by hand.
 
+mod image;
 pub mod socket;
 
 use std::sync::Arc;
@@ -20,13 +21,15 @@ use hallmark_ca::id::{SpiffeId, TrustDomain};
 use hallmark_proto::admin::admin_server::Admin;
 use hallmark_proto::admin::{
     Agent, AgentRequest, GenerateJoinTokenRequest, GenerateJoinTokenResponse, HealthcheckRequest,
-    HealthcheckResponse, ListAgentsRequest, ListAgentsResponse, ShowBundleRequest,
-    ShowBundleResponse,
+    HealthcheckResponse, Image, ListAgentsRequest, ListAgentsResponse, ListImagesRequest,
+    ListImagesResponse, RegisterImageRequest, RegisterImageResponse, RetireImageRequest,
+    ShowBundleRequest, ShowBundleResponse, ShowImageRequest, ShowImageResponse,
 };
 
 use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
+use crate::issuance::{ImagePolicy, ImageSet};
 use crate::node::{NodeEvent, store_status};
 use crate::store::{JoinTokenRecord, NodeRecord, Store};
 
@@ -45,6 +48,8 @@ pub struct AdminApi {
     join_token_ttl: Duration,
     /// The issuer's own uid: with root, the only caller allowed.
     owner_uid: Option<u32>,
+    images: Arc<ImageSet>,
+    image_policy: Arc<ImagePolicy>,
 }
 
 /// What the admin API is built from.
@@ -66,6 +71,10 @@ pub struct AdminApiParts {
     pub join_token_ttl: Duration,
     /// The uid that owns the admin socket.
     pub owner_uid: Option<u32>,
+    /// The images the issuer mints for (reloaded on change).
+    pub images: Arc<ImageSet>,
+    /// Signers, policy and limits for gold images.
+    pub image_policy: Arc<ImagePolicy>,
 }
 
 impl AdminApi {
@@ -80,8 +89,12 @@ impl AdminApi {
             trust_domain,
             join_token_ttl,
             owner_uid,
+            images,
+            image_policy,
         } = parts;
         Self {
+            images,
+            image_policy,
             authority,
             store,
             clock,
@@ -98,7 +111,7 @@ impl AdminApi {
         &self,
         method: &'static str,
         request: &Request<T>,
-        call: impl FnOnce() -> Result<(R, String), Status>,
+        call: impl FnOnce(Option<u32>) -> Result<(R, String), Status>,
     ) -> Result<Response<R>, Status> {
         let uid = request
             .extensions()
@@ -109,7 +122,7 @@ impl AdminApi {
             (Some(uid), Some(owner)) if uid != owner && uid != 0 => Err(Status::permission_denied(
                 format!("uid {uid} may not use the admin API: run as uid {owner} or root"),
             )),
-            _ => call(),
+            _ => call(uid),
         };
         let outcome = match &result {
             Ok((_, what)) => what.clone(),
@@ -166,7 +179,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<HealthcheckRequest>,
     ) -> Result<Response<HealthcheckResponse>, Status> {
-        self.audited("Healthcheck", &request, || {
+        self.audited("Healthcheck", &request, |_| {
             let agents = self.store.nodes().map_err(store_status)?.len() as u64;
             let ca_expires_at = self
                 .authority
@@ -189,7 +202,7 @@ impl Admin for AdminApi {
         request: Request<GenerateJoinTokenRequest>,
     ) -> Result<Response<GenerateJoinTokenResponse>, Status> {
         let params = request.get_ref().clone();
-        self.audited("GenerateJoinToken", &request, || {
+        self.audited("GenerateJoinToken", &request, |_| {
             let ttl = match params.ttl_seconds {
                 0 => self.join_token_ttl,
                 secs => Duration::from_secs(secs),
@@ -235,7 +248,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        self.audited("ListAgents", &request, || {
+        self.audited("ListAgents", &request, |_| {
             let agents: Vec<Agent> = self
                 .store
                 .nodes()
@@ -250,7 +263,7 @@ impl Admin for AdminApi {
 
     async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("EvictAgent", &request, || {
+        self.audited("EvictAgent", &request, |_| {
             let id = self.agent_id(&id_text)?;
             let node = self.existing_agent(&id)?;
             if node.banned {
@@ -273,7 +286,7 @@ impl Admin for AdminApi {
 
     async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("BanAgent", &request, || {
+        self.audited("BanAgent", &request, |_| {
             let id = self.agent_id(&id_text)?;
             let mut node = self.existing_agent(&id)?;
             node.banned = true;
@@ -289,7 +302,7 @@ impl Admin for AdminApi {
 
     async fn unban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("UnbanAgent", &request, || {
+        self.audited("UnbanAgent", &request, |_| {
             let id = self.agent_id(&id_text)?;
             let mut node = self.existing_agent(&id)?;
             if !node.banned {
@@ -306,11 +319,79 @@ impl Admin for AdminApi {
         })
     }
 
+    async fn register_image(
+        &self,
+        request: Request<RegisterImageRequest>,
+    ) -> Result<Response<RegisterImageResponse>, Status> {
+        let envelope = request.get_ref().envelope.clone();
+        self.audited("RegisterImage", &request, |uid| {
+            let (image, created) = self.register_image(&envelope, uid)?;
+            let outcome = format!(
+                "{} {}@{} signed by {}",
+                if created {
+                    "registered"
+                } else {
+                    "already registered"
+                },
+                image.name,
+                image.version,
+                image.signers.join(",")
+            );
+            Ok((
+                RegisterImageResponse {
+                    image: Some(image),
+                    created,
+                },
+                outcome,
+            ))
+        })
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        self.audited("ListImages", &request, |_| {
+            let images = self.list_images()?;
+            let outcome = format!("{} images", images.len());
+            Ok((ListImagesResponse { images }, outcome))
+        })
+    }
+
+    async fn show_image(
+        &self,
+        request: Request<ShowImageRequest>,
+    ) -> Result<Response<ShowImageResponse>, Status> {
+        let wanted = request.get_ref().clone();
+        self.audited("ShowImage", &request, |_| {
+            let images = self.show_image(&wanted.name, &wanted.version)?;
+            Ok((
+                ShowImageResponse { images },
+                format!("showed {}", wanted.name),
+            ))
+        })
+    }
+
+    async fn retire_image(
+        &self,
+        request: Request<RetireImageRequest>,
+    ) -> Result<Response<Image>, Status> {
+        let wanted = request.get_ref().clone();
+        self.audited("RetireImage", &request, |uid| {
+            let image = self.retire_image(&wanted.name, &wanted.version, &wanted.reason, uid)?;
+            let outcome = format!(
+                "retired {}@{}: {}",
+                image.name, image.version, wanted.reason
+            );
+            Ok((image, outcome))
+        })
+    }
+
     async fn show_bundle(
         &self,
         request: Request<ShowBundleRequest>,
     ) -> Result<Response<ShowBundleResponse>, Status> {
-        self.audited("ShowBundle", &request, || {
+        self.audited("ShowBundle", &request, |_| {
             let bundle = self.authority.bundle();
             Ok((
                 ShowBundleResponse {

@@ -34,6 +34,14 @@ pub enum ImageCommand {
     Cosign(CosignArgs),
     /// Check an envelope offline exactly as the issuer would.
     Verify(VerifyArgs),
+    /// Register a signed envelope with the issuer.
+    Register(super::image_admin::RegisterArgs),
+    /// List registered images (review and retirement status).
+    List(super::image_admin::ListArgs),
+    /// Show a registered image: NAME or NAME@VERSION.
+    Show(super::image_admin::ShowArgs),
+    /// Retire NAME@VERSION: it stops minting at once.
+    Retire(super::image_admin::RetireArgs),
 }
 
 /// Key algorithms offered by `keygen`.
@@ -121,6 +129,10 @@ pub async fn run(cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Sign(args) => sign(&args),
         ImageCommand::Cosign(args) => cosign(&args),
         ImageCommand::Verify(args) => verify(&args),
+        ImageCommand::Register(args) => super::image_admin::register(args).await,
+        ImageCommand::List(args) => super::image_admin::list(args).await,
+        ImageCommand::Show(args) => super::image_admin::show(args).await,
+        ImageCommand::Retire(args) => super::image_admin::retire(args).await,
     }
 }
 

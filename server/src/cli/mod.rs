@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bundle;
 pub mod healthcheck;
 pub mod image;
+pub mod image_admin;
 pub mod run;
 pub mod token;
 

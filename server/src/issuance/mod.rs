@@ -58,3 +58,97 @@ impl ImageSet {
 }
 
 pub use hallmark_proto::evidence_digest;
+
+use std::time::{Duration, SystemTime};
+
+use hallmark_ca::id::TrustDomain;
+
+use crate::convert::unix_secs;
+use crate::image::{ImageContext, ImageError, SignaturePolicy, TrustedSigners, VerifiedImage};
+use crate::store::{ImageRecord, Retirement, Store, StoreError};
+use matcher::Candidate;
+
+/// What a gold image must satisfy to be registered and to mint.
+#[derive(Debug, Clone)]
+pub struct ImagePolicy {
+    /// Keys whose signatures count.
+    pub signers: Arc<TrustedSigners>,
+    /// Signatures required per risk tier.
+    pub policy: SignaturePolicy,
+    /// The issuer's trust domain.
+    pub trust_domain: TrustDomain,
+    /// Cap on image TTLs.
+    pub max_svid_ttl: Duration,
+}
+
+impl ImagePolicy {
+    /// The verification context at `now`.
+    pub fn context(&self, now: SystemTime) -> ImageContext {
+        ImageContext {
+            trust_domain: self.trust_domain.clone(),
+            max_svid_ttl: self.max_svid_ttl,
+            now,
+        }
+    }
+
+    /// Re-verifies a stored envelope with today's signers and policy, as of
+    /// its registration time (so an image past `not_after` still reads; the
+    /// matcher skips it as retired).
+    pub fn verify_stored(&self, record: &ImageRecord) -> Result<VerifiedImage, ImageError> {
+        let registered = SystemTime::UNIX_EPOCH + Duration::from_secs(record.registered_at);
+        crate::image::verify_envelope(
+            record.envelope.as_bytes(),
+            &self.signers,
+            &self.policy,
+            &self.context(registered),
+        )
+    }
+}
+
+/// Builds the matcher from the store, re-verifying every envelope: the store
+/// is not trusted. An image that no longer verifies is logged and left out.
+pub fn load_matcher(store: &dyn Store, policy: &ImagePolicy) -> Result<Matcher, StoreError> {
+    let mut candidates = Vec::new();
+    for record in store.images()? {
+        match policy.verify_stored(&record) {
+            Ok(verified) => candidates.push(Candidate {
+                image: verified.image,
+                signers: verified.signers,
+                retired: record.retired.is_some(),
+            }),
+            Err(error) => tracing::error!(
+                image = %record.key(),
+                %error,
+                "stored gold image does not verify; it will not mint"
+            ),
+        }
+    }
+    Ok(Matcher::new(candidates))
+}
+
+/// Marks images past `not_after` retired (once). Returns the retired keys.
+pub fn retire_expired(
+    store: &dyn Store,
+    policy: &ImagePolicy,
+    now: SystemTime,
+) -> Result<Vec<String>, StoreError> {
+    let mut retired = Vec::new();
+    for mut record in store.images()? {
+        if record.retired.is_some() {
+            continue;
+        }
+        let Ok(verified) = policy.verify_stored(&record) else {
+            continue;
+        };
+        if verified.image.expired(now) {
+            record.retired = Some(Retirement {
+                at: unix_secs(now),
+                reason: "not_after passed".into(),
+                uid: None,
+            });
+            store.put_image(&record)?;
+            retired.push(record.key());
+        }
+    }
+    Ok(retired)
+}

@@ -131,6 +131,44 @@ pub struct JoinTokenRecord {
     pub used_at: Option<u64>,
 }
 
+/// A registered gold image: the envelope exactly as received, re-verified
+/// whenever it is loaded (the store is not trusted to keep it honest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Image name.
+    pub name: String,
+    /// Image version.
+    pub version: String,
+    /// The DSSE envelope (JSON text) as registered.
+    pub envelope: String,
+    /// Hex SHA-256 of the canonical payload: the image's content identity.
+    pub payload_sha256: String,
+    /// Registration time, seconds since the Unix epoch.
+    pub registered_at: u64,
+    /// The registering operator's uid.
+    pub registered_by_uid: Option<u32>,
+    /// Set once the image is retired.
+    pub retired: Option<Retirement>,
+}
+
+/// Why and when an image was retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retirement {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// The operator's reason, or `not_after passed`.
+    pub reason: String,
+    /// The operator's uid; `None` for automatic retirement.
+    pub uid: Option<u32>,
+}
+
+impl ImageRecord {
+    /// The store key, `name@version`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
 /// Outcome of [`Store::consume_join_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -173,4 +211,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn remove_node(&self, id: &SpiffeId) -> Result<Option<NodeRecord>, StoreError>;
     /// Every node, ordered by SPIFFE ID.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+
+    /// One image by name and version.
+    fn image(&self, name: &str, version: &str) -> Result<Option<ImageRecord>, StoreError>;
+    /// Stores an image unless `name@version` exists; atomic. Returns the
+    /// existing record when there is one (and stores nothing).
+    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<Option<ImageRecord>, StoreError>;
+    /// Replaces a stored image (retirement, a richer envelope).
+    fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError>;
+    /// Every image, ordered by `name@version`.
+    fn images(&self) -> Result<Vec<ImageRecord>, StoreError>;
 }

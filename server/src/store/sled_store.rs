@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use hallmark_ca::id::SpiffeId;
 
-use super::{JoinTokenRecord, NodeRecord, Store, StoreError, TokenUse};
+use super::{ImageRecord, JoinTokenRecord, NodeRecord, Store, StoreError, TokenUse};
 
 const CA_STATE_KEY: &[u8] = b"ca_state";
 
@@ -19,6 +19,7 @@ pub struct SledStore {
     meta: sled::Tree,
     tokens: sled::Tree,
     nodes: sled::Tree,
+    images: sled::Tree,
 }
 
 impl SledStore {
@@ -37,6 +38,7 @@ impl SledStore {
             meta: db.open_tree("meta")?,
             tokens: db.open_tree("join_tokens")?,
             nodes: db.open_tree("nodes")?,
+            images: db.open_tree("images")?,
             db,
         })
     }
@@ -162,6 +164,46 @@ impl Store for SledStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.nodes
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn image(&self, name: &str, version: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let key = format!("{name}@{version}");
+        self.images
+            .get(key.as_bytes())?
+            .map(|v| decode(key.as_bytes(), &v))
+            .transpose()
+    }
+
+    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<Option<ImageRecord>, StoreError> {
+        let key = image.key();
+        match self
+            .images
+            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(encode(image)?))?
+        {
+            Ok(()) => {
+                self.flush()?;
+                Ok(None)
+            }
+            Err(existing) => existing
+                .current
+                .map(|v| decode(key.as_bytes(), &v))
+                .transpose(),
+        }
+    }
+
+    fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
+        self.images.insert(image.key().as_bytes(), encode(image)?)?;
+        self.flush()
+    }
+
+    fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        self.images
             .iter()
             .map(|entry| {
                 let (key, value) = entry?;

@@ -1,0 +1,284 @@
+//! `hallmark-server image register | list | show | retire`: the image verbs
+//! that talk to a running issuer.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use hallmark_proto::admin::{
+    Image, ListImagesRequest, RegisterImageRequest, RetireImageRequest, ShowImageRequest,
+};
+
+use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::image::MAX_ENVELOPE_BYTES;
+
+/// `image register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The signed envelope (`IMAGE.dsse.json`).
+    pub envelope: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `image list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `image show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// `NAME` (every version) or `NAME@VERSION`.
+    pub image: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `image retire`.
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// `NAME@VERSION`.
+    pub image: String,
+    /// Why (recorded in the audit trail).
+    #[arg(long)]
+    pub reason: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+fn image_json(image: &Image) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "name": image.name,
+        "version": image.version,
+        "spiffe_id": image.spiffe_id,
+        "owner": image.owner,
+        "purpose": image.purpose,
+        "risk_tier": image.risk_tier,
+        "signers": image.signers,
+        "payload_sha256": image.payload_sha256,
+        "registered_at": image.registered_at,
+        "review_by": image.review_by,
+        "not_after": image.not_after,
+        "review_overdue": image.review_overdue,
+        "retired": image.retired,
+        "retired_reason": image.retired_reason,
+        "code_sha256": image.code_sha256,
+        "model": image.model,
+        "scopes": image.scopes,
+        "env_names": image.env_names,
+    });
+    if !image.verification_error.is_empty() {
+        value["verification_error"] = image.verification_error.clone().into();
+    }
+    if !image.canonical_json.is_empty() {
+        value["manifest"] =
+            serde_json::from_str(&image.canonical_json).unwrap_or(serde_json::Value::Null);
+    }
+    value
+}
+
+fn status_word(image: &Image) -> &'static str {
+    if !image.verification_error.is_empty() {
+        "INVALID"
+    } else if image.retired {
+        "retired"
+    } else if image.review_overdue {
+        "review overdue"
+    } else {
+        "active"
+    }
+}
+
+fn print_image(image: &Image) {
+    println!(
+        "Image         : {}@{} ({})",
+        image.name,
+        image.version,
+        status_word(image)
+    );
+    println!("SPIFFE ID     : {}", image.spiffe_id);
+    println!("Owner         : {}", image.owner);
+    println!("Purpose       : {}", image.purpose);
+    println!("Risk tier     : {}", image.risk_tier);
+    println!("Code sha256   : {}", image.code_sha256.join(", "));
+    if !image.model.is_empty() {
+        println!("Model         : {}", image.model);
+    }
+    if !image.env_names.is_empty() {
+        println!("Env required  : {}", image.env_names.join(", "));
+    }
+    if !image.scopes.is_empty() {
+        println!("Scopes        : {}", image.scopes.join(" "));
+    }
+    println!("Signers       : {}", image.signers.join(", "));
+    println!("Review by     : {}", timestamp(image.review_by));
+    println!("Not after     : {}", timestamp(image.not_after));
+    if image.retired {
+        println!(
+            "Retired       : {} ({})",
+            timestamp(image.retired_at),
+            image.retired_reason
+        );
+    }
+    if !image.verification_error.is_empty() {
+        println!("Verification  : FAILED: {}", image.verification_error);
+    }
+}
+
+fn split_ref(text: &str) -> (String, String) {
+    match text.split_once('@') {
+        Some((name, version)) => (name.to_owned(), version.to_owned()),
+        None => (text.to_owned(), String::new()),
+    }
+}
+
+/// `image register`.
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let path = &args.envelope;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .len();
+    if size > MAX_ENVELOPE_BYTES as u64 {
+        anyhow::bail!(
+            "{}: {size} bytes is larger than the {MAX_ENVELOPE_BYTES}-byte limit for an envelope",
+            path.display()
+        );
+    }
+    let envelope =
+        std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&envelope)
+        .with_context(|| format!("{}: not a JSON DSSE envelope (truncated?)", path.display()))?;
+    let mut client = args.admin.client().await?;
+    let response = client
+        .register_image(RegisterImageRequest { envelope })
+        .await
+        .map_err(|s| rpc_error(&format!("image register {}", path.display()), s))?
+        .into_inner();
+    let image = response.image.context("the issuer returned no image")?;
+    match args.output {
+        Output::Json => print_json(&serde_json::json!({
+            "created": response.created,
+            "image": image_json(&image),
+        })),
+        Output::Text => {
+            let verb = if response.created {
+                "Registered"
+            } else {
+                "Already registered"
+            };
+            println!(
+                "{verb} {}@{} as {}",
+                image.name, image.version, image.spiffe_id
+            );
+            println!("Signed by {}", image.signers.join(", "));
+            Ok(())
+        }
+    }
+}
+
+/// `image list`.
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut client = args.admin.client().await?;
+    let images = client
+        .list_images(ListImagesRequest {})
+        .await
+        .map_err(|s| rpc_error("image list", s))?
+        .into_inner()
+        .images;
+    match args.output {
+        Output::Json => print_json(&serde_json::json!({
+            "images": images.iter().map(image_json).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            println!(
+                "{} registered image{}",
+                images.len(),
+                if images.len() == 1 { "" } else { "s" }
+            );
+            for image in &images {
+                println!(
+                    "{:<40} {:<15} {:<9} {:<30} {}",
+                    format!("{}@{}", image.name, image.version),
+                    status_word(image),
+                    image.risk_tier,
+                    image.owner,
+                    image.spiffe_id
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `image show`.
+pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let (name, version) = split_ref(&args.image);
+    let mut client = args.admin.client().await?;
+    let images = client
+        .show_image(ShowImageRequest { name, version })
+        .await
+        .map_err(|s| rpc_error(&format!("image show {}", args.image), s))?
+        .into_inner()
+        .images;
+    match args.output {
+        Output::Json => print_json(&serde_json::json!({
+            "images": images.iter().map(image_json).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            for (i, image) in images.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_image(image);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `image retire`.
+pub async fn retire(args: RetireArgs) -> anyhow::Result<()> {
+    let (name, version) = split_ref(&args.image);
+    if version.is_empty() {
+        anyhow::bail!("{}: name a version to retire, as NAME@VERSION", args.image);
+    }
+    let mut client = args.admin.client().await?;
+    let image = client
+        .retire_image(RetireImageRequest {
+            name,
+            version,
+            reason: args.reason,
+        })
+        .await
+        .map_err(|s| rpc_error(&format!("image retire {}", args.image), s))?
+        .into_inner();
+    match args.output {
+        Output::Json => print_json(&image_json(&image)),
+        Output::Text => {
+            println!(
+                "Retired {}@{}: it mints no more SVIDs",
+                image.name, image.version
+            );
+            Ok(())
+        }
+    }
+}
