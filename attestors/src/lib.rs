@@ -14,3 +14,4 @@
 
 pub mod node;
 pub mod tree;
+pub mod workload;

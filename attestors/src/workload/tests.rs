@@ -1,0 +1,143 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+/// A fake /proc/<pid>; its exe is a symlink to a fake binary, as the real one is.
+fn fake_proc(root: &Path, pid: i32, start: u64, environ: &str) {
+    let dir = root.join(pid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let stat = format!("{pid} (my (odd) name) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
+    std::fs::write(dir.join("stat"), stat).unwrap();
+    std::fs::write(
+        dir.join("status"),
+        "Name:\tagent\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t100 27 \n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("environ"), environ.replace(';', "\0")).unwrap();
+    std::fs::write(dir.join("cgroup"), "0::/system.slice/docker-3f4a0c0e5b2d9f8a7c6b5a493827160f0e1d2c3b4a5968778695a4b3c2d1e0f9.scope\n").unwrap();
+    let binary = root.join(format!("binary-{pid}"));
+    std::fs::write(&binary, b"#!fake binary").unwrap();
+    std::os::unix::fs::symlink(&binary, dir.join("exe")).unwrap();
+}
+
+#[test]
+fn fake_proc_evidence_keeps_only_requested_env() {
+    let root = tempfile::tempdir().unwrap();
+    fake_proc(
+        root.path(),
+        42,
+        777,
+        "PATH=/bin;API_KEY=secret;INVOICE_ENV=prod;",
+    );
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
+    let request = Request {
+        env_names: BTreeSet::from(["INVOICE_ENV".to_owned()]),
+        ..Request::default()
+    };
+    let evidence = attestor.attest(42, &request).unwrap();
+    assert_eq!(evidence.start_time, 777);
+    assert_eq!((evidence.uid, evidence.gid), (1000, 100));
+    assert_eq!(evidence.supplementary_gids, [100, 27]);
+    assert_eq!(evidence.env.len(), 1);
+    assert_eq!(evidence.env["INVOICE_ENV"], "prod");
+    assert_eq!(
+        evidence.exe_sha256,
+        hex::encode(Sha256::digest(b"#!fake binary"))
+    );
+    assert!(evidence.container_id.is_some());
+    assert!(
+        !format!("{evidence:?}").contains("prod"),
+        "Debug never shows env values"
+    );
+    assert!(attestor.alive(42, 777));
+    assert!(!attestor.alive(42, 778));
+}
+
+#[test]
+fn exited_process_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
+    assert_eq!(
+        attestor.attest(99, &Request::default()).unwrap_err(),
+        AttestError::ProcessGone { pid: 99 }
+    );
+}
+
+#[test]
+fn declared_and_hinted_trees_are_digested() {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), b"weights").unwrap();
+    let app = root.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("main.py"), b"print(1)").unwrap();
+    fake_proc(
+        root.path(),
+        7,
+        1,
+        &format!("HALLMARK_MODEL_DIR={};", model.display()),
+    );
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
+    let exe = hex::encode(Sha256::digest(b"#!fake binary"));
+    let request = Request {
+        app_paths: HashMap::from([(exe, vec!["/nonexistent".into(), app.display().to_string()])]),
+        ..Request::default()
+    };
+    let evidence = attestor.attest(7, &request).unwrap();
+    let expected_model = crate::tree::digest_tree(&model, &TreeLimits::default())
+        .unwrap()
+        .digest;
+    assert_eq!(evidence.model.unwrap().digest, expected_model);
+    assert_eq!(evidence.app.unwrap().dir, app.display().to_string());
+}
+
+#[test]
+fn oversized_executable_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    fake_proc(root.path(), 5, 1, "");
+    let limits = TreeLimits {
+        max_file_size: 4,
+        ..TreeLimits::default()
+    };
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), limits);
+    assert!(matches!(
+        attestor.attest(5, &Request::default()).unwrap_err(),
+        AttestError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn a_real_process_is_measured_through_its_running_inode() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let attestor = ProcessAttestor::new(ProcRoot::default(), TreeLimits::default());
+    let evidence = attestor.attest(pid, &Request::default()).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        evidence.exe_sha256,
+        hex::encode(Sha256::digest(std::fs::read(&exe).unwrap()))
+    );
+    assert_eq!(evidence.exe_path, exe.display().to_string());
+    // A second measurement of the same binary hits the cache and agrees.
+    assert_eq!(
+        attestor
+            .attest(pid, &Request::default())
+            .unwrap()
+            .exe_sha256,
+        evidence.exe_sha256
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!attestor.alive(pid, evidence.start_time));
+    assert!(matches!(
+        attestor.attest(pid, &Request::default()).unwrap_err(),
+        AttestError::ProcessGone { .. }
+    ));
+}
