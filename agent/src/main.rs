@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hallmark_agent::cli::{Cli, Command, dispatch};
+use hallmark_agent::cli::{Cli, Command, dispatch, report};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => match args.logging() {
             Ok(logging) => logging,
             Err(error) => {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", report(&error));
                 return ExitCode::FAILURE;
             }
         },
@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", report(&error));
             ExitCode::FAILURE
         }
     }

@@ -57,7 +57,12 @@ impl NodeSvid {
             .map_err(|e| AgentError::BadResponse(format!("node SVID unreadable: {e}")))?;
         let serial = leaf_serial(leaf)
             .map_err(|e| AgentError::BadResponse(format!("node SVID unreadable: {e}")))?;
-        let (not_before, not_after) = validity(leaf)?;
+        let (spki, not_before, not_after) = leaf_facts(leaf)?;
+        if !key.matches_spki(&spki) {
+            return Err(AgentError::BadResponse(
+                "the node SVID does not certify the agent's key".into(),
+            ));
+        }
         Ok(Self {
             spiffe_id,
             chain,
@@ -76,9 +81,17 @@ impl NodeSvid {
             .unwrap_or_default();
         self.not_before + lifetime / 2
     }
+
+    /// Whether the agent may resume with this SVID at `now`: unexpired and of
+    /// trust domain `td` (a data directory reused for another trust domain
+    /// holds nothing the issuer would accept).
+    pub fn usable_at(&self, td: &TrustDomain, now: SystemTime) -> bool {
+        now < self.not_after && self.spiffe_id.is_member_of(td)
+    }
 }
 
-fn validity(leaf: &[u8]) -> Result<(SystemTime, SystemTime), AgentError> {
+/// The leaf's SubjectPublicKeyInfo DER and validity.
+fn leaf_facts(leaf: &[u8]) -> Result<(Vec<u8>, SystemTime, SystemTime), AgentError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(leaf)
         .map_err(|e| AgentError::BadResponse(format!("node SVID unreadable: {e}")))?;
@@ -87,6 +100,7 @@ fn validity(leaf: &[u8]) -> Result<(SystemTime, SystemTime), AgentError> {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
     };
     Ok((
+        cert.public_key().raw.to_vec(),
         to_time(cert.validity().not_before),
         to_time(cert.validity().not_after),
     ))
@@ -113,6 +127,23 @@ impl DataDir {
         })
     }
 
+    /// An existing data directory, for reading only: neither created nor
+    /// re-permissioned (health checks).
+    pub fn existing(root: &Path) -> Result<Self, AgentError> {
+        if !root.is_dir() {
+            return Err(AgentError::io(
+                root,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "data directory does not exist: the agent has never attested here",
+                ),
+            ));
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
     /// The persisted node SVID, if there is a readable one.
     pub fn load_svid(&self) -> Result<Option<NodeSvid>, AgentError> {
         let (svid_path, key_path) = (self.root.join(SVID_FILE), self.root.join(KEY_FILE));
@@ -126,8 +157,11 @@ impl DataDir {
             .ok_or_else(|| AgentError::Corrupt(key_path.clone(), "no PRIVATE KEY block".into()))?;
         let key = CaKey::from_pkcs8_der(key_der)
             .map_err(|e| AgentError::Corrupt(key_path.clone(), e.to_string()))?;
-        let svid = NodeSvid::new(chain, key)?;
-        Ok(Some(svid))
+        // A crash between the two renames of `save_svid` leaves a new key
+        // next to the old certificate: report it rather than fail in TLS.
+        NodeSvid::new(chain, key)
+            .map(Some)
+            .map_err(|e| AgentError::Corrupt(svid_path, e.to_string()))
     }
 
     /// Persists a node SVID: the key first, so the certificate on disk
@@ -225,8 +259,110 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Agent
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use hallmark_ca::x509::{SvidRequest, X509Authority};
+
     use super::*;
+
+    /// A node SVID for `key` from a fresh CA of `td`, valid for `ttl` from `now`.
+    pub(crate) fn minted_svid(
+        td: &TrustDomain,
+        key: CaKey,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> (X509Authority, NodeSvid) {
+        let ca = X509Authority::self_signed(
+            td,
+            CaKey::generate().unwrap(),
+            Duration::from_secs(86400),
+            now,
+        )
+        .unwrap();
+        let id = SpiffeId::new(td, "/hallmark/agent/join_token/0123456789abcdef").unwrap();
+        let svid = ca
+            .mint_svid(
+                &SvidRequest {
+                    spiffe_id: &id,
+                    public_key_der: &key.public_key_der(),
+                    ttl,
+                    dns_names: &[],
+                    extensions: &[],
+                },
+                now,
+            )
+            .unwrap();
+        (ca, NodeSvid::new(svid.cert_chain, key).unwrap())
+    }
+
+    #[test]
+    fn persisted_svid_reloads_and_is_resumable_only_until_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = SystemTime::now();
+        let (_, svid) = minted_svid(
+            &td,
+            CaKey::generate().unwrap(),
+            Duration::from_secs(3600),
+            now,
+        );
+        data.save_svid(&svid).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let loaded = data.load_svid().unwrap().unwrap();
+        assert_eq!(loaded.spiffe_id, svid.spiffe_id);
+        assert_eq!(loaded.serial, svid.serial);
+        assert_eq!(loaded.chain, svid.chain);
+        assert_eq!(loaded.key.public_key_der(), svid.key.public_key_der());
+        assert!(loaded.usable_at(&td, now));
+        // Renewal is due at half-life (validity is whole seconds, backdated).
+        let half = loaded.renew_at();
+        assert!(half > now && half < loaded.not_after, "{half:?}");
+        // Expired: not resumable.
+        assert!(!loaded.usable_at(&td, loaded.not_after));
+        assert!(!loaded.usable_at(&td, now + Duration::from_secs(7200)));
+        // Another trust domain: not resumable.
+        let other = TrustDomain::new("other.org").unwrap();
+        assert!(!loaded.usable_at(&other, now));
+
+        data.remove_svid().unwrap();
+        assert!(data.load_svid().unwrap().is_none());
+    }
+
+    #[test]
+    fn key_that_does_not_match_the_certificate_is_corrupt() {
+        // What a crash between the key and certificate renames leaves behind.
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let (_, svid) = minted_svid(
+            &td,
+            CaKey::generate().unwrap(),
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        );
+        data.save_svid(&svid).unwrap();
+        let other = CaKey::generate().unwrap();
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", other.pkcs8_der()));
+        write_atomic(&dir.path().join(KEY_FILE), pem.as_bytes(), 0o600).unwrap();
+        let err = data.load_svid().unwrap_err();
+        assert!(matches!(err, AgentError::Corrupt(..)), "{err}");
+        assert!(err.to_string().contains("does not certify"), "{err}");
+    }
+
+    #[test]
+    fn existing_neither_creates_nor_accepts_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(DataDir::existing(&missing).is_err());
+        assert!(!missing.exists());
+    }
 
     #[test]
     fn atomic_write_is_owner_only_for_keys_and_replaces() {

@@ -378,6 +378,43 @@ mod tests {
     }
 
     #[test]
+    fn not_yet_valid_certificate_refused() {
+        let ca = ca();
+        let verifier = X509PopVerifier::new(vec![ca.der.clone()]).unwrap();
+        // Valid from tomorrow (the helper makes two-day certificates).
+        let (_, _, future) = node(
+            &ca,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            SystemTime::now() + Duration::from_secs(86400 * 3),
+        );
+        let err = verifier
+            .verify_chain(std::slice::from_ref(&future), SystemTime::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("not yet valid"), "{err}");
+        // The same certificate is accepted once its time has come.
+        let later = SystemTime::now() + Duration::from_secs(86400 * 2);
+        assert!(verifier.verify_chain(&[future], later).is_ok());
+    }
+
+    #[test]
+    fn another_nodes_signature_over_the_right_message_refused() {
+        let ca = ca();
+        let (_, _, victim) = node(&ca, &rcgen::PKCS_ECDSA_P256_SHA256, tomorrow());
+        let (thief_pem, thief_key, _) = node(&ca, &rcgen::PKCS_ECDSA_P256_SHA256, tomorrow());
+        let thief = X509PopSigner::from_pem(&thief_pem, &thief_key).unwrap();
+        let message = challenge_message(&new_nonce().unwrap(), b"agent key");
+        let signature = thief.sign(&message).unwrap();
+        assert!(matches!(
+            verify_response(&victim, &message, &signature),
+            Err(X509PopError::BadSignature)
+        ));
+        assert!(matches!(
+            verify_response(&victim, &message, b"not a signature"),
+            Err(X509PopError::BadSignature)
+        ));
+    }
+
+    #[test]
     fn no_roots_refused() {
         assert!(matches!(
             X509PopVerifier::new(vec![]),

@@ -1,11 +1,20 @@
 //! The running agent: identity, renewal, and the `Sync` stream.
 //!
-//! Two tasks share the agent's state:
-//! - the *identity* task renews the node SVID at half-life and, when the
-//!   issuer stops honouring it (evicted, banned), drops it and re-attests with
-//!   x509pop if configured;
-//! - the *sync* task keeps the `Sync` stream open, applies every bundle it
-//!   carries, persists it, and reconnects with jittered backoff.
+//! Two tasks share the agent's state ([`Inner`], defined here with the
+//! state transitions every task uses):
+//! - the *identity* task (`identity.rs`) renews the node SVID at half-life
+//!   and, when the issuer stops honouring it (evicted, banned), drops it and
+//!   re-attests with x509pop if configured;
+//! - the *sync* task (`sync.rs`) keeps the `Sync` stream open, applies every
+//!   bundle it carries, persists it, and reconnects with jittered backoff.
+//!
+//! The Workload API reaches the issuer through `issuer.rs`.
+
+mod identity;
+mod issuer;
+mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,17 +28,11 @@ use hallmark_ca::bundle::{Bundle, SharedBundle};
 use hallmark_ca::id::SpiffeId;
 use hallmark_ca::tls::SvidCertResolver;
 use hallmark_proto::node::node_client::NodeClient;
-use hallmark_proto::node::{
-    MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest, MintX509SvidsResponse,
-    SyncRequest, WorkloadEvidence,
-};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::attest::{AttestMethod, attest, bundle_from_proto, renew};
-use crate::backoff::Backoff;
-use crate::client::{connect, insecure_tls_config, tls_config};
+use crate::attest::AttestMethod;
+use crate::client::tls_config;
 use crate::config::{AgentSettings, Bootstrap};
 use crate::error::AgentError;
 use crate::persist::{DataDir, NodeSvid, load_bundle_file};
@@ -161,7 +164,7 @@ impl Agent {
         };
         let now = settings.clock.now();
         let resumed = match data.load_svid() {
-            Ok(svid) => svid.filter(|s| now < s.not_after && s.spiffe_id.is_member_of(&td)),
+            Ok(svid) => svid.filter(|s| s.usable_at(&td, now)),
             Err(error) => {
                 tracing::warn!(%error, "ignoring unreadable persisted node SVID");
                 None
@@ -310,92 +313,14 @@ impl Inner {
         self.status.subscribe()
     }
 
-    /// A mutual-TLS client for the issuer, reused while the node SVID is current.
-    async fn node_client(&self) -> Result<NodeClient<Channel>, Status> {
-        let serial = self.current().map(|s| s.serial).ok_or_else(|| {
-            Status::unavailable(
-                "this agent holds no node SVID: it cannot reach the issuer for workloads",
-            )
-        })?;
-        let mut slot = self.channel.lock().await;
-        if let Some((_, client)) = slot.as_ref().filter(|(cached, _)| *cached == serial) {
-            return Ok(client.clone());
-        }
-        let client = connect(&self.settings.server_address, self.tls.clone())
-            .await
-            .map_err(|e| Status::unavailable(format!("issuer unreachable: {e}")))?;
-        *slot = Some((serial, client.clone()));
-        Ok(client)
-    }
-
-    /// Maps the issuer's answer for a workload call to what the workload sees.
-    async fn issuer_status(&self, status: Status) -> Status {
-        match status.code() {
-            tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => status,
-            tonic::Code::Unauthenticated => {
-                // Our node SVID was refused: the identity task recovers.
-                self.identity_lost.notify_one();
-                Status::unavailable(format!(
-                    "this agent's node identity was refused: {}",
-                    status.message()
-                ))
-            }
-            _ => {
-                // The connection may be dead: reconnect next time.
-                *self.channel.lock().await = None;
-                Status::unavailable(format!("issuer unavailable: {}", status.message()))
-            }
-        }
-    }
-
-    /// Asks the issuer for workload X.509-SVIDs.
-    pub(crate) async fn mint_x509(
-        &self,
-        evidence: WorkloadEvidence,
-        public_keys: Vec<Vec<u8>>,
-    ) -> Result<MintX509SvidsResponse, Status> {
-        let mut client = self.node_client().await?;
-        match client
-            .mint_x509_svids(MintX509SvidsRequest {
-                evidence: Some(evidence),
-                public_keys,
-            })
-            .await
-        {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(self.issuer_status(status).await),
-        }
-    }
-
-    /// Asks the issuer for workload JWT-SVIDs.
-    pub(crate) async fn mint_jwt(
-        &self,
-        evidence: WorkloadEvidence,
-        audience: Vec<String>,
-        spiffe_id: String,
-    ) -> Result<MintJwtSvidResponse, Status> {
-        let mut client = self.node_client().await?;
-        match client
-            .mint_jwt_svid(MintJwtSvidRequest {
-                evidence: Some(evidence),
-                audience,
-                spiffe_id,
-            })
-            .await
-        {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(self.issuer_status(status).await),
-        }
-    }
-
-    fn current(&self) -> Option<NodeSvid> {
+    pub(super) fn current(&self) -> Option<NodeSvid> {
         match self.svid.lock() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn set_current(&self, svid: Option<NodeSvid>) {
+    pub(super) fn set_current(&self, svid: Option<NodeSvid>) {
         match self.svid.lock() {
             Ok(mut guard) => *guard = svid,
             Err(poisoned) => *poisoned.into_inner() = svid,
@@ -403,7 +328,7 @@ impl Inner {
     }
 
     /// Puts a node SVID in use: TLS client certificate, state, status.
-    fn install(&self, svid: NodeSvid) -> Result<(), AgentError> {
+    pub(super) fn install(&self, svid: NodeSvid) -> Result<(), AgentError> {
         self.resolver
             .set(svid.chain.clone(), &svid.key.pkcs8_der())?;
         self.status.send_modify(|s| {
@@ -418,7 +343,7 @@ impl Inner {
     }
 
     /// Forgets a node SVID the issuer refused.
-    fn drop_identity(&self, reason: &str) {
+    pub(super) fn drop_identity(&self, reason: &str) {
         tracing::warn!(%reason, "the issuer no longer honours this agent's node SVID; dropping it");
         self.resolver.clear();
         self.set_current(None);
@@ -434,33 +359,12 @@ impl Inner {
         });
     }
 
-    fn record_error(&self, error: &AgentError) {
+    pub(super) fn record_error(&self, error: &AgentError) {
         let text = error.to_string();
         self.status.send_modify(|s| s.last_error = Some(text));
     }
 
-    /// Attests, persists the SVID and bundle, and puts them in use.
-    async fn attest_with(&self, method: &AttestMethod) -> Result<(), AgentError> {
-        // Attest anonymously: an old certificate may be expired or refused.
-        self.resolver.clear();
-        let tls = if self.bundle.load().x509_authorities.is_empty() {
-            insecure_tls_config(
-                self.bundle.clone(),
-                self.resolver.clone(),
-                self.settings.clock.clone(),
-            )?
-        } else {
-            self.tls.clone()
-        };
-        let mut client = connect(&self.settings.server_address, tls).await?;
-        let (svid, bundle) = attest(&mut client, method, &self.settings.trust_domain).await?;
-        tracing::info!(attestor = method.name(), spiffe_id = %svid.spiffe_id, serial = %svid.serial, "node attested");
-        self.data.save_svid(&svid)?;
-        self.apply_bundle(bundle)?;
-        self.install(svid)
-    }
-
-    fn apply_bundle(&self, bundle: Bundle) -> Result<(), AgentError> {
+    pub(super) fn apply_bundle(&self, bundle: Bundle) -> Result<(), AgentError> {
         if bundle.sequence == self.bundle.load().sequence
             && bundle.x509_authorities == self.bundle.load().x509_authorities
         {
@@ -473,172 +377,11 @@ impl Inner {
         tracing::info!(sequence, "trust bundle updated");
         Ok(())
     }
-
-    /// Renews at half-life; re-attests (x509pop) when the identity is refused.
-    async fn identity_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.sync_backoff_max);
-        loop {
-            let Some(svid) = self.current() else {
-                if !self.recover(&mut shutdown).await {
-                    return;
-                }
-                continue;
-            };
-            tokio::select! {
-                () = sleep_until(&*self.settings.clock, svid.renew_at()) => {}
-                () = self.identity_lost.notified() => {
-                    let reason = self.status.borrow().last_error.clone();
-                    self.drop_identity(reason.as_deref().unwrap_or("the issuer refused the node SVID"));
-                    continue;
-                }
-                () = signalled(&mut shutdown) => return,
-            }
-            let renewed = async {
-                let mut client = connect(&self.settings.server_address, self.tls.clone()).await?;
-                renew(&mut client).await
-            }
-            .await;
-            match renewed.and_then(|new| {
-                self.data.save_svid(&new)?;
-                tracing::info!(serial = %new.serial, "node SVID renewed");
-                self.install(new)
-            }) {
-                Ok(()) => backoff.reset(),
-                Err(error) if error.is_identity_refused() => self.drop_identity(&error.to_string()),
-                Err(error) => {
-                    tracing::warn!(%error, "node SVID renewal failed; will retry");
-                    self.record_error(&error);
-                    if self.settings.clock.now() >= svid.not_after {
-                        self.drop_identity("the node SVID expired before it could be renewed");
-                        continue;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        () = signalled(&mut shutdown) => return,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Gets a new identity after the old one was refused. Returns `false`
-    /// when the agent is shutting down.
-    async fn recover(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let Some(signer) = self.x509pop.clone() else {
-            tracing::error!(
-                "this agent has no node SVID and cannot re-attest by itself: generate a new join token with `hallmark-server token generate` and restart it with --join-token"
-            );
-            signalled(shutdown).await;
-            return false;
-        };
-        let method = AttestMethod::X509Pop(signer);
-        let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.sync_backoff_max);
-        loop {
-            match self.attest_with(&method).await {
-                Ok(()) => return true,
-                Err(error) => {
-                    tracing::warn!(%error, "x509pop re-attestation failed; will retry");
-                    self.record_error(&error);
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = signalled(shutdown) => return false,
-            }
-        }
-    }
-
-    /// Keeps a `Sync` stream open while the agent has an identity.
-    async fn sync_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), self.settings.sync_backoff_max);
-        let mut status = self.status.subscribe();
-        loop {
-            // Wait for an identity.
-            tokio::select! {
-                live = status_reaches(&mut status, |s| s.attested) => if !live { return },
-                () = signalled(&mut shutdown) => return,
-            }
-            let outcome = self.sync_once(&mut shutdown, &mut backoff).await;
-            self.status.send_modify(|s| s.sync_connected = false);
-            match outcome {
-                Ok(()) => return,
-                Err(error) if error.is_identity_refused() => {
-                    tracing::warn!(%error, "the issuer refused the node SVID on the sync stream");
-                    self.record_error(&error);
-                    self.identity_lost.notify_one();
-                    // Wait until the identity task has dropped the refused SVID.
-                    tokio::select! {
-                        _ = status_reaches(&mut status, |s| !s.attested) => {}
-                        () = signalled(&mut shutdown) => return,
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "sync stream lost; reconnecting");
-                    self.record_error(&error);
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = signalled(&mut shutdown) => return,
-            }
-        }
-    }
-
-    /// One `Sync` stream, until it fails (`Err`) or the agent stops (`Ok`).
-    async fn sync_once(
-        &self,
-        shutdown: &mut watch::Receiver<bool>,
-        backoff: &mut Backoff,
-    ) -> Result<(), AgentError> {
-        let mut client = connect(&self.settings.server_address, self.tls.clone()).await?;
-        let refused = |status| AgentError::Refused {
-            call: "Sync",
-            status,
-        };
-        let mut stream = client
-            .sync(SyncRequest {})
-            .await
-            .map_err(refused)?
-            .into_inner();
-        let mut first = true;
-        loop {
-            let message = tokio::select! {
-                message = stream.message() => message.map_err(refused)?,
-                () = signalled(shutdown) => return Ok(()),
-            };
-            let Some(update) = message else {
-                return Err(AgentError::BadResponse(
-                    "the issuer closed the sync stream".into(),
-                ));
-            };
-            if let Some(bundle) = update.bundle {
-                self.apply_bundle(bundle_from_proto(bundle, &self.settings.trust_domain)?)?;
-            }
-            let hints = Arc::new(AttestationHints {
-                env_names: update.env_names.into_iter().collect(),
-                path_hints: update.path_hints.into_iter().collect(),
-            });
-            match self.hints.write() {
-                Ok(mut h) => *h = hints,
-                Err(p) => *p.into_inner() = hints,
-            }
-            if first {
-                first = false;
-                backoff.reset();
-                self.status.send_modify(|s| {
-                    s.sync_connected = true;
-                    s.sync_connects += 1;
-                    s.last_error = None;
-                });
-                tracing::info!("sync stream established");
-            }
-        }
-    }
 }
 
 /// Sleeps until `clock` reads `deadline`, checking at least every second so a
 /// clock that jumps (a test clock, a suspended laptop) is followed.
-async fn sleep_until(clock: &dyn hallmark_ca::clock::Clock, deadline: SystemTime) {
+pub(super) async fn sleep_until(clock: &dyn hallmark_ca::clock::Clock, deadline: SystemTime) {
     loop {
         let Ok(left) = deadline.duration_since(clock.now()) else {
             return;
@@ -652,7 +395,7 @@ async fn sleep_until(clock: &dyn hallmark_ca::clock::Clock, deadline: SystemTime
 
 /// Resolves once the status satisfies `check` (`true`), or the agent is gone
 /// (`false`), without holding a watch guard across an await point.
-async fn status_reaches(
+pub(super) async fn status_reaches(
     status: &mut watch::Receiver<AgentStatus>,
     check: impl Fn(&AgentStatus) -> bool,
 ) -> bool {
@@ -667,7 +410,7 @@ async fn status_reaches(
 }
 
 /// Resolves once shutdown is signalled (or its sender is gone).
-async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+pub(super) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow_and_update() {
             return;
