@@ -15,12 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use hallmark_agent::Agent;
 use hallmark_agent::config::AgentSettings;
-use hallmark_agent::workload_api::evidence::{
-    AttestationHints, Caller, EvidenceError, EvidenceSource,
-};
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
 use hallmark_proto::admin::{ListImagesRequest, RegisterImageRequest, RetireImageRequest};
-use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
 use hallmark_server::image::{
@@ -28,70 +24,6 @@ use hallmark_server::image::{
 };
 
 use crate::common::*;
-
-/// Test fixture: measures a process from /proc (executable digest, start
-/// time, hinted environment, model directory from the issuer's path hints).
-#[derive(Debug)]
-struct ProcEvidence;
-
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    after_comm.split(' ').nth(19)?.parse().ok()
-}
-
-impl EvidenceSource for ProcEvidence {
-    fn evidence(
-        &self,
-        caller: &Caller,
-        hints: &AttestationHints,
-    ) -> Result<WorkloadEvidence, EvidenceError> {
-        let started = start_time(caller.pid).ok_or(EvidenceError::ProcessGone)?;
-        let exe_sha256 = exe_digest(caller.pid).ok_or(EvidenceError::ProcessGone)?;
-        let environ = std::fs::read(format!("/proc/{}/environ", caller.pid))
-            .map_err(|e| EvidenceError::Failed(e.to_string()))?;
-        let env: HashMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
-            .filter(|(k, _)| hints.env_names.contains(*k))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let model = hints
-            .path_hints
-            .get(&exe_sha256)
-            .and_then(|h| h.model_paths.first())
-            .map(|dir| {
-                let digest = digest_tree(Path::new(dir), &TreeLimits::default())
-                    .map_err(|e| EvidenceError::Failed(e.to_string()))?;
-                Ok(TreeEvidence {
-                    dir: dir.clone(),
-                    digest: digest.digest,
-                    files: vec![],
-                })
-            })
-            .transpose()?;
-        if start_time(caller.pid) != Some(started) {
-            return Err(EvidenceError::ProcessGone);
-        }
-        Ok(WorkloadEvidence {
-            pid: u32::try_from(caller.pid).unwrap_or(0),
-            uid: caller.uid,
-            gid: caller.gid,
-            exe_path: std::fs::read_link(format!("/proc/{}/exe", caller.pid))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            exe_sha256,
-            start_time: started,
-            model,
-            env,
-            ..Default::default()
-        })
-    }
-
-    fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool {
-        start_time(caller.pid) == Some(evidence.start_time)
-    }
-}
 
 /// The executable's digest, cached by (device, inode, size, mtime): the
 /// debug test binary is large.
@@ -196,9 +128,8 @@ async fn deploy(extra: &str) -> Deployment {
     );
     let mut settings = AgentSettings::from_toml_str(&toml).unwrap();
     settings.join_token = Some(server.token().await);
-    let agent = Agent::start_with_evidence(settings, Some(Arc::new(ProcEvidence)))
-        .await
-        .unwrap();
+    // The agent measures this process with its default /proc attestor.
+    let agent = Agent::start(settings).await.unwrap();
     // Wait for the first Sync message: it carries the path hints.
     let mut status = agent.status();
     tokio::time::timeout(

@@ -105,11 +105,13 @@ impl Agent {
     /// valid, otherwise attests (join token first, then x509pop), then runs
     /// renewal and `Sync` in the background.
     pub async fn start(settings: AgentSettings) -> Result<AgentHandle, AgentError> {
-        Self::start_with_evidence(settings, None).await
+        let source: Arc<dyn EvidenceSource> =
+            Arc::new(crate::workload_api::process_source::ProcessEvidence::default());
+        Self::start_with_evidence(settings, Some(source)).await
     }
 
     /// Starts the agent and, with an evidence source, serves the SPIFFE
-    /// Workload API on `socket_path`.
+    /// Workload API on `socket_path` (`None`: node identity only).
     pub async fn start_with_evidence(
         settings: AgentSettings,
         evidence: Option<Arc<dyn EvidenceSource>>,

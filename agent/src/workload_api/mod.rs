@@ -6,6 +6,7 @@
 mod bundles;
 pub mod cache;
 pub mod evidence;
+pub mod process_source;
 mod security;
 pub(crate) mod service;
 pub mod socket;
