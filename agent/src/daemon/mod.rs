@@ -214,7 +214,7 @@ impl Agent {
             Some(source) => {
                 let path = inner.settings.socket_path.clone();
                 let incoming = crate::workload_api::socket::bind(&path)?;
-                let service = WorkloadService::new(inner.clone(), source);
+                let service = WorkloadService::new(inner.clone(), source, shutdown_rx.clone());
                 let mut down = shutdown_rx;
                 tasks.push(tokio::spawn(async move {
                     let result = tonic::transport::Server::builder()
@@ -412,7 +412,7 @@ pub(super) async fn status_reaches(
 }
 
 /// Resolves once shutdown is signalled (or its sender is gone).
-pub(super) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow_and_update() {
             return;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
@@ -35,7 +35,7 @@ use super::evidence::{Caller, EvidenceSource};
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
 };
-use crate::daemon::Inner;
+use crate::daemon::{Inner, signalled};
 use crate::persist::NodeSvid;
 
 /// How often a streaming workload is checked for having exited.
@@ -47,6 +47,8 @@ pub(crate) struct WorkloadService {
     agent: Arc<Inner>,
     source: Arc<dyn EvidenceSource>,
     cache: SvidCache,
+    /// Becomes `true` when the agent stops: streams end so shutdown is prompt.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for WorkloadService {
@@ -60,11 +62,16 @@ impl std::fmt::Debug for WorkloadService {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl WorkloadService {
-    pub(crate) fn new(agent: Arc<Inner>, source: Arc<dyn EvidenceSource>) -> Self {
+    pub(crate) fn new(
+        agent: Arc<Inner>,
+        source: Arc<dyn EvidenceSource>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             agent,
             source,
             cache: SvidCache::default(),
+            shutdown,
         }
     }
 
@@ -159,6 +166,7 @@ impl WorkloadService {
     /// Streams a workload's SVIDs until it goes away or loses its identity.
     async fn stream_x509(self, caller: Caller, tx: mpsc::Sender<Result<X509svidResponse, Status>>) {
         let mut status = self.agent.status_receiver();
+        let mut down = self.shutdown.clone();
         let mut sequence = status.borrow_and_update().bundle_sequence;
         loop {
             let (evidence, set) = match self.x509_svids(caller).await {
@@ -199,6 +207,10 @@ impl WorkloadService {
                         }
                     }
                     () = tx.closed() => return,
+                    () = signalled(&mut down) => {
+                        let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
+                        return;
+                    }
                 }
             }
         }
@@ -249,9 +261,11 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_security_header(request.metadata())?;
         let agent = self.agent.clone();
-        Ok(Response::new(Box::pin(bundle_stream(agent, |b| {
-            x509_bundles_response(b)
-        }))))
+        Ok(Response::new(Box::pin(bundle_stream(
+            agent,
+            self.shutdown.clone(),
+            x509_bundles_response,
+        ))))
     }
 
     #[tracing::instrument(skip_all)]
@@ -290,9 +304,11 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_security_header(request.metadata())?;
         let agent = self.agent.clone();
-        Ok(Response::new(Box::pin(bundle_stream(agent, |b| {
-            jwt_bundles_response(b)
-        }))))
+        Ok(Response::new(Box::pin(bundle_stream(
+            agent,
+            self.shutdown.clone(),
+            jwt_bundles_response,
+        ))))
     }
 
     #[tracing::instrument(skip_all)]
@@ -309,6 +325,7 @@ impl SpiffeWorkloadApi for WorkloadService {
 /// A stream of bundle messages: one now, one on every bundle change.
 fn bundle_stream<T: Send + 'static>(
     agent: Arc<Inner>,
+    mut down: watch::Receiver<bool>,
     render: fn(&hallmark_ca::bundle::Bundle) -> T,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
@@ -333,6 +350,7 @@ fn bundle_stream<T: Send + 'static>(
                     }
                 }
                 () = tx.closed() => return,
+                () = signalled(&mut down) => return,
             }
         }
     });
