@@ -390,3 +390,26 @@ async fn images_past_not_after_are_retired_automatically() {
     assert_eq!(images[0].retired_reason, "not_after passed");
     d.agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn issuer_unreachable_and_nothing_cached_is_unavailable() {
+    let mut d = deploy("").await;
+    d._server.stop().await;
+    let mut raw = raw_client(&d.socket).await;
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec!["payments".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let mut stream = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    d.agent.shutdown().await;
+}
