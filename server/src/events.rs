@@ -1,7 +1,8 @@
 //! Security events: the seam where the tamper-evident audit log plugs in.
 //!
 //! Every security-relevant outcome (attestation accepted or refused, SVID
-//! issued, admin call) is reported here as a structured [`SecurityEvent`].
+//! issued, gold image registered, refused or retired, admin call) is
+//! reported here as a structured [`SecurityEvent`].
 //! Today the sink writes them to the `hallmark::audit` tracing target; the
 //! audit-log capability replaces [`EventSink`]'s implementation with a durable,
 //! hash-chained store without touching the call sites.
@@ -71,6 +72,41 @@ pub enum SecurityEvent {
         /// Digest of the evidence (see `issuance::evidence_digest`).
         evidence_digest: String,
     },
+    /// A gold image was registered, or registered again (idempotently).
+    ImageRegistered {
+        /// `name@version`.
+        image: String,
+        /// Hex SHA-256 of the canonical payload.
+        payload_sha256: String,
+        /// Key ids of the trusted signers that counted.
+        signers: Vec<String>,
+        /// `false` when `name@version` was already registered with this
+        /// payload (the envelope may have gained cosignatures).
+        created: bool,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// A gold image registration was refused; nothing was stored.
+    ImageRegistrationRefused {
+        /// Hex SHA-256 of the envelope bytes received, to correlate with
+        /// the operator's file.
+        envelope_sha256: String,
+        /// The status code answered.
+        code: String,
+        /// Why, as told to the operator.
+        reason: String,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// A gold image was retired: it mints no more.
+    ImageRetired {
+        /// `name@version`.
+        image: String,
+        /// The operator's reason, or `not_after passed`.
+        reason: String,
+        /// The operator's uid; `None` for automatic retirement.
+        uid: Option<u32>,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
@@ -132,6 +168,27 @@ impl EventSink for TracingSink {
                 evidence_digest,
             } => {
                 tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, "svid refused");
+            }
+            SecurityEvent::ImageRegistered {
+                image,
+                payload_sha256,
+                signers,
+                created,
+                uid,
+            } => {
+                tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, created, ?uid, "image registered");
+            }
+            SecurityEvent::ImageRegistrationRefused {
+                envelope_sha256,
+                code,
+                reason,
+                uid,
+            } => {
+                tracing::warn!(target: "hallmark::audit", %envelope_sha256, %code, %reason, ?uid, "image registration refused");
+            }
+            SecurityEvent::ImageRetired { image, reason, uid } => {
+                let automatic = uid.is_none();
+                tracing::info!(target: "hallmark::audit", %image, %reason, ?uid, automatic, "image retired");
             }
             SecurityEvent::AdminCall {
                 method,

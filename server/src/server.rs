@@ -19,7 +19,7 @@ use crate::admin::{AdminApi, AdminApiParts, socket};
 use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
-use crate::events::{EventSink, TracingSink};
+use crate::events::{EventSink, SecurityEvent, TracingSink};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::store::{SledStore, Store, StoreError};
@@ -80,10 +80,19 @@ pub async fn start_with_clock(
     settings: ServerSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<ServerHandle, ServerError> {
+    start_with_events(settings, clock, Arc::new(TracingSink)).await
+}
+
+/// Starts the issuer with the given clock and security event sink (tests
+/// pass one that records what the audit trail would show).
+pub async fn start_with_events(
+    settings: ServerSettings,
+    clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
+) -> Result<ServerHandle, ServerError> {
     let store = Arc::new(SledStore::open(&settings.data_dir)?);
     let dyn_store: Arc<dyn Store> = store.clone();
     let authority = Authority::open(settings.ca.clone(), dyn_store.clone(), clock.clone())?;
-    let events: Arc<dyn EventSink> = Arc::new(TracingSink);
     let (node_events, _) = broadcast::channel(256);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let x509pop = settings
@@ -126,7 +135,7 @@ pub async fn start_with_clock(
         authority: authority.clone(),
         store: dyn_store.clone(),
         clock: clock.clone(),
-        events,
+        events: events.clone(),
         node_events,
         trust_domain: settings.trust_domain.clone(),
         join_token_ttl: settings.join_token_ttl,
@@ -164,6 +173,7 @@ pub async fn start_with_clock(
         authority: authority.clone(),
         store: dyn_store,
         clock,
+        events,
         images: images.clone(),
         image_policy,
     };
@@ -209,6 +219,7 @@ struct Maintenance {
     authority: Arc<Authority>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    events: Arc<dyn EventSink>,
     images: Arc<ImageSet>,
     image_policy: Arc<ImagePolicy>,
 }
@@ -240,8 +251,16 @@ impl Maintenance {
         match retire_expired(&*self.store, &self.image_policy, now) {
             Ok(retired) if retired.is_empty() => {}
             Ok(retired) => {
-                for image in &retired {
-                    tracing::info!(target: "hallmark::audit", %image, "image retired: not_after passed");
+                for record in retired {
+                    let reason = record
+                        .retired
+                        .map(|r| r.reason)
+                        .unwrap_or_else(|| "not_after passed".into());
+                    self.events.record(SecurityEvent::ImageRetired {
+                        image: format!("{}@{}", record.name, record.version),
+                        reason,
+                        uid: None,
+                    });
                 }
                 match load_matcher(&*self.store, &self.image_policy) {
                     Ok(matcher) => self.images.replace(matcher),

@@ -76,15 +76,22 @@ impl Env {
         self.p(out)
     }
 
+    /// Every stored image, retired ones included.
     fn image_count(&self) -> usize {
-        let out = ok(&[
+        self.listed(&["--all"])
+    }
+
+    fn listed(&self, flags: &[&str]) -> usize {
+        let mut args = vec![
             "image",
             "list",
             "--socket",
             &self.socket,
             "--output",
             "json",
-        ]);
+        ];
+        args.extend_from_slice(flags);
+        let out = ok(&args);
         let list: serde_json::Value = serde_json::from_str(&out).unwrap();
         list["images"].as_array().unwrap().len()
     }
@@ -212,6 +219,8 @@ fn register_show_list_retire_round_trip() {
         "review_by 2000-01-01 has passed"
     );
     assert_eq!(image["manifest"]["name"], "invoice-agent");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&signed).unwrap()).unwrap();
+    assert_eq!(image["envelope"], file, "show returns the stored envelope");
     let text = ok(&["image", "show", "invoice-agent", "--socket", &env.socket]);
     assert!(text.contains("review overdue"), "{text}");
 
@@ -245,10 +254,29 @@ fn register_show_list_retire_round_trip() {
         &env.socket,
     ]);
     assert!(out.contains("Retired invoice-agent@1.0.0"), "{out}");
-    let out = ok(&["image", "list", "--socket", &env.socket, "--output", "json"]);
+    assert_eq!(env.listed(&[]), 0, "image list hides retired images");
+    assert_eq!(env.image_count(), 1);
+    let text = ok(&["image", "list", "--socket", &env.socket]);
+    assert!(text.contains("1 retired not shown"), "{text}");
+    let out = ok(&[
+        "image",
+        "list",
+        "--all",
+        "--socket",
+        &env.socket,
+        "--output",
+        "json",
+    ]);
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["images"][0]["retired"], true);
+    assert_eq!(list["images"][0]["status"], "retired");
     assert_eq!(list["images"][0]["retired_reason"], "replaced by 1.1");
+    assert!(list["images"][0]["retired_by_uid"].is_u64());
+    let text = ok(&["image", "list", "--all", "--socket", &env.socket]);
+    assert!(
+        text.contains("invoice-agent@1.0.0") && text.contains("retired"),
+        "{text}"
+    );
     let err = fails(&[
         "image",
         "retire",

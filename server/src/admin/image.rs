@@ -1,17 +1,37 @@
 //! Gold image registration over the admin API: register, list, show, retire.
+//!
+//! Decisions worth knowing:
+//! - Registration verifies the envelope completely before anything is
+//!   written; every refusal stores nothing.
+//! - `name@version` is immutable. The same payload again answers OK with
+//!   `created = false`; if the new envelope carries more trusted signatures
+//!   than the stored one (a cosignature added after registration) it
+//!   replaces the stored envelope, atomically and only if the stored payload
+//!   is still the same, keeping the original registration time and uid.
+//!   Different content is `AlreadyExists`; a retired `name@version` is
+//!   `FailedPrecondition` (publish a new version).
+//! - What is read back is re-verified with today's signers and policy: an
+//!   image whose signatures no longer verify is listed with
+//!   `verification_error`, not hidden.
 
 use std::time::SystemTime;
 
+use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use hallmark_proto::admin::Image;
 
 use super::AdminApi;
 use crate::convert::unix_secs;
-use crate::image::{ErrorClass, ImageError, VerifiedImage, verify_envelope};
+use crate::events::SecurityEvent;
+use crate::image::types::{ImageName, ImageVersion};
+use crate::image::{ErrorClass, ImageError, VerifiedImage, canonical, verify_envelope};
 use crate::issuance::load_matcher;
 use crate::node::store_status;
-use crate::store::{ImageRecord, Retirement};
+use crate::store::{EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, Retirement};
+
+/// Longest retirement reason, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
 
 /// The status for an image refusal: malformed input is `InvalidArgument`,
 /// a signature-policy refusal `PermissionDenied`; the message names the field.
@@ -22,45 +42,33 @@ fn image_status(error: &ImageError) -> Status {
     }
 }
 
-fn secs_i64(secs: u64) -> i64 {
-    i64::try_from(secs).unwrap_or(i64::MAX)
-}
-
 impl AdminApi {
-    /// Rebuilds the matcher from the store after a change.
-    fn reload_images(&self) -> Result<(), Status> {
-        let matcher = load_matcher(&*self.store, &self.image_policy).map_err(store_status)?;
-        self.images.replace(matcher);
-        Ok(())
-    }
-
-    /// The wire form of a stored image, re-verified now.
-    fn image_to_proto(&self, record: &ImageRecord, now: SystemTime) -> Image {
-        let mut image = Image {
-            name: record.name.clone(),
-            version: record.version.clone(),
-            payload_sha256: record.payload_sha256.clone(),
-            registered_at: secs_i64(record.registered_at),
-            registered_by_uid: record.registered_by_uid.unwrap_or(u32::MAX),
-            ..Image::default()
-        };
-        if let Some(retirement) = &record.retired {
-            image.retired = true;
-            image.retired_reason = retirement.reason.clone();
-            image.retired_at = secs_i64(retirement.at);
-        }
-        match self.image_policy.verify_stored(record) {
-            Ok(verified) => fill(&mut image, &verified, now),
-            Err(error) => image.verification_error = error.to_string(),
-        }
-        image
-    }
-
+    /// Registers an envelope, recording the outcome as a security event.
     pub(super) fn register_image(
         &self,
         envelope: &[u8],
         uid: Option<u32>,
     ) -> Result<(Image, bool), Status> {
+        let result = self.register_checked(envelope, uid);
+        match &result {
+            Ok((image, created)) => self.events.record(SecurityEvent::ImageRegistered {
+                image: format!("{}@{}", image.name, image.version),
+                payload_sha256: image.payload_sha256.clone(),
+                signers: image.signers.clone(),
+                created: *created,
+                uid,
+            }),
+            Err(status) => self.events.record(SecurityEvent::ImageRegistrationRefused {
+                envelope_sha256: hex::encode(Sha256::digest(envelope)),
+                code: format!("{:?}", status.code()),
+                reason: status.message().to_owned(),
+                uid,
+            }),
+        }
+        result
+    }
+
+    fn register_checked(&self, envelope: &[u8], uid: Option<u32>) -> Result<(Image, bool), Status> {
         if self.image_policy.signers.is_empty() {
             return Err(Status::failed_precondition(
                 "no trusted signers are configured: set images.trusted_signers in server.toml",
@@ -74,6 +82,7 @@ impl AdminApi {
             &self.image_policy.context(now),
         )
         .map_err(|e| image_status(&e))?;
+        // verify_envelope parsed it as JSON, which is UTF-8.
         let text = String::from_utf8(envelope.to_vec())
             .map_err(|_| Status::invalid_argument("the envelope is not UTF-8 JSON"))?;
         let record = ImageRecord {
@@ -85,45 +94,61 @@ impl AdminApi {
             registered_by_uid: uid,
             retired: None,
         };
-        let created = match self
+        let (stored, created) = match self
             .store
             .put_image_if_absent(&record)
             .map_err(store_status)?
         {
-            None => true,
-            Some(existing) => {
-                if existing.payload_sha256 != record.payload_sha256 {
-                    return Err(Status::already_exists(format!(
-                        "{} is registered with different content: publish a new version",
-                        record.key()
-                    )));
-                }
-                if existing.retired.is_some() {
-                    return Err(Status::failed_precondition(format!(
-                        "{} is retired: publish a new version",
-                        record.key()
-                    )));
-                }
-                // Same image. Keep the envelope with more trusted signatures
-                // (a later cosignature), and the original registration.
-                let stored = self.image_policy.verify_stored(&existing).ok();
-                if stored.is_none_or(|s| s.signers.len() < verified.signers.len()) {
-                    let richer = ImageRecord {
-                        envelope: record.envelope.clone(),
-                        ..existing
-                    };
-                    self.store.put_image(&richer).map_err(store_status)?;
-                }
-                false
+            ImagePut::Created => (record, true),
+            ImagePut::Existing(existing) => {
+                (self.register_again(existing, &record, &verified)?, false)
             }
         };
         self.reload_images()?;
-        let stored = self
-            .store
-            .image(&record.name, &record.version)
-            .map_err(store_status)?
-            .unwrap_or(record);
         Ok((self.image_to_proto(&stored, now), created))
+    }
+
+    /// `name@version` is already stored: idempotent for the same payload.
+    fn register_again(
+        &self,
+        existing: ImageRecord,
+        new: &ImageRecord,
+        verified: &VerifiedImage,
+    ) -> Result<ImageRecord, Status> {
+        let key = existing.key();
+        if existing.retired.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "{key} is retired: publish a new version"
+            )));
+        }
+        if existing.payload_sha256 != new.payload_sha256 {
+            return Err(Status::already_exists(format!(
+                "{key} is registered with different content: publish a new version"
+            )));
+        }
+        let stored_signers = self
+            .image_policy
+            .verify_stored(&existing)
+            .map(|v| v.signers.len())
+            .unwrap_or(0);
+        if verified.signers.len() <= stored_signers {
+            return Ok(existing);
+        }
+        match self
+            .store
+            .replace_image_envelope(
+                &existing.name,
+                &existing.version,
+                &existing.payload_sha256,
+                &new.envelope,
+            )
+            .map_err(store_status)?
+        {
+            EnvelopeReplace::Replaced(richer) => Ok(richer),
+            _ => Err(Status::aborted(format!(
+                "{key} changed during registration: try again"
+            ))),
+        }
     }
 
     pub(super) fn list_images(&self) -> Result<Vec<Image>, Status> {
@@ -138,11 +163,7 @@ impl AdminApi {
     }
 
     pub(super) fn show_image(&self, name: &str, version: &str) -> Result<Vec<Image>, Status> {
-        if name.is_empty() {
-            return Err(Status::invalid_argument(
-                "name is required: NAME or NAME@VERSION",
-            ));
-        }
+        check_ref(name, version, false)?;
         let now = self.clock.now();
         let images: Vec<Image> = self
             .store
@@ -154,9 +175,9 @@ impl AdminApi {
                 let mut image = self.image_to_proto(record, now);
                 if let Ok(verified) = self.image_policy.verify_stored(record) {
                     image.canonical_json =
-                        String::from_utf8_lossy(&crate::image::canonical::encode(&verified.image))
-                            .into_owned();
+                        String::from_utf8_lossy(&canonical::encode(&verified.image)).into_owned();
                 }
+                image.envelope = record.envelope.clone().into_bytes();
                 image
             })
             .collect();
@@ -178,36 +199,111 @@ impl AdminApi {
         reason: &str,
         uid: Option<u32>,
     ) -> Result<Image, Status> {
-        if name.is_empty() || version.is_empty() {
-            return Err(Status::invalid_argument(
-                "name and version are required: NAME@VERSION",
-            ));
-        }
-        if reason.trim().is_empty() {
+        check_ref(name, version, true)?;
+        let reason = reason.trim();
+        if reason.is_empty() {
             return Err(Status::invalid_argument(
                 "a reason is required: --reason TEXT",
             ));
         }
-        let mut record = self
-            .store
-            .image(name, version)
-            .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no registered image {name}@{version}")))?;
-        if record.retired.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "{name}@{version} is already retired"
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "reason is {} bytes, at most {MAX_REASON_BYTES} are kept",
+                reason.len()
             )));
         }
         let now = self.clock.now();
-        record.retired = Some(Retirement {
+        let retirement = Retirement {
             at: unix_secs(now),
-            reason: reason.trim().to_owned(),
+            reason: reason.to_owned(),
+            uid,
+        };
+        let record = match self
+            .store
+            .retire_image(name, version, &retirement)
+            .map_err(store_status)?
+        {
+            ImageRetire::Retired(record) => record,
+            ImageRetire::AlreadyRetired(record) => {
+                let why = record.retired.map(|r| r.reason).unwrap_or_default();
+                return Err(Status::failed_precondition(format!(
+                    "{name}@{version} is already retired ({why})"
+                )));
+            }
+            ImageRetire::NotFound => {
+                return Err(Status::not_found(format!(
+                    "no registered image {name}@{version}"
+                )));
+            }
+        };
+        self.events.record(SecurityEvent::ImageRetired {
+            image: record.key(),
+            reason: reason.to_owned(),
             uid,
         });
-        self.store.put_image(&record).map_err(store_status)?;
         self.reload_images()?;
         Ok(self.image_to_proto(&record, now))
     }
+
+    /// Rebuilds the matcher from the store after a change.
+    fn reload_images(&self) -> Result<(), Status> {
+        let matcher = load_matcher(&*self.store, &self.image_policy).map_err(store_status)?;
+        self.images.replace(matcher);
+        Ok(())
+    }
+
+    /// The wire form of a stored image, re-verified now.
+    fn image_to_proto(&self, record: &ImageRecord, now: SystemTime) -> Image {
+        let mut image = Image {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            payload_sha256: record.payload_sha256.clone(),
+            registered_at: secs_i64(record.registered_at),
+            registered_by_uid: record.registered_by_uid,
+            ..Image::default()
+        };
+        if let Some(retirement) = &record.retired {
+            image.retired = true;
+            image.retired_reason = retirement.reason.clone();
+            image.retired_at = secs_i64(retirement.at);
+            image.retired_by_uid = retirement.uid;
+        }
+        match self.image_policy.verify_stored(record) {
+            Ok(verified) => fill(&mut image, &verified, now),
+            Err(error) => image.verification_error = error.to_string(),
+        }
+        image
+    }
+}
+
+/// Checks `name` and (if given or `version_required`) `version` syntax.
+fn check_ref(name: &str, version: &str, version_required: bool) -> Result<(), Status> {
+    if name.is_empty() || (version_required && version.is_empty()) {
+        let form = if version_required {
+            "NAME@VERSION"
+        } else {
+            "NAME or NAME@VERSION"
+        };
+        return Err(Status::invalid_argument(format!(
+            "image name{} required: {form}",
+            if version_required {
+                " and version are"
+            } else {
+                " is"
+            }
+        )));
+    }
+    ImageName::new(name)
+        .map_err(|e| Status::invalid_argument(format!("image name {name:?}: {e}")))?;
+    if !version.is_empty() {
+        ImageVersion::new(version)
+            .map_err(|e| Status::invalid_argument(format!("image version {version:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn secs_i64(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// The fields of a verified image.
@@ -218,6 +314,7 @@ fn fill(image: &mut Image, verified: &VerifiedImage, now: SystemTime) {
     image.purpose = gold.purpose.clone();
     image.risk_tier = gold.risk_tier.as_str().to_owned();
     image.signers = verified.signers.clone();
+    image.unknown_signers = verified.unknown_signers.clone();
     image.review_by = gold.review_by.map(|t| t.unix_seconds()).unwrap_or(0);
     image.not_after = gold.not_after.unix_seconds();
     image.review_overdue = gold.review_overdue(now);

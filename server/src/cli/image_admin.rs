@@ -28,6 +28,9 @@ pub struct RegisterArgs {
 /// `image list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Include retired images (explicitly retired or past `not_after`).
+    #[arg(long)]
+    pub all: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -69,18 +72,23 @@ fn image_json(image: &Image) -> serde_json::Value {
     let mut value = serde_json::json!({
         "name": image.name,
         "version": image.version,
+        "status": status_word(image),
         "spiffe_id": image.spiffe_id,
         "owner": image.owner,
         "purpose": image.purpose,
         "risk_tier": image.risk_tier,
         "signers": image.signers,
+        "unknown_signers": image.unknown_signers,
         "payload_sha256": image.payload_sha256,
         "registered_at": image.registered_at,
+        "registered_by_uid": image.registered_by_uid,
         "review_by": image.review_by,
         "not_after": image.not_after,
         "review_overdue": image.review_overdue,
         "retired": image.retired,
         "retired_reason": image.retired_reason,
+        "retired_at": image.retired_at,
+        "retired_by_uid": image.retired_by_uid,
         "code_sha256": image.code_sha256,
         "model": image.model,
         "scopes": image.scopes,
@@ -92,6 +100,10 @@ fn image_json(image: &Image) -> serde_json::Value {
     if !image.canonical_json.is_empty() {
         value["manifest"] =
             serde_json::from_str(&image.canonical_json).unwrap_or(serde_json::Value::Null);
+    }
+    if !image.envelope.is_empty() {
+        value["envelope"] =
+            serde_json::from_slice(&image.envelope).unwrap_or(serde_json::Value::Null);
     }
     value
 }
@@ -108,6 +120,10 @@ fn status_word(image: &Image) -> &'static str {
     }
 }
 
+fn uid_text(uid: Option<u32>) -> String {
+    uid.map_or_else(|| "unknown uid".to_owned(), |u| format!("uid {u}"))
+}
+
 fn print_image(image: &Image) {
     println!(
         "Image         : {}@{} ({})",
@@ -115,6 +131,10 @@ fn print_image(image: &Image) {
         image.version,
         status_word(image)
     );
+    if !image.verification_error.is_empty() {
+        println!("Verification  : FAILED: {}", image.verification_error);
+        println!("                (the image does not mint until this is fixed)");
+    }
     println!("SPIFFE ID     : {}", image.spiffe_id);
     println!("Owner         : {}", image.owner);
     println!("Purpose       : {}", image.purpose);
@@ -130,17 +150,34 @@ fn print_image(image: &Image) {
         println!("Scopes        : {}", image.scopes.join(" "));
     }
     println!("Signers       : {}", image.signers.join(", "));
-    println!("Review by     : {}", timestamp(image.review_by));
-    println!("Not after     : {}", timestamp(image.not_after));
-    if image.retired {
+    if !image.unknown_signers.is_empty() {
         println!(
-            "Retired       : {} ({})",
+            "Untrusted sigs: {} (did not count)",
+            image.unknown_signers.join(", ")
+        );
+    }
+    let overdue = if image.review_overdue {
+        " (OVERDUE)"
+    } else {
+        ""
+    };
+    println!("Review by     : {}{overdue}", timestamp(image.review_by));
+    println!("Not after     : {}", timestamp(image.not_after));
+    println!(
+        "Registered    : {} by {}",
+        timestamp(image.registered_at),
+        uid_text(image.registered_by_uid)
+    );
+    println!("Payload sha256: {}", image.payload_sha256);
+    if image.retired {
+        let by = image
+            .retired_by_uid
+            .map_or_else(|| "automatically".to_owned(), |uid| format!("by uid {uid}"));
+        println!(
+            "Retired       : {} {by}: {}",
             timestamp(image.retired_at),
             image.retired_reason
         );
-    }
-    if !image.verification_error.is_empty() {
-        println!("Verification  : FAILED: {}", image.verification_error);
     }
 }
 
@@ -198,21 +235,33 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 /// `image list`.
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut client = args.admin.client().await?;
-    let images = client
+    let mut images = client
         .list_images(ListImagesRequest {})
         .await
         .map_err(|s| rpc_error("image list", s))?
         .into_inner()
         .images;
+    // The API lists every image; retired ones are shown on request. An
+    // image that fails verification is always shown.
+    let total = images.len();
+    if !args.all {
+        images.retain(|i| !i.retired || !i.verification_error.is_empty());
+    }
+    let hidden = total - images.len();
     match args.output {
         Output::Json => print_json(&serde_json::json!({
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
         })),
         Output::Text => {
             println!(
-                "{} registered image{}",
+                "{} registered image{}{}",
                 images.len(),
-                if images.len() == 1 { "" } else { "s" }
+                if images.len() == 1 { "" } else { "s" },
+                if hidden > 0 {
+                    format!(" ({hidden} retired not shown: --all)")
+                } else {
+                    String::new()
+                }
             );
             for image in &images {
                 println!(

@@ -65,7 +65,7 @@ use hallmark_ca::id::TrustDomain;
 
 use crate::convert::unix_secs;
 use crate::image::{ImageContext, ImageError, SignaturePolicy, TrustedSigners, VerifiedImage};
-use crate::store::{ImageRecord, Retirement, Store, StoreError};
+use crate::store::{ImageRecord, ImageRetire, Retirement, Store, StoreError};
 use matcher::Candidate;
 
 /// What a gold image must satisfy to be registered and to mint.
@@ -126,14 +126,16 @@ pub fn load_matcher(store: &dyn Store, policy: &ImagePolicy) -> Result<Matcher, 
     Ok(Matcher::new(candidates))
 }
 
-/// Marks images past `not_after` retired (once). Returns the retired keys.
+/// Marks images past `not_after` retired (once: a retirement is atomic in
+/// the store, so an operator's concurrent one is never overwritten).
+/// Returns the records this call retired.
 pub fn retire_expired(
     store: &dyn Store,
     policy: &ImagePolicy,
     now: SystemTime,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<ImageRecord>, StoreError> {
     let mut retired = Vec::new();
-    for mut record in store.images()? {
+    for record in store.images()? {
         if record.retired.is_some() {
             continue;
         }
@@ -141,13 +143,16 @@ pub fn retire_expired(
             continue;
         };
         if verified.image.expired(now) {
-            record.retired = Some(Retirement {
+            let retirement = Retirement {
                 at: unix_secs(now),
                 reason: "not_after passed".into(),
                 uid: None,
-            });
-            store.put_image(&record)?;
-            retired.push(record.key());
+            };
+            if let ImageRetire::Retired(record) =
+                store.retire_image(&record.name, &record.version, &retirement)?
+            {
+                retired.push(record);
+            }
         }
     }
     Ok(retired)

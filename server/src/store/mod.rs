@@ -1,8 +1,8 @@
 //! Persistence: the [`Store`] trait and the records the issuer must not lose.
 //!
 //! Everything the issuer must keep across restarts goes through a `Store`: CA
-//! keys and state, attested nodes and join tokens (and, as the later
-//! capabilities land, gold images, revocations and the audit log). Every
+//! keys and state, attested nodes, join tokens and gold images (and, as the
+//! later capabilities land, revocations and the audit log). Every
 //! write method returns only once the write is durable, so an operator action
 //! is never acknowledged before it would survive a crash.
 //!
@@ -169,6 +169,39 @@ impl ImageRecord {
     }
 }
 
+/// Outcome of [`Store::put_image_if_absent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImagePut {
+    /// The image was stored.
+    Created,
+    /// `name@version` was already stored (nothing was written): here it is.
+    Existing(ImageRecord),
+}
+
+/// Outcome of [`Store::retire_image`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageRetire {
+    /// The image is now retired; the record as stored.
+    Retired(ImageRecord),
+    /// It was retired before (nothing was written).
+    AlreadyRetired(ImageRecord),
+    /// No such `name@version`.
+    NotFound,
+}
+
+/// Outcome of [`Store::replace_image_envelope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeReplace {
+    /// The envelope was replaced; the record as stored.
+    Replaced(ImageRecord),
+    /// The stored payload differs from the one expected, or the image is
+    /// gone: nothing was written.
+    Mismatch,
+}
+
 /// Outcome of [`Store::consume_join_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -214,11 +247,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// One image by name and version.
     fn image(&self, name: &str, version: &str) -> Result<Option<ImageRecord>, StoreError>;
-    /// Stores an image unless `name@version` exists; atomic. Returns the
-    /// existing record when there is one (and stores nothing).
-    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<Option<ImageRecord>, StoreError>;
-    /// Replaces a stored image (retirement, a richer envelope).
-    fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError>;
+    /// Stores an image unless `name@version` exists; atomic (of two
+    /// concurrent registrations exactly one creates). Returns the existing
+    /// record when there is one, and stores nothing.
+    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<ImagePut, StoreError>;
+    /// Replaces only the envelope of `name@version`, atomically, if its
+    /// stored payload is still `payload_sha256` (a later cosignature of the
+    /// same image). Everything else, retirement included, is kept as stored.
+    fn replace_image_envelope(
+        &self,
+        name: &str,
+        version: &str,
+        payload_sha256: &str,
+        envelope: &str,
+    ) -> Result<EnvelopeReplace, StoreError>;
+    /// Marks `name@version` retired unless it already is; atomic, so an
+    /// image is retired exactly once (by an operator or automatically).
+    fn retire_image(
+        &self,
+        name: &str,
+        version: &str,
+        retirement: &Retirement,
+    ) -> Result<ImageRetire, StoreError>;
     /// Every image, ordered by `name@version`.
     fn images(&self) -> Result<Vec<ImageRecord>, StoreError>;
 }

@@ -7,7 +7,10 @@ use serde::de::DeserializeOwned;
 
 use hallmark_ca::id::SpiffeId;
 
-use super::{ImageRecord, JoinTokenRecord, NodeRecord, Store, StoreError, TokenUse};
+use super::{
+    EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, JoinTokenRecord, NodeRecord, Retirement,
+    Store, StoreError, TokenUse,
+};
 
 const CA_STATE_KEY: &[u8] = b"ca_state";
 
@@ -52,6 +55,55 @@ impl SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// What an [`SledStore::update_image`] change function decides.
+enum Change<R> {
+    /// Write this record.
+    Write(ImageRecord),
+    /// Write nothing; report this.
+    Refuse(R),
+}
+
+/// Outcome of [`SledStore::update_image`].
+enum Updated<R> {
+    /// The new record was written and flushed.
+    Written(ImageRecord),
+    /// The change function refused; nothing was written.
+    Refused(R),
+    /// No record under the key.
+    Absent,
+}
+
+impl SledStore {
+    /// Read-modify-write of one image with compare-and-swap: if another
+    /// writer changed the record in between, `change` runs again on the new
+    /// value, so no update is lost (a retirement is never undone by a
+    /// concurrent envelope replacement, and vice versa).
+    fn update_image<R>(
+        &self,
+        key: &str,
+        change: impl Fn(&ImageRecord) -> Change<R>,
+    ) -> Result<Updated<R>, StoreError> {
+        loop {
+            let Some(current) = self.images.get(key.as_bytes())? else {
+                return Ok(Updated::Absent);
+            };
+            let record: ImageRecord = decode(key.as_bytes(), &current)?;
+            let new = match change(&record) {
+                Change::Write(new) => new,
+                Change::Refuse(refusal) => return Ok(Updated::Refused(refusal)),
+            };
+            if self
+                .images
+                .compare_and_swap(key.as_bytes(), Some(current), Some(encode(&new)?))?
+                .is_ok()
+            {
+                self.flush()?;
+                return Ok(Updated::Written(new));
+            }
+        }
     }
 }
 
@@ -180,7 +232,7 @@ impl Store for SledStore {
             .transpose()
     }
 
-    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<Option<ImageRecord>, StoreError> {
+    fn put_image_if_absent(&self, image: &ImageRecord) -> Result<ImagePut, StoreError> {
         let key = image.key();
         match self
             .images
@@ -188,18 +240,65 @@ impl Store for SledStore {
         {
             Ok(()) => {
                 self.flush()?;
-                Ok(None)
+                Ok(ImagePut::Created)
             }
-            Err(existing) => existing
-                .current
-                .map(|v| decode(key.as_bytes(), &v))
-                .transpose(),
+            Err(conflict) => match conflict.current {
+                Some(v) => Ok(ImagePut::Existing(decode(key.as_bytes(), &v)?)),
+                // Only reachable if the record were deleted between the
+                // two halves of the swap, which no method does; report it
+                // as the backend fault it would be.
+                None => Err(StoreError::Backend(format!(
+                    "image {key} vanished during insert"
+                ))),
+            },
         }
     }
 
-    fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
-        self.images.insert(image.key().as_bytes(), encode(image)?)?;
-        self.flush()
+    fn replace_image_envelope(
+        &self,
+        name: &str,
+        version: &str,
+        payload_sha256: &str,
+        envelope: &str,
+    ) -> Result<EnvelopeReplace, StoreError> {
+        let key = format!("{name}@{version}");
+        self.update_image(&key, |record| {
+            if record.payload_sha256 != payload_sha256 {
+                return Change::Refuse(EnvelopeReplace::Mismatch);
+            }
+            Change::Write(ImageRecord {
+                envelope: envelope.to_owned(),
+                ..record.clone()
+            })
+        })
+        .map(|outcome| match outcome {
+            Updated::Written(record) => EnvelopeReplace::Replaced(record),
+            Updated::Refused(refusal) => refusal,
+            Updated::Absent => EnvelopeReplace::Mismatch,
+        })
+    }
+
+    fn retire_image(
+        &self,
+        name: &str,
+        version: &str,
+        retirement: &Retirement,
+    ) -> Result<ImageRetire, StoreError> {
+        let key = format!("{name}@{version}");
+        self.update_image(&key, |record| {
+            if record.retired.is_some() {
+                return Change::Refuse(ImageRetire::AlreadyRetired(record.clone()));
+            }
+            Change::Write(ImageRecord {
+                retired: Some(retirement.clone()),
+                ..record.clone()
+            })
+        })
+        .map(|outcome| match outcome {
+            Updated::Written(record) => ImageRetire::Retired(record),
+            Updated::Refused(refusal) => refusal,
+            Updated::Absent => ImageRetire::NotFound,
+        })
     }
 
     fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
@@ -286,6 +385,94 @@ mod tests {
         assert_eq!(store.nodes().unwrap().len(), 1);
         assert!(store.remove_node(&id).unwrap().is_some());
         assert!(store.node(&id).unwrap().is_none());
+    }
+
+    fn image(name: &str, payload: &str) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            version: "1".into(),
+            envelope: format!("{{\"e\":\"{payload}\"}}"),
+            payload_sha256: payload.into(),
+            registered_at: 5,
+            registered_by_uid: Some(1000),
+            retired: None,
+        }
+    }
+
+    fn retirement(reason: &str, uid: Option<u32>) -> Retirement {
+        Retirement {
+            at: 9,
+            reason: reason.into(),
+            uid,
+        }
+    }
+
+    #[test]
+    fn an_image_is_created_once_and_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.put_image_if_absent(&image("a", "p1")).unwrap(),
+            ImagePut::Created
+        );
+        let other = image("a", "p2");
+        assert_eq!(
+            store.put_image_if_absent(&other).unwrap(),
+            ImagePut::Existing(image("a", "p1"))
+        );
+        assert_eq!(store.image("a", "1").unwrap(), Some(image("a", "p1")));
+        assert_eq!(store.image("a", "2").unwrap(), None);
+        assert_eq!(store.images().unwrap(), [image("a", "p1")]);
+    }
+
+    #[test]
+    fn an_image_is_retired_once_and_stays_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put_image_if_absent(&image("a", "p1")).unwrap();
+            assert_eq!(
+                store
+                    .retire_image("b", "1", &retirement("x", None))
+                    .unwrap(),
+                ImageRetire::NotFound
+            );
+            let ImageRetire::Retired(first) = store
+                .retire_image("a", "1", &retirement("compromised", Some(0)))
+                .unwrap()
+            else {
+                panic!("not retired");
+            };
+            assert_eq!(first.retired, Some(retirement("compromised", Some(0))));
+            let ImageRetire::AlreadyRetired(again) = store
+                .retire_image("a", "1", &retirement("not_after passed", None))
+                .unwrap()
+            else {
+                panic!("retired twice");
+            };
+            assert_eq!(again, first);
+            // A later cosignature replaces the envelope, not the retirement.
+            let EnvelopeReplace::Replaced(richer) = store
+                .replace_image_envelope("a", "1", "p1", "{\"richer\":1}")
+                .unwrap()
+            else {
+                panic!("not replaced");
+            };
+            assert_eq!(richer.envelope, "{\"richer\":1}");
+            assert_eq!(richer.retired, first.retired);
+            assert_eq!(
+                store.replace_image_envelope("a", "1", "p2", "{}").unwrap(),
+                EnvelopeReplace::Mismatch
+            );
+            assert_eq!(
+                store.replace_image_envelope("zz", "1", "p1", "{}").unwrap(),
+                EnvelopeReplace::Mismatch
+            );
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let stored = store.image("a", "1").unwrap().unwrap();
+        assert_eq!(stored.envelope, "{\"richer\":1}");
+        assert_eq!(stored.retired, Some(retirement("compromised", Some(0))));
     }
 
     #[test]
