@@ -520,6 +520,47 @@ mod tests {
     }
 
     #[test]
+    fn trusted_signers_load_and_a_bad_file_is_named() {
+        use crate::image::{Algorithm, SigningKey};
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::P256).unwrap())
+            .unwrap();
+        let good = dir.path().join("alice.pub");
+        std::fs::write(&good, key.public_key().to_pem()).unwrap();
+        let bad = dir.path().join("notakey.pub");
+        std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let settings = resolve(&format!(
+            "trust_domain = \"example.org\"\n[images]\ntrusted_signers = [{:?}]\n[images.policy]\nhigh = 1\n",
+            good.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(settings.trusted_signers.len(), 1);
+        assert!(settings.trusted_signers.get(key.keyid()).is_some());
+        assert_eq!(
+            settings
+                .signature_policy
+                .required(crate::image::RiskTier::High),
+            1
+        );
+        let err = resolve(&format!(
+            "trust_domain = \"example.org\"\n[images]\ntrusted_signers = [{:?}, {:?}]\n",
+            good.display().to_string(),
+            bad.display().to_string()
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("images.trusted_signers") && text.contains("notakey.pub"),
+            "{text}"
+        );
+        let err =
+            resolve("trust_domain = \"example.org\"\n[images.policy]\nmedium = 17\n").unwrap_err();
+        assert!(err.to_string().contains("medium"), "{err}");
+        let err = resolve("trust_domain = \"example.org\"\n[images]\nsigners = []\n").unwrap_err();
+        assert!(err.to_string().contains("signers"), "{err}");
+    }
+
+    #[test]
     fn flags_override_file() {
         let file = ServerConfig::from_toml_str("trust_domain = \"a.org\"\n").unwrap();
         let flags = ServerOverrides {
