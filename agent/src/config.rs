@@ -4,6 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytesize::ByteSize;
+use hallmark_attestors::tree::TreeLimits;
+use hallmark_attestors::workload::{
+    DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, WorkloadAttestors,
+};
 use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::id::{SpiffeId, TrustDomain};
 use serde::Deserialize;
@@ -72,6 +77,28 @@ pub struct AgentConfig {
     pub bootstrap: Option<BootstrapSection>,
     /// x509pop node attestation.
     pub x509pop: Option<X509PopSection>,
+    /// Workload attestation: attestors in use and hashing limits.
+    pub workload: Option<WorkloadSection>,
+}
+
+/// `[workload]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSection {
+    /// Workload attestors by name (`unix` is required).
+    pub attestors: Option<Vec<String>>,
+    /// Largest single file the agent hashes.
+    pub max_file_size: Option<ByteSize>,
+    /// Largest model or application tree, in bytes.
+    pub max_tree_size: Option<ByteSize>,
+    /// Most entries in a model or application tree.
+    pub max_tree_entries: Option<usize>,
+    /// Bytes the agent hashes for one uid's processes per window (cache
+    /// hits are free).
+    pub hash_budget: Option<ByteSize>,
+    /// How long the budget takes to refill completely.
+    #[serde(default, with = "humantime_serde")]
+    pub hash_budget_window: Option<Duration>,
 }
 
 /// `[bootstrap]`.
@@ -126,8 +153,96 @@ pub struct AgentSettings {
     pub x509pop: Option<X509PopSection>,
     /// Longest reconnection backoff.
     pub sync_backoff_max: Duration,
+    /// Workload attestation.
+    pub workload: WorkloadSettings,
     /// Time (tests pass a manual clock).
     pub clock: Arc<dyn Clock>,
+}
+
+/// Validated `[workload]`.
+#[derive(Debug, Clone)]
+pub struct WorkloadSettings {
+    /// The attestors in use.
+    pub attestors: WorkloadAttestors,
+    /// Per-file and per-tree hashing limits.
+    pub limits: TreeLimits,
+    /// Bytes hashed per uid per window.
+    pub hash_budget: u64,
+    /// The budget's refill window.
+    pub hash_budget_window: Duration,
+}
+
+impl Default for WorkloadSettings {
+    fn default() -> Self {
+        Self {
+            attestors: WorkloadAttestors::default(),
+            limits: TreeLimits::default(),
+            hash_budget: DEFAULT_BUDGET_BYTES,
+            hash_budget_window: DEFAULT_BUDGET_WINDOW,
+        }
+    }
+}
+
+impl WorkloadSettings {
+    fn resolve(section: WorkloadSection) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let attestors = match section.attestors {
+            None => defaults.attestors,
+            Some(names) => {
+                WorkloadAttestors::from_names(&names).map_err(|e| ConfigError::Invalid {
+                    key: "workload.attestors",
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let limits = TreeLimits {
+            max_file_size: section
+                .max_file_size
+                .map_or(defaults.limits.max_file_size, |b| b.as_u64()),
+            max_total_bytes: section
+                .max_tree_size
+                .map_or(defaults.limits.max_total_bytes, |b| b.as_u64()),
+            max_entries: section
+                .max_tree_entries
+                .unwrap_or(defaults.limits.max_entries),
+        };
+        let hash_budget = section
+            .hash_budget
+            .map_or(defaults.hash_budget, |b| b.as_u64());
+        let hash_budget_window = section
+            .hash_budget_window
+            .unwrap_or(defaults.hash_budget_window);
+        if limits.max_file_size == 0 || limits.max_total_bytes == 0 || limits.max_entries == 0 {
+            return Err(ConfigError::Invalid {
+                key: "workload",
+                reason: "max_file_size, max_tree_size and max_tree_entries must be above zero"
+                    .into(),
+            });
+        }
+        if hash_budget < limits.max_file_size {
+            return Err(ConfigError::Invalid {
+                key: "workload.hash_budget",
+                reason: format!(
+                    "{} is below max_file_size ({}): a file the agent accepts could never be hashed; raise hash_budget or lower max_file_size",
+                    ByteSize(hash_budget).display().iec(),
+                    ByteSize(limits.max_file_size).display().iec()
+                ),
+            });
+        }
+        if hash_budget_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "workload.hash_budget_window",
+                reason: "must be above zero (e.g. \"1h\"): a zero window would disable the budget"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            attestors,
+            limits,
+            hash_budget,
+            hash_budget_window,
+        })
+    }
 }
 
 impl AgentConfig {
@@ -241,6 +356,7 @@ impl AgentSettings {
             join_token: file.join_token,
             x509pop: file.x509pop,
             sync_backoff_max,
+            workload: WorkloadSettings::resolve(file.workload.unwrap_or_default())?,
             clock: Arc::new(SystemClock),
         })
     }
@@ -325,5 +441,56 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("sync_backoff_max"), "{err}");
+    }
+
+    #[test]
+    fn workload_section_parses_sizes_and_refuses_bad_catalogs_and_budgets() {
+        let insecure = "[bootstrap]\ninsecure_bootstrap = true\n";
+        let ok = AgentSettings::from_toml_str(&format!(
+            "{BASE}{insecure}[workload]\nattestors = [\"unix\", \"model\"]\nmax_file_size = \"2 GiB\"\nhash_budget = \"8 GiB\"\nhash_budget_window = \"10m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.workload.limits.max_file_size, 2 << 30);
+        assert_eq!(ok.workload.hash_budget, 8 << 30);
+        assert_eq!(ok.workload.hash_budget_window, Duration::from_secs(600));
+        assert_eq!(ok.workload.attestors.kinds().len(), 2);
+        for (tail, key, needle) in [
+            (
+                "attestors = [\"model\"]",
+                "workload.attestors",
+                "cannot be left out",
+            ),
+            (
+                "attestors = [\"unix\", \"k8s\"]",
+                "workload.attestors",
+                "unknown workload attestor \"k8s\"",
+            ),
+            (
+                "max_file_size = \"4 GiB\"\nhash_budget = \"1 GiB\"",
+                "workload.hash_budget",
+                "below max_file_size",
+            ),
+            (
+                "hash_budget_window = \"0s\"",
+                "workload.hash_budget_window",
+                "above zero",
+            ),
+        ] {
+            let err =
+                AgentSettings::from_toml_str(&format!("{BASE}{insecure}[workload]\n{tail}\n"))
+                    .unwrap_err();
+            match &err {
+                ConfigError::Invalid { key: k, reason } => {
+                    assert_eq!(*k, key, "{tail}");
+                    assert!(reason.contains(needle), "{tail}: {reason}");
+                }
+                other => panic!("{tail}: {other}"),
+            }
+        }
+        let err = AgentSettings::from_toml_str(&format!(
+            "{BASE}{insecure}[workload]\nmax_file_size = \"lots\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("max_file_size"), "{err}");
     }
 }

@@ -223,7 +223,7 @@ impl FileHasher for StreamingHasher {
         // The file opened must be the one listed: a swap for a symlink or
         // another file between listing and opening is refused.
         if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
-            return Err(changed());
+            return Err(changed_error());
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
@@ -240,13 +240,15 @@ impl FileHasher for StreamingHasher {
             hasher.update(buf.get(..n).unwrap_or_default());
         }
         if total != meta.len() {
-            return Err(changed());
+            return Err(changed_error());
         }
         Ok(hasher.finalize().into())
     }
 }
 
-fn changed() -> io::Error {
+/// The error a [`FileHasher`] returns when the file changed under it; the
+/// digest reports it as [`TreeError::Changed`].
+pub(crate) fn changed_error() -> io::Error {
     io::Error::other(ChangedMarker)
 }
 

@@ -106,7 +106,10 @@ impl Agent {
     /// renewal and `Sync` in the background.
     pub async fn start(settings: AgentSettings) -> Result<AgentHandle, AgentError> {
         let source: Arc<dyn EvidenceSource> =
-            Arc::new(crate::workload_api::process_source::ProcessEvidence::default());
+            Arc::new(crate::workload_api::process_source::ProcessEvidence::new(
+                hallmark_attestors::workload::ProcRoot::default(),
+                &settings.workload,
+            ));
         Self::start_with_evidence(settings, Some(source)).await
     }
 

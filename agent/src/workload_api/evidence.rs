@@ -3,14 +3,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use hallmark_attestors::workload::PinnedProcess;
 use hallmark_proto::node::{PathHints, WorkloadEvidence};
 
 /// The process on the other end of a Workload API connection, from the
 /// socket's peer credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Process id.
     pub pid: i32,
+    /// The process, pinned by a pidfd taken when the connection was accepted.
+    pub process: PinnedProcess,
     /// User id.
     pub uid: u32,
     /// Group id.
@@ -30,11 +33,14 @@ pub struct AttestationHints {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EvidenceError {
-    /// The process exited (or its pid now names another process).
-    #[error("the calling process exited or was replaced during attestation")]
+    /// The process exited.
+    #[error("the calling process exited before it could be attested")]
     ProcessGone,
-    /// The caller exceeded the hashing budget.
-    #[error("hashing budget exhausted for uid {uid}: {detail}")]
+    /// The pid now names another process than the one that connected.
+    #[error("the calling process was replaced during attestation (pid reused)")]
+    ProcessReplaced,
+    /// The caller exceeded a hashing limit or its uid's budget.
+    #[error("refused to hash for uid {uid}: {detail}")]
     ResourceExhausted {
         /// The caller's uid.
         uid: u32,
@@ -50,7 +56,9 @@ impl EvidenceError {
     /// The Workload API status for this error.
     pub fn to_status(&self) -> tonic::Status {
         match self {
-            EvidenceError::ProcessGone => tonic::Status::permission_denied(self.to_string()),
+            EvidenceError::ProcessGone | EvidenceError::ProcessReplaced => {
+                tonic::Status::permission_denied(self.to_string())
+            }
             EvidenceError::ResourceExhausted { .. } => {
                 tonic::Status::resource_exhausted(self.to_string())
             }

@@ -1,10 +1,12 @@
 //! The default evidence source: the `/proc` process attestor.
 
-use hallmark_attestors::tree::TreeLimits;
-use hallmark_attestors::workload::{AttestError, ProcRoot, ProcessAttestor, Request};
+use hallmark_attestors::workload::{
+    AttestError, FileCache, HashBudget, ProcRoot, ProcessAttestor, Request,
+};
 use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
 
 use super::evidence::{AttestationHints, Caller, EvidenceError, EvidenceSource};
+use crate::config::WorkloadSettings;
 
 /// Measures callers through `/proc`.
 #[derive(Debug)]
@@ -13,17 +15,29 @@ pub struct ProcessEvidence {
 }
 
 impl ProcessEvidence {
-    /// Reads `proc` with hashing `limits`.
-    pub fn new(proc: ProcRoot, limits: TreeLimits) -> Self {
+    /// Reads `proc` with the attestors, limits and budget of `settings`.
+    pub fn new(proc: ProcRoot, settings: &WorkloadSettings) -> Self {
+        Self::with_cache(proc, settings, FileCache::default())
+    }
+
+    /// [`Self::new`] with a given file cache (tests and benchmarks pass one
+    /// that trusts freshly written files).
+    pub fn with_cache(proc: ProcRoot, settings: &WorkloadSettings, cache: FileCache) -> Self {
         Self {
-            attestor: ProcessAttestor::new(proc, limits),
+            attestor: ProcessAttestor::new(proc, settings.limits)
+                .with_attestors(settings.attestors.clone())
+                .with_budget(HashBudget::new(
+                    settings.hash_budget,
+                    settings.hash_budget_window,
+                ))
+                .with_cache(cache),
         }
     }
 }
 
 impl Default for ProcessEvidence {
     fn default() -> Self {
-        Self::new(ProcRoot::default(), TreeLimits::default())
+        Self::new(ProcRoot::default(), &WorkloadSettings::default())
     }
 }
 
@@ -48,12 +62,13 @@ impl EvidenceSource for ProcessEvidence {
         };
         let evidence = self
             .attestor
-            .attest(caller.pid, &request)
+            .attest(&caller.process, &request)
             .map_err(|e| match e {
-                AttestError::ProcessGone { .. } | AttestError::ProcessChanged { .. } => {
-                    EvidenceError::ProcessGone
-                }
-                AttestError::TooLarge { .. } => EvidenceError::ResourceExhausted {
+                AttestError::ProcessGone { .. } => EvidenceError::ProcessGone,
+                AttestError::ProcessChanged { .. } => EvidenceError::ProcessReplaced,
+                AttestError::TooLarge { .. }
+                | AttestError::TreeTooLarge { .. }
+                | AttestError::BudgetExhausted(_) => EvidenceError::ResourceExhausted {
                     uid: caller.uid,
                     detail: e.to_string(),
                 },
@@ -61,7 +76,7 @@ impl EvidenceSource for ProcessEvidence {
             })?;
         // The socket's peer credentials and /proc must agree.
         if evidence.uid != caller.uid {
-            return Err(EvidenceError::ProcessGone);
+            return Err(EvidenceError::ProcessReplaced);
         }
         let tree = |t: hallmark_attestors::workload::TreeEvidence| TreeEvidence {
             dir: t.dir,
@@ -85,6 +100,6 @@ impl EvidenceSource for ProcessEvidence {
     }
 
     fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool {
-        self.attestor.alive(caller.pid, evidence.start_time)
+        self.attestor.alive(&caller.process, evidence.start_time)
     }
 }

@@ -17,7 +17,6 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use hallmark_ca::key::CaKey;
@@ -32,6 +31,7 @@ use hallmark_proto::workload::{
 
 use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid};
 use super::evidence::{Caller, EvidenceSource};
+use super::socket::Peer;
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
 };
@@ -76,8 +76,9 @@ impl WorkloadService {
     }
 
     /// Measures the caller on the blocking pool.
-    async fn measure(&self, caller: Caller) -> Result<WorkloadEvidence, Status> {
+    async fn measure(&self, caller: &Caller) -> Result<WorkloadEvidence, Status> {
         let source = self.source.clone();
+        let caller = caller.clone();
         let hints = self.agent.hints();
         tokio::task::spawn_blocking(move || source.evidence(&caller, &hints))
             .await
@@ -87,7 +88,10 @@ impl WorkloadService {
 
     /// The caller's current X.509-SVIDs: from the cache while fresh, else
     /// minted for keys generated here.
-    async fn x509_svids(&self, caller: Caller) -> Result<(WorkloadEvidence, Arc<SvidSet>), Status> {
+    async fn x509_svids(
+        &self,
+        caller: &Caller,
+    ) -> Result<(WorkloadEvidence, Arc<SvidSet>), Status> {
         let evidence = self.measure(caller).await?;
         let now = self.agent.now();
         let key = CacheKey {
@@ -169,7 +173,7 @@ impl WorkloadService {
         let mut down = self.shutdown.clone();
         let mut sequence = status.borrow_and_update().bundle_sequence;
         loop {
-            let (evidence, set) = match self.x509_svids(caller).await {
+            let (evidence, set) = match self.x509_svids(&caller).await {
                 Ok(found) => found,
                 Err(refusal) => {
                     // The standard: a workload with no identity gets PermissionDenied.
@@ -198,7 +202,8 @@ impl WorkloadService {
                     () = tokio::time::sleep(LIVENESS_POLL) => {
                         let source = self.source.clone();
                         let e = evidence.clone();
-                        let alive = tokio::task::spawn_blocking(move || source.alive(&caller, &e))
+                        let c = caller.clone();
+                        let alive = tokio::task::spawn_blocking(move || source.alive(&c, &e))
                             .await
                             .unwrap_or(false);
                         if !alive {
@@ -217,22 +222,23 @@ impl WorkloadService {
     }
 }
 
-/// The caller's identity from the Unix socket's peer credentials.
+/// The caller's identity from the Unix socket's peer credentials and the
+/// pidfd taken when its connection was accepted.
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    let cred = request
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .ok_or_else(|| {
-            Status::unauthenticated("cannot read the caller's credentials from the socket")
-        })?;
-    let pid = cred.pid().filter(|pid| *pid > 0).ok_or_else(|| {
+    let peer = request.extensions().get::<Peer>().ok_or_else(|| {
+        Status::unauthenticated("cannot read the caller's credentials from the socket")
+    })?;
+    let pid = peer.pid.ok_or_else(|| {
         Status::unauthenticated("the caller's pid is not visible (another pid namespace?)")
+    })?;
+    let process = peer.process.clone().ok_or_else(|| {
+        Status::permission_denied(format!("process {pid} exited before it could be attested"))
     })?;
     Ok(Caller {
         pid,
-        uid: cred.uid(),
-        gid: cred.gid(),
+        process,
+        uid: peer.uid,
+        gid: peer.gid,
     })
 }
 
@@ -279,7 +285,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         if wanted.audience.iter().all(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        let evidence = self.measure(caller).await?;
+        let evidence = self.measure(&caller).await?;
         let minted = self
             .agent
             .mint_jwt(evidence, wanted.audience, wanted.spiffe_id)

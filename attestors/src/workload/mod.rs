@@ -1,29 +1,48 @@
 //! Workload attestation: what a calling process is.
 //!
-//! [`ProcessAttestor`] measures a process through `/proc` (a root path, so
-//! tests can point it at a fake tree): the SHA-256 of the executable that is
-//! running (read through `/proc/<pid>/exe`, the running inode, never a path
-//! lookup), its path, uid/gid and supplementary groups, the application
-//! tree and model directory (canonical tree digests), only the environment
-//! variables it is asked for, and its cgroup and container id. The process
-//! start time is read before and after measuring, so a pid recycled during
-//! attestation is refused.
+//! [`ProcessAttestor`] measures a [`PinnedProcess`] through `/proc` (a root
+//! path, so tests can point it at a fake tree) with the catalog of
+//! [`WorkloadAttestor`]s chosen in `agent.toml`: `unix` (uid/gid,
+//! supplementary groups, the SHA-256 of the executable that is running,
+//! read through `/proc/<pid>/exe` — the running inode, never a path
+//! lookup — and its path), `app_tree` and `model` (canonical tree digests
+//! of the declared or hinted directories), and `env` (only the environment
+//! variables it is asked for, the cgroup path and the container id).
+//!
+//! The process is pinned: its start time is read before and after
+//! measuring (and must equal the one seen at connect time when given), and
+//! last its pidfd must show it still running, so a recycled pid is refused.
+//! Hashing goes through a [`FileCache`] keyed by file identity and is
+//! charged to the caller's uid in a [`HashBudget`], so a local process can
+//! neither make the agent re-hash what it already knows nor hash without
+//! bound.
+//!
+//! ```no_run
+//! use hallmark_attestors::workload::{PinnedProcess, ProcessAttestor, Request};
+//! let attestor = ProcessAttestor::default();
+//! let me = PinnedProcess::open(std::process::id() as i32)?;
+//! let evidence = attestor.attest(&me, &Request::default())?;
+//! println!("{} {}", evidence.exe_path, evidence.exe_sha256);
+//! # Ok::<(), hallmark_attestors::workload::AttestError>(())
+//! ```
 
+mod attestor;
+mod budget;
+mod cache;
 mod cgroup;
+mod pin;
 mod proc;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use crate::tree::TreeLimits;
 
-use crate::tree::{TreeDigest, TreeLimits, digest_tree};
-
+pub use attestor::{AttestorKind, CatalogError, Measuring, WorkloadAttestor, WorkloadAttestors};
+pub use budget::{BudgetExceeded, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, HashBudget};
+pub use cache::{FileCache, RACY_WINDOW};
 pub use cgroup::container_id;
+pub use pin::PinnedProcess;
 pub use proc::ProcRoot;
 
 /// Environment variable naming the application tree a workload runs.
@@ -57,6 +76,15 @@ pub enum AttestError {
         /// The limit.
         limit: u64,
     },
+    /// A tree holds more files or bytes than the agent will hash.
+    #[error("{reason}")]
+    TreeTooLarge {
+        /// Which limit, on which tree.
+        reason: String,
+    },
+    /// The caller's uid has used up its hashing budget.
+    #[error(transparent)]
+    BudgetExhausted(BudgetExceeded),
     /// Reading the process or its files failed.
     #[error("cannot read {path}: {reason}")]
     Read {
@@ -77,7 +105,7 @@ pub struct TreeEvidence {
 }
 
 /// Everything measured about one process.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Evidence {
     /// Process id.
     pub pid: i32,
@@ -133,153 +161,115 @@ pub struct Request {
     pub model_paths: HashMap<String, Vec<String>>,
 }
 
-/// Measures processes, caching executable digests by file identity.
+/// Measures processes with a catalog of attestors, a file cache and a
+/// per-uid hashing budget.
 #[derive(Debug)]
 pub struct ProcessAttestor {
     proc: ProcRoot,
     limits: TreeLimits,
-    exe_cache: Mutex<HashMap<FileKey, String>>,
+    attestors: WorkloadAttestors,
+    cache: FileCache,
+    budget: HashBudget,
 }
 
-/// (device, inode, size, mtime, ctime): a file's content identity for caching.
-type FileKey = (u64, u64, u64, i64, i64);
-
-const EXE_CACHE_CAP: usize = 4096;
+impl Default for ProcessAttestor {
+    /// The real `/proc`, default limits, every attestor, the default budget.
+    fn default() -> Self {
+        Self::new(ProcRoot::default(), TreeLimits::default())
+    }
+}
 
 impl ProcessAttestor {
-    /// An attestor reading `proc` with hashing `limits`.
+    /// An attestor reading `proc` with hashing `limits`, every built-in
+    /// attestor and the default per-uid budget.
     pub fn new(proc: ProcRoot, limits: TreeLimits) -> Self {
         Self {
             proc,
             limits,
-            exe_cache: Mutex::new(HashMap::new()),
+            attestors: WorkloadAttestors::default(),
+            cache: FileCache::default(),
+            budget: HashBudget::new(DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW),
         }
     }
 
-    /// Measures process `pid`.
-    pub fn attest(&self, pid: i32, request: &Request) -> Result<Evidence, AttestError> {
+    /// Uses these attestors.
+    pub fn with_attestors(mut self, attestors: WorkloadAttestors) -> Self {
+        self.attestors = attestors;
+        self
+    }
+
+    /// Charges hashing to this budget.
+    pub fn with_budget(mut self, budget: HashBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Caches file digests in this cache.
+    pub fn with_cache(mut self, cache: FileCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The attestors in use.
+    pub fn attestors(&self) -> &WorkloadAttestors {
+        &self.attestors
+    }
+
+    /// How many file digests are cached.
+    pub fn cached_files(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Measures `process`.
+    pub fn attest(
+        &self,
+        process: &PinnedProcess,
+        request: &Request,
+    ) -> Result<Evidence, AttestError> {
+        let pid = process.pid();
         let before = self.proc.start_time(pid)?;
-        let status = self.proc.status(pid)?;
-        let exe_path = self.proc.exe_path(pid)?;
-        let exe_sha256 = self.exe_digest(pid)?;
-        let environ = self.proc.environ(pid)?;
-        let env: BTreeMap<String, String> = environ
-            .iter()
-            .filter(|(k, _)| request.env_names.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let app = self.tree(environ.get(APP_DIR_ENV), request.app_paths.get(&exe_sha256))?;
-        let model = self.tree(
-            environ.get(MODEL_DIR_ENV),
-            request.model_paths.get(&exe_sha256),
-        )?;
-        let cgroup_path = self.proc.cgroup(pid)?;
+        if process.expected_start_time().is_some_and(|t| t != before) {
+            return Err(AttestError::ProcessChanged { pid });
+        }
+        let wanted = |name: &str| {
+            name == APP_DIR_ENV || name == MODEL_DIR_ENV || request.env_names.contains(name)
+        };
+        let measuring = Measuring {
+            pid,
+            proc: &self.proc,
+            request,
+            environ: self.proc.environ(pid, wanted)?,
+            cache: &self.cache,
+            budget: &self.budget,
+            limits: &self.limits,
+        };
+        let mut evidence = Evidence {
+            pid,
+            start_time: before,
+            ..Evidence::default()
+        };
+        for attestor in self.attestors.iter() {
+            attestor.attest(&measuring, &mut evidence)?;
+        }
         let after = self.proc.start_time(pid)?;
         if before != after {
             return Err(AttestError::ProcessChanged { pid });
         }
-        Ok(Evidence {
-            pid,
-            uid: status.uid,
-            gid: status.gid,
-            supplementary_gids: status.groups,
-            exe_path,
-            exe_sha256,
-            start_time: before,
-            app,
-            model,
-            env,
-            container_id: container_id(&cgroup_path),
-            cgroup_path,
-        })
+        // Last: the pinned process is still running, so it held the pid
+        // through everything read above.
+        if process.exited() {
+            return Err(AttestError::ProcessGone { pid });
+        }
+        Ok(evidence)
     }
 
-    /// Whether `pid` still runs with `start_time`.
-    pub fn alive(&self, pid: i32, start_time: u64) -> bool {
-        self.proc.start_time(pid).is_ok_and(|t| t == start_time)
-    }
-
-    fn exe_digest(&self, pid: i32) -> Result<String, AttestError> {
-        let path = self.proc.pid_path(pid, "exe");
-        let read_err = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => AttestError::ProcessGone { pid },
-            _ => AttestError::Read {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            },
-        };
-        // Opening /proc/<pid>/exe opens the inode that is running.
-        let mut file = File::open(&path).map_err(read_err)?;
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(AttestError::Read {
-                path: path.display().to_string(),
-                reason: "not a regular file".into(),
-            });
-        }
-        if meta.len() > self.limits.max_file_size {
-            return Err(AttestError::TooLarge {
-                path: path.display().to_string(),
-                size: meta.len(),
-                limit: self.limits.max_file_size,
-            });
-        }
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.len(),
-            meta.mtime(),
-            meta.ctime(),
-        );
-        if let Some(hit) = self.cache().get(&key) {
-            return Ok(hit.clone());
-        }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let digest = hex::encode(hasher.finalize());
-        let mut cache = self.cache();
-        if cache.len() >= EXE_CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(key, digest.clone());
-        Ok(digest)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
-        self.exe_cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The declared directory wins; else the first hinted one that exists.
-    fn tree(
-        &self,
-        declared: Option<&String>,
-        hinted: Option<&Vec<String>>,
-    ) -> Result<Option<TreeEvidence>, AttestError> {
-        let dir = match declared {
-            Some(dir) => Some(PathBuf::from(dir)),
-            None => hinted
-                .into_iter()
-                .flatten()
-                .map(PathBuf::from)
-                .find(|p| p.is_dir()),
-        };
-        let Some(dir) = dir else { return Ok(None) };
-        let digest: TreeDigest =
-            digest_tree(&dir, &self.limits).map_err(|e| AttestError::Read {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Some(TreeEvidence {
-            dir: dir.display().to_string(),
-            digest: digest.digest,
-        }))
+    /// Whether `process` still runs with `start_time`.
+    pub fn alive(&self, process: &PinnedProcess, start_time: u64) -> bool {
+        !process.exited()
+            && self
+                .proc
+                .start_time(process.pid())
+                .is_ok_and(|t| t == start_time)
     }
 }
 

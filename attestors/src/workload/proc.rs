@@ -1,6 +1,6 @@
 //! Reading `/proc/<pid>/...` under a configurable root (tests use a fake tree).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{AttestError, read_small};
@@ -95,12 +95,18 @@ impl ProcRoot {
             })
     }
 
-    /// The environment; values of names not asked for are dropped by the caller.
-    pub(crate) fn environ(&self, pid: i32) -> Result<HashMap<String, String>, AttestError> {
+    /// The values of the environment variables `wanted` accepts. Nothing
+    /// else is kept: the environment holds secrets.
+    pub(crate) fn environ(
+        &self,
+        pid: i32,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, String>, AttestError> {
         let bytes = read_small(&self.pid_path(pid, "environ"), pid)?;
         Ok(bytes
             .split(|b| *b == 0)
             .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+            .filter(|(k, _)| wanted(k))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect())
     }

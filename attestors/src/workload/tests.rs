@@ -37,7 +37,9 @@ fn fake_proc_evidence_keeps_only_requested_env() {
         env_names: BTreeSet::from(["INVOICE_ENV".to_owned()]),
         ..Request::default()
     };
-    let evidence = attestor.attest(42, &request).unwrap();
+    let evidence = attestor
+        .attest(&PinnedProcess::unpinned(42), &request)
+        .unwrap();
     assert_eq!(evidence.start_time, 777);
     assert_eq!((evidence.uid, evidence.gid), (1000, 100));
     assert_eq!(evidence.supplementary_gids, [100, 27]);
@@ -52,8 +54,9 @@ fn fake_proc_evidence_keeps_only_requested_env() {
         !format!("{evidence:?}").contains("prod"),
         "Debug never shows env values"
     );
-    assert!(attestor.alive(42, 777));
-    assert!(!attestor.alive(42, 778));
+    let pinned = PinnedProcess::unpinned(42);
+    assert!(attestor.alive(&pinned, 777));
+    assert!(!attestor.alive(&pinned, 778));
 }
 
 #[test]
@@ -61,7 +64,9 @@ fn exited_process_is_gone() {
     let root = tempfile::tempdir().unwrap();
     let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
     assert_eq!(
-        attestor.attest(99, &Request::default()).unwrap_err(),
+        attestor
+            .attest(&PinnedProcess::unpinned(99), &Request::default())
+            .unwrap_err(),
         AttestError::ProcessGone { pid: 99 }
     );
 }
@@ -87,7 +92,9 @@ fn declared_and_hinted_trees_are_digested() {
         app_paths: HashMap::from([(exe, vec!["/nonexistent".into(), app.display().to_string()])]),
         ..Request::default()
     };
-    let evidence = attestor.attest(7, &request).unwrap();
+    let evidence = attestor
+        .attest(&PinnedProcess::unpinned(7), &request)
+        .unwrap();
     let expected_model = crate::tree::digest_tree(&model, &TreeLimits::default())
         .unwrap()
         .digest;
@@ -105,7 +112,9 @@ fn oversized_executable_is_refused() {
     };
     let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), limits);
     assert!(matches!(
-        attestor.attest(5, &Request::default()).unwrap_err(),
+        attestor
+            .attest(&PinnedProcess::unpinned(5), &Request::default())
+            .unwrap_err(),
         AttestError::TooLarge { .. }
     ));
 }
@@ -118,7 +127,8 @@ fn a_real_process_is_measured_through_its_running_inode() {
         .unwrap();
     let pid = i32::try_from(child.id()).unwrap();
     let attestor = ProcessAttestor::new(ProcRoot::default(), TreeLimits::default());
-    let evidence = attestor.attest(pid, &Request::default()).unwrap();
+    let pinned = PinnedProcess::open(pid).unwrap();
+    let evidence = attestor.attest(&pinned, &Request::default()).unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(
         evidence.exe_sha256,
@@ -128,16 +138,92 @@ fn a_real_process_is_measured_through_its_running_inode() {
     // A second measurement of the same binary hits the cache and agrees.
     assert_eq!(
         attestor
-            .attest(pid, &Request::default())
+            .attest(&pinned, &Request::default())
             .unwrap()
             .exe_sha256,
         evidence.exe_sha256
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!attestor.alive(pid, evidence.start_time));
+    assert!(!attestor.alive(&pinned, evidence.start_time));
     assert!(matches!(
-        attestor.attest(pid, &Request::default()).unwrap_err(),
+        attestor.attest(&pinned, &Request::default()).unwrap_err(),
         AttestError::ProcessGone { .. }
     ));
+}
+
+#[test]
+fn a_pid_reused_since_connect_is_refused() {
+    // The agent saw pid 31 start at tick 500 when it connected; /proc now
+    // shows a process with the same pid that started at tick 900.
+    let root = tempfile::tempdir().unwrap();
+    fake_proc(root.path(), 31, 900, "");
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
+    let pinned = PinnedProcess::unpinned(31).expect_start_time(500);
+    let err = attestor.attest(&pinned, &Request::default()).unwrap_err();
+    assert_eq!(err, AttestError::ProcessChanged { pid: 31 });
+    assert_eq!(
+        err.to_string(),
+        "process 31 was replaced during attestation (pid reused)"
+    );
+    // The same pid with the start time it had at connect is measured.
+    let pinned = PinnedProcess::unpinned(31).expect_start_time(900);
+    attestor.attest(&pinned, &Request::default()).unwrap();
+}
+
+#[test]
+fn only_the_requested_environment_is_read_and_attestors_can_be_left_out() {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), b"weights").unwrap();
+    fake_proc(
+        root.path(),
+        8,
+        3,
+        &format!("TOKEN=hunter2;HALLMARK_MODEL_DIR={};", model.display()),
+    );
+    let attestors = WorkloadAttestors::from_names(&["unix", "env"]).unwrap();
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default())
+        .with_attestors(attestors);
+    let evidence = attestor
+        .attest(&PinnedProcess::unpinned(8), &Request::default())
+        .unwrap();
+    assert!(evidence.model.is_none(), "the model attestor is not in use");
+    assert!(evidence.env.is_empty(), "no name was requested");
+    assert!(evidence.container_id.is_some());
+    assert!(!evidence.exe_sha256.is_empty());
+}
+
+#[test]
+fn a_uid_over_its_hashing_budget_is_refused_and_cached_files_cost_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let model = root.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), vec![1u8; 10_000]).unwrap();
+    let declared = format!("HALLMARK_MODEL_DIR={};", model.display());
+    fake_proc(root.path(), 12, 1, &declared);
+    fake_proc(root.path(), 13, 1, &declared);
+    // Enough for the fake binary and one pass over the model.
+    let budget = HashBudget::new(10_100, std::time::Duration::from_secs(3600));
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default())
+        .with_budget(budget)
+        .with_cache(FileCache::with_racy_window(std::time::Duration::ZERO));
+    attestor
+        .attest(&PinnedProcess::unpinned(12), &Request::default())
+        .unwrap();
+    // The same files again come from the cache: no budget needed.
+    attestor
+        .attest(&PinnedProcess::unpinned(12), &Request::default())
+        .unwrap();
+    // A new file in the model must be hashed, and uid 1000 has nothing left.
+    std::fs::write(model.join("extra.bin"), vec![2u8; 5_000]).unwrap();
+    let err = attestor
+        .attest(&PinnedProcess::unpinned(13), &Request::default())
+        .unwrap_err();
+    let AttestError::BudgetExhausted(exceeded) = &err else {
+        panic!("expected a budget refusal, got {err:?}");
+    };
+    assert_eq!((exceeded.uid, exceeded.requested), (1000, 5_000));
+    assert!(err.to_string().contains("uid 1000"), "{err}");
 }

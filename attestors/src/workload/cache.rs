@@ -1,0 +1,271 @@
+//! Content digests cached by file identity, charged to a per-uid budget.
+//!
+//! A file's identity is (device, inode, size, mtime, ctime), both times to
+//! the nanosecond: rewriting a file changes its mtime and ctime (ctime
+//! cannot be set from user space), so a changed file never hits a stale
+//! entry. A file is hashed through the descriptor that was opened and
+//! checked against the identity before and after reading; a file that
+//! changed while it was read is refused rather than cached.
+//!
+//! File times have a granularity (a clock tick on kernels without
+//! fine-grained timestamps), so a file rewritten within the same tick as it
+//! was hashed could keep its identity. As git does for its index, a digest
+//! is therefore only cached once the file's ctime is older than
+//! [`RACY_WINDOW`]: a file changed moments ago is hashed at every
+//! measurement until it settles.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::budget::HashBudget;
+use crate::tree::{FileHasher, changed_error};
+
+/// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns).
+pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
+
+/// Entries kept before arbitrary ones are evicted: enough for a large
+/// Python environment (tens of thousands of files) plus the models of a
+/// busy node, at about 100 bytes an entry.
+pub(crate) const CACHE_CAPACITY: usize = 100_000;
+
+const CHUNK: usize = 256 * 1024;
+
+/// Files whose ctime is younger than this are hashed but not cached.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The key of a file's current content.
+pub(crate) fn file_key(meta: &Metadata) -> FileKey {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
+/// SHA-256 digests of file contents by identity.
+#[derive(Debug)]
+pub struct FileCache {
+    entries: Mutex<HashMap<FileKey, [u8; 32]>>,
+    racy_window: Duration,
+}
+
+impl Default for FileCache {
+    fn default() -> Self {
+        Self::with_racy_window(RACY_WINDOW)
+    }
+}
+
+impl FileCache {
+    /// A cache that trusts file identities older than `racy_window`
+    /// ([`RACY_WINDOW`] by default; tests and benchmarks pass zero).
+    pub fn with_racy_window(racy_window: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            racy_window,
+        }
+    }
+
+    /// How many digests are cached.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hashes the open `file`, whose metadata was `meta` when it was chosen,
+    /// from the cache when it is known, else reading it after charging its
+    /// size to `uid`'s budget.
+    pub(crate) fn digest_open(
+        &self,
+        file: &mut File,
+        meta: &Metadata,
+        uid: u32,
+        budget: &HashBudget,
+    ) -> io::Result<[u8; 32]> {
+        let key = file_key(meta);
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(*hit);
+        }
+        budget.charge(uid, meta.len()).map_err(io::Error::other)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        let mut reader = file.take(meta.len().saturating_add(1));
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            total += n as u64;
+            hasher.update(buf.get(..n).unwrap_or_default());
+        }
+        let file = reader.into_inner();
+        if total != meta.len() || file_key(&file.metadata()?) != key {
+            return Err(changed_error());
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        if !self.settled(meta) {
+            return Ok(digest);
+        }
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_CAPACITY
+            && let Some(victim) = entries.keys().next().copied()
+        {
+            entries.remove(&victim);
+        }
+        entries.insert(key, digest);
+        Ok(digest)
+    }
+
+    /// Whether the file's last change is older than the racy window.
+    fn settled(&self, meta: &Metadata) -> bool {
+        if self.racy_window.is_zero() {
+            return true;
+        }
+        let changed = u64::try_from(meta.ctime())
+            .ok()
+            .map(|secs| UNIX_EPOCH + Duration::new(secs, 0));
+        let now = SystemTime::now();
+        changed.is_some_and(|c| {
+            now.duration_since(c)
+                .is_ok_and(|age| age > self.racy_window)
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, [u8; 32]>> {
+        // The map holds plain values: a panic elsewhere cannot leave it torn.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A [`FileHasher`] for tree digests that reads through a [`FileCache`]
+/// and charges misses to one uid's budget.
+#[derive(Debug)]
+pub(crate) struct CachingHasher<'a> {
+    pub(crate) cache: &'a FileCache,
+    pub(crate) budget: &'a HashBudget,
+    pub(crate) uid: u32,
+}
+
+impl FileHasher for CachingHasher<'_> {
+    fn sha256(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+        let mut file = File::open(path)?;
+        let opened = file.metadata()?;
+        // The file opened must be the one listed (no swap for a symlink or
+        // another file in between) and unchanged since it was listed.
+        if !opened.is_file() || file_key(&opened) != file_key(meta) {
+            return Err(changed_error());
+        }
+        self.cache
+            .digest_open(&mut file, &opened, self.uid, self.budget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tree::{TreeError, TreeLimits, digest_tree, digest_tree_with};
+
+    #[test]
+    fn cached_tree_digest_equals_the_streaming_one_and_costs_no_budget_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.bin"), vec![7u8; 3000]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b.txt"), b"hello").unwrap();
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        // Exactly enough for one pass.
+        let budget = HashBudget::new(3005, Duration::from_secs(3600));
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1,
+        };
+        let limits = TreeLimits::default();
+        let first = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
+        assert_eq!(first, digest_tree(dir.path(), &limits).unwrap());
+        assert_eq!(cache.len(), 2);
+        // Cached: no budget left, still digests.
+        let second = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
+        assert_eq!(second.digest, first.digest);
+    }
+
+    #[test]
+    fn a_file_changed_moments_ago_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fresh.bin"), b"new").unwrap();
+        let cache = FileCache::default();
+        let budget = HashBudget::unlimited();
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1,
+        };
+        digest_tree_with(dir.path(), &TreeLimits::default(), &hasher).unwrap();
+        assert!(
+            cache.is_empty(),
+            "a file younger than the racy window is not trusted"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weights.bin");
+        std::fs::write(&file, b"aaaa").unwrap();
+        // Even with nothing held back as racy, a rewrite changes the identity.
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        let budget = HashBudget::unlimited();
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1,
+        };
+        let limits = TreeLimits::default();
+        let before = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
+        std::fs::write(&file, b"aaaab").unwrap();
+        let after = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
+        assert_ne!(before.digest, after.digest);
+        assert_eq!(after, digest_tree(dir.path(), &limits).unwrap());
+    }
+
+    #[test]
+    fn an_over_budget_tree_is_refused_with_the_budget_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.bin"), vec![0u8; 4096]).unwrap();
+        let cache = FileCache::default();
+        let budget = HashBudget::new(1024, Duration::from_secs(60));
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1000,
+        };
+        let err = digest_tree_with(dir.path(), &TreeLimits::default(), &hasher).unwrap_err();
+        let TreeError::Io { source, .. } = err else {
+            panic!("expected an I/O error carrying the budget refusal, got {err:?}")
+        };
+        let refusal = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<super::super::budget::BudgetExceeded>())
+            .unwrap();
+        assert_eq!((refusal.uid, refusal.requested), (1000, 4096));
+        assert!(cache.is_empty());
+    }
+}
