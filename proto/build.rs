@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/workload.proto",
         "proto/hallmark/node/v1/node.proto",
         "proto/hallmark/admin/v1/admin.proto",
+        "proto/hallmark/workload/v1/revocations.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -3,8 +3,9 @@
 //!
 //! This crate owns the wire types only: the SPIFFE Workload API exactly as the
 //! standard defines it ([`workload`]), the node API between agents and the
-//! issuer ([`node`]) and the operator admin API ([`admin`]). It knows nothing
-//! about certificates, attestation or I/O.
+//! issuer ([`node`]), the operator admin API ([`admin`]), and Hallmark's
+//! Workload API extension for relying parties ([`revocations`]). It knows
+//! nothing about certificates, attestation or I/O.
 //!
 //! ```
 //! use hallmark_proto::workload::X509svidRequest;
@@ -29,6 +30,27 @@ pub mod node {
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod admin {
     tonic::include_proto!("hallmark.admin.v1");
+}
+
+/// Hallmark's Workload API extension (`hallmark.workload.v1`): the
+/// `Revocations` service relying parties watch, on the agent's socket.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod revocations {
+    tonic::include_proto!("hallmark.workload.v1");
+}
+
+/// The binary metadata key on node API refusals of a revoked agent: an
+/// encoded [`node::Revocation`] (see [`encode_revocation`]).
+pub const REVOCATION_METADATA: &str = "hallmark-revocation-bin";
+
+/// A revocation as the bytes of [`REVOCATION_METADATA`].
+pub fn encode_revocation(revocation: &node::Revocation) -> Vec<u8> {
+    prost::Message::encode_to_vec(revocation)
+}
+
+/// The revocation in [`REVOCATION_METADATA`] bytes, if they hold one.
+pub fn decode_revocation(bytes: &[u8]) -> Option<node::Revocation> {
+    <node::Revocation as prost::Message>::decode(bytes).ok()
 }
 
 /// The metadata header every Workload API request must carry, with value `true`.

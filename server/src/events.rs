@@ -107,6 +107,28 @@ pub enum SecurityEvent {
         /// The operator's uid; `None` for automatic retirement.
         uid: Option<u32>,
     },
+    /// The kill switch: a revocation was created and is in force.
+    KillCreated {
+        /// The revocation's id.
+        id: String,
+        /// What it revokes, `<kind> <value>` (e.g. `image invoice@1.0.0`).
+        target: String,
+        /// The operator's reason.
+        reason: String,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// A revocation was lifted.
+    KillLifted {
+        /// The revocation's id.
+        id: String,
+        /// What it revoked, `<kind> <value>`.
+        target: String,
+        /// The operator's reason for lifting it.
+        reason: String,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
@@ -189,6 +211,22 @@ impl EventSink for TracingSink {
             SecurityEvent::ImageRetired { image, reason, uid } => {
                 let automatic = uid.is_none();
                 tracing::info!(target: "hallmark::audit", %image, %reason, ?uid, automatic, "image retired");
+            }
+            SecurityEvent::KillCreated {
+                id,
+                target,
+                reason,
+                uid,
+            } => {
+                tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill created");
+            }
+            SecurityEvent::KillLifted {
+                id,
+                target,
+                reason,
+                uid,
+            } => {
+                tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill lifted");
             }
             SecurityEvent::AdminCall {
                 method,

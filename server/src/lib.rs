@@ -27,5 +27,6 @@ pub mod events;
 pub mod image;
 pub mod issuance;
 pub mod node;
+pub mod revocation;
 pub mod server;
 pub mod store;

@@ -22,6 +22,7 @@ use crate::convert::unix_secs;
 use crate::events::{EventSink, SecurityEvent, TracingSink};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::node::{NodeApi, NodeApiParts, listener};
+use crate::revocation::Revocations;
 use crate::store::{SledStore, Store, StoreError};
 
 /// How long shutdown waits for in-flight calls before cutting them off.
@@ -110,6 +111,7 @@ pub async fn start_with_events(
     });
     let images = Arc::new(ImageSet::default());
     images.replace(load_matcher(&*dyn_store, &image_policy)?);
+    let revocations = Arc::new(Revocations::load(dyn_store.clone())?);
     let node_api = NodeApi::new(NodeApiParts {
         authority: authority.clone(),
         store: dyn_store.clone(),
@@ -120,6 +122,7 @@ pub async fn start_with_events(
         agent_svid_ttl: settings.agent_svid_ttl,
         x509pop,
         images: images.clone(),
+        revocations: revocations.clone(),
         shutdown: shutdown_rx.clone(),
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
@@ -142,6 +145,7 @@ pub async fn start_with_events(
         owner_uid: Some(admin_socket.owner_uid),
         images: images.clone(),
         image_policy: image_policy.clone(),
+        revocations,
     });
 
     let mut tasks = Vec::new();

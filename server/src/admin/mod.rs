@@ -6,6 +6,7 @@
 //! loosened by hand.
 
 mod image;
+mod kill;
 pub mod socket;
 
 use std::sync::Arc;
@@ -25,12 +26,17 @@ use hallmark_proto::admin::{
     ListImagesResponse, RegisterImageRequest, RegisterImageResponse, RetireImageRequest,
     ShowBundleRequest, ShowBundleResponse, ShowImageRequest, ShowImageResponse,
 };
+use hallmark_proto::admin::{
+    CreateRevocationRequest, LiftRevocationRequest, ListRevocationsRequest,
+    ListRevocationsResponse, Revocation,
+};
 
 use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet};
 use crate::node::{NodeEvent, store_status};
+use crate::revocation::{Revocations, to_admin_proto};
 use crate::store::{JoinTokenRecord, NodeRecord, Store};
 
 /// Longest join token lifetime an operator may ask for.
@@ -50,6 +56,7 @@ pub struct AdminApi {
     owner_uid: Option<u32>,
     images: Arc<ImageSet>,
     image_policy: Arc<ImagePolicy>,
+    revocations: Arc<Revocations>,
 }
 
 /// What the admin API is built from.
@@ -75,6 +82,8 @@ pub struct AdminApiParts {
     pub images: Arc<ImageSet>,
     /// Signers, policy and limits for gold images.
     pub image_policy: Arc<ImagePolicy>,
+    /// The kill switch's revocations.
+    pub revocations: Arc<Revocations>,
 }
 
 impl AdminApi {
@@ -91,8 +100,10 @@ impl AdminApi {
             owner_uid,
             images,
             image_policy,
+            revocations,
         } = parts;
         Self {
+            revocations,
             images,
             image_policy,
             authority,
@@ -384,6 +395,41 @@ impl Admin for AdminApi {
                 image.name, image.version, wanted.reason
             );
             Ok((image, outcome))
+        })
+    }
+
+    async fn create_revocation(
+        &self,
+        request: Request<CreateRevocationRequest>,
+    ) -> Result<Response<Revocation>, Status> {
+        let wanted = request.get_ref().clone();
+        self.audited("CreateRevocation", &request, |uid| {
+            let revocation = self.create_revocation(&wanted, uid)?;
+            let outcome = format!("killed {}: {}", revocation.id, revocation.target);
+            Ok((to_admin_proto(&revocation), outcome))
+        })
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
+        self.audited("ListRevocations", &request, |_| {
+            let revocations = self.list_revocations()?;
+            let outcome = format!("{} revocations", revocations.len());
+            Ok((ListRevocationsResponse { revocations }, outcome))
+        })
+    }
+
+    async fn lift_revocation(
+        &self,
+        request: Request<LiftRevocationRequest>,
+    ) -> Result<Response<Revocation>, Status> {
+        let wanted = request.get_ref().clone();
+        self.audited("LiftRevocation", &request, |uid| {
+            let revocation = self.lift_revocation(&wanted, uid)?;
+            let outcome = format!("lifted {}: {}", revocation.id, revocation.target);
+            Ok((to_admin_proto(&revocation), outcome))
         })
     }
 

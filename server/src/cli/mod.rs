@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod healthcheck;
 pub mod image;
 pub mod image_admin;
+pub mod kill;
 pub mod run;
 pub mod token;
 
@@ -50,6 +51,9 @@ pub enum Command {
     /// Signed gold images: keys, digests, signing and verification.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// The kill switch: revoke a SPIFFE ID, image, binary, model or agent
+    /// everywhere at once (`kill list`, `kill lift ID` to undo).
+    Kill(kill::KillCommand),
 }
 
 /// Output format for commands that print records.
@@ -105,6 +109,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(cmd) => bundle::run(cmd).await,
         Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Image(cmd) => image::run(cmd).await,
+        Command::Kill(cmd) => kill::run(cmd).await,
     }
 }
 

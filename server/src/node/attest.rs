@@ -9,8 +9,9 @@
 //!   to the key its node SVID will certify. The node ID is the sha256 of the
 //!   node certificate.
 //!
-//! Then: a banned agent is refused; otherwise the node SVID is minted, the
-//! node record written durably, and only then is the SVID returned.
+//! Then: a banned agent, or one a node revocation names (the kill switch),
+//! is refused; otherwise the node SVID is minted, the node record written
+//! durably, and only then is the SVID returned.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use hallmark_proto::node::{
 
 use super::{NodeApi, store_status};
 use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
+use crate::revocation::revoked_status;
 use crate::store::{IssuedSvid, NodeAttestorKind, NodeRecord, TokenUse};
 
 /// How long an agent has to complete the whole attestation exchange.
@@ -220,6 +222,9 @@ impl NodeApi {
                 "agent {} is banned: an operator must run `hallmark-server agent unban` first",
                 admitted.spiffe_id
             )));
+        }
+        if let Some(revocation) = self.revocations.current().node(&admitted.spiffe_id) {
+            return Err(revoked_status(&admitted.spiffe_id, revocation));
         }
         let svid = self
             .authority

@@ -25,7 +25,8 @@ use crate::convert::{svid_to_proto, unix_i64};
 use crate::events::SecurityEvent;
 use crate::issuance::binding::{binding_json, binding_object};
 use crate::issuance::evidence_digest;
-use crate::issuance::matcher::{Candidate, NoRevocations, NodeContext};
+use crate::issuance::matcher::{Candidate, NodeContext};
+use crate::revocation::RevocationIndex;
 use crate::store::NodeRecord;
 
 /// Most keys (so SVIDs) one `MintX509Svids` call may ask for.
@@ -57,7 +58,10 @@ impl NodeApi {
                 )));
             }
         }
-        let matches = self.matches(agent, &evidence, "x509")?;
+        // Held until the SVIDs are signed: a kill waits for this mint, or
+        // this mint sees the kill (see `crate::revocation`).
+        let revocations = self.revocations.filter();
+        let matches = self.matches(agent, &evidence, "x509", &revocations)?;
         let max_ttl = self.authority.max_svid_ttl();
         let mut svids = Vec::with_capacity(matches.len().min(request.public_keys.len()));
         for (index, (candidate, key)) in matches.iter().zip(&request.public_keys).enumerate() {
@@ -138,7 +142,9 @@ impl NodeApi {
                 Status::invalid_argument(format!("spiffe_id {:?}: {e}", request.spiffe_id))
             })?)
         };
-        let mut matches = self.matches(agent, &evidence, "jwt")?;
+        // Held until the tokens are signed (see `mint_x509`).
+        let revocations = self.revocations.filter();
+        let mut matches = self.matches(agent, &evidence, "jwt", &revocations)?;
         if let Some(wanted) = &only {
             matches.retain(|c| c.image.spiffe_id == *wanted);
             if matches.is_empty() {
@@ -198,12 +204,14 @@ impl NodeApi {
         Ok(MintJwtSvidResponse { svids })
     }
 
-    /// The matching images, or `PermissionDenied` naming what failed (audited).
+    /// The matching images, or `PermissionDenied` naming what failed (audited):
+    /// a revoked image names the revocation's id, target and reason.
     fn matches(
         &self,
         agent: &NodeRecord,
         evidence: &WorkloadEvidence,
         kind: &'static str,
+        revocations: &RevocationIndex,
     ) -> Result<Vec<std::sync::Arc<Candidate>>, Status> {
         let node = NodeContext {
             agent: &agent.spiffe_id,
@@ -211,7 +219,7 @@ impl NodeApi {
         };
         self.images
             .current()
-            .match_evidence(evidence, node, &NoRevocations, self.clock.now())
+            .match_evidence(evidence, node, revocations, self.clock.now())
             .map_err(|no_match| {
                 let reason = no_match.to_string();
                 self.events.record(SecurityEvent::SvidRefused {

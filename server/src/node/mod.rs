@@ -4,7 +4,13 @@
 //! Every other call is authenticated twice: the TLS layer verifies the
 //! client's node SVID chains to the current bundle (see [`listener`]), and
 //! [`NodeApi::authenticate`] checks that the issuer still honours that exact
-//! SVID for that agent, so eviction and bans take effect on the next call.
+//! SVID for that agent and that no revocation names the agent, so eviction,
+//! bans and kills take effect on the next call.
+//!
+//! `Sync` carries the revocations in force in every message (see
+//! [`crate::revocation`]): a kill or lift reaches every open stream as soon
+//! as it is in force, and a stream whose own agent is revoked gets that last
+//! message and then `PermissionDenied`.
 
 mod attest;
 pub mod listener;
@@ -37,6 +43,7 @@ use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
 use crate::issuance::matcher::Matcher;
+use crate::revocation::{RevocationIndex, Revocations, revoked_status};
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
 
 /// Something that changed about an agent, told to its open streams.
@@ -70,6 +77,7 @@ pub struct NodeApiInner {
     agent_svid_ttl: Duration,
     x509pop: Option<X509PopVerifier>,
     images: Arc<ImageSet>,
+    revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -101,6 +109,8 @@ pub struct NodeApiParts {
     pub x509pop: Option<X509PopVerifier>,
     /// The registered images the issuer mints for.
     pub images: Arc<ImageSet>,
+    /// The kill switch's revocations in force.
+    pub revocations: Arc<Revocations>,
     /// Becomes `true` when the issuer shuts down: long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -118,6 +128,7 @@ impl NodeApi {
             agent_svid_ttl,
             x509pop,
             images,
+            revocations,
             shutdown,
         } = parts;
         Self {
@@ -131,6 +142,7 @@ impl NodeApi {
                 agent_svid_ttl,
                 x509pop,
                 images,
+                revocations,
                 shutdown,
             }),
         }
@@ -166,6 +178,9 @@ impl NodeApi {
                 "agent {agent} is banned"
             )));
         }
+        if let Some(revocation) = self.revocations.current().node(&agent) {
+            return Err(revoked_status(&agent, revocation));
+        }
         if !record.honours(&serial, unix_secs(self.clock.now())) {
             return Err(Status::permission_denied(format!(
                 "node SVID {serial} of agent {agent} is no longer honoured: attest again"
@@ -180,9 +195,11 @@ fn sync_message(
     snapshot: bool,
     bundle: &hallmark_ca::bundle::Bundle,
     matcher: &Matcher,
+    revocations: &RevocationIndex,
 ) -> SyncResponse {
     SyncResponse {
         snapshot,
+        revocations: revocations.to_proto().to_vec(),
         bundle: Some(bundle_to_proto(bundle)),
         env_names: matcher.env_names().iter().cloned().collect(),
         path_hints: matcher
@@ -198,6 +215,28 @@ fn sync_message(
                 )
             })
             .collect(),
+    }
+}
+
+/// Sends one full-state `Sync` message; `false` when the stream is over:
+/// the agent went away, or the revocations in the message name it (it has
+/// been told, and is now refused).
+async fn send_state(
+    tx: &mpsc::Sender<Result<SyncResponse, Status>>,
+    agent: &SpiffeId,
+    message: SyncResponse,
+    revocations: &RevocationIndex,
+) -> bool {
+    if tx.send(Ok(message)).await.is_err() {
+        return false;
+    }
+    match revocations.node(agent) {
+        None => true,
+        Some(revocation) => {
+            tracing::warn!(%agent, id = %revocation.id, "agent revoked: its sync stream ends");
+            let _ = tx.send(Err(revoked_status(agent, revocation))).await;
+            false
+        }
     }
 }
 
@@ -342,6 +381,9 @@ impl Node for NodeApi {
         &self,
         request: Request<SyncRequest>,
     ) -> Result<Response<Self::SyncStream>, Status> {
+        // Subscribed before authenticating: a kill that lands in between is
+        // in the first message, and the stream ends right after it.
+        let mut kills = self.revocations.subscribe();
         let record = self.authenticate(&request)?;
         let agent = record.spiffe_id;
         let mut bundles = self.authority.subscribe();
@@ -353,8 +395,9 @@ impl Node for NodeApi {
         tokio::spawn(async move {
             let snapshot = bundles.borrow_and_update().clone();
             generations.borrow_and_update();
-            let first = sync_message(true, &snapshot, &images.current());
-            if tx.send(Ok(first)).await.is_err() {
+            let revocations = kills.borrow_and_update().clone();
+            let first = sync_message(true, &snapshot, &images.current(), &revocations);
+            if !send_state(&tx, &agent, first, &revocations).await {
                 return;
             }
             tracing::debug!(%agent, "sync stream opened");
@@ -366,20 +409,16 @@ impl Node for NodeApi {
                             let _ = tx.send(Err(Status::unavailable("issuer shutting down"))).await;
                             return;
                         }
-                        let bundle = bundles.borrow_and_update().clone();
-                        let update = sync_message(false, &bundle, &images.current());
-                        if tx.send(Ok(update)).await.is_err() {
-                            return;
-                        }
+                        bundles.borrow_and_update();
                     }
                     changed = generations.changed() => {
                         if changed.is_err() {
                             return;
                         }
                         generations.borrow_and_update();
-                        let bundle = bundles.borrow().clone();
-                        let update = sync_message(false, &bundle, &images.current());
-                        if tx.send(Ok(update)).await.is_err() {
+                    }
+                    changed = kills.changed() => {
+                        if changed.is_err() {
                             return;
                         }
                     }
@@ -390,7 +429,7 @@ impl Node for NodeApi {
                             )))).await;
                             return;
                         }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     () = crate::server::shutdown_signalled(&mut shutdown) => {
@@ -398,6 +437,13 @@ impl Node for NodeApi {
                         return;
                     }
                     () = tx.closed() => return,
+                }
+                // Something changed: send the full current state.
+                let bundle = bundles.borrow().clone();
+                let revocations = kills.borrow_and_update().clone();
+                let update = sync_message(false, &bundle, &images.current(), &revocations);
+                if !send_state(&tx, &agent, update, &revocations).await {
+                    return;
                 }
             }
         });

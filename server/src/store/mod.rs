@@ -1,8 +1,8 @@
 //! Persistence: the [`Store`] trait and the records the issuer must not lose.
 //!
 //! Everything the issuer must keep across restarts goes through a `Store`: CA
-//! keys and state, attested nodes, join tokens and gold images (and, as the
-//! later capabilities land, revocations and the audit log). Every
+//! keys and state, attested nodes, join tokens, gold images and revocations
+//! (and, as the later capabilities land, the audit log). Every
 //! write method returns only once the write is durable, so an operator action
 //! is never acknowledged before it would survive a crash.
 //!
@@ -14,6 +14,8 @@ mod sled_store;
 use serde::{Deserialize, Serialize};
 
 use hallmark_ca::id::SpiffeId;
+
+use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 pub use sled_store::SledStore;
 
@@ -271,4 +273,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<ImageRetire, StoreError>;
     /// Every image, ordered by `name@version`.
     fn images(&self) -> Result<Vec<ImageRecord>, StoreError>;
+
+    /// Stores a new revocation unless one with its id exists; atomic.
+    /// `false`: the id is taken and nothing was written.
+    fn put_revocation_if_absent(&self, revocation: &Revocation) -> Result<bool, StoreError>;
+    /// Marks revocation `id` lifted unless it already is; atomic, so a
+    /// revocation is lifted exactly once.
+    fn lift_revocation(&self, id: &RevocationId, lift: &Lift) -> Result<LiftOutcome, StoreError>;
+    /// Every revocation, lifted ones included, ordered by id.
+    fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
 }

@@ -11,6 +11,7 @@ use super::{
     EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, JoinTokenRecord, NodeRecord, Retirement,
     Store, StoreError, TokenUse,
 };
+use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 const CA_STATE_KEY: &[u8] = b"ca_state";
 
@@ -23,6 +24,7 @@ pub struct SledStore {
     tokens: sled::Tree,
     nodes: sled::Tree,
     images: sled::Tree,
+    revocations: sled::Tree,
 }
 
 impl SledStore {
@@ -42,6 +44,7 @@ impl SledStore {
             tokens: db.open_tree("join_tokens")?,
             nodes: db.open_tree("nodes")?,
             images: db.open_tree("images")?,
+            revocations: db.open_tree("revocations")?,
             db,
         })
     }
@@ -303,6 +306,53 @@ impl Store for SledStore {
 
     fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         self.images
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn put_revocation_if_absent(&self, revocation: &Revocation) -> Result<bool, StoreError> {
+        let key = revocation.id.as_str().as_bytes();
+        let swapped =
+            self.revocations
+                .compare_and_swap(key, None::<&[u8]>, Some(encode(revocation)?))?;
+        if swapped.is_ok() {
+            self.flush()?;
+        }
+        Ok(swapped.is_ok())
+    }
+
+    fn lift_revocation(&self, id: &RevocationId, lift: &Lift) -> Result<LiftOutcome, StoreError> {
+        let key = id.as_str().as_bytes();
+        // Compare-and-swap: of two concurrent lifts exactly one writes.
+        loop {
+            let Some(current) = self.revocations.get(key)? else {
+                return Ok(LiftOutcome::NotFound);
+            };
+            let record: Revocation = decode(key, &current)?;
+            if record.lifted.is_some() {
+                return Ok(LiftOutcome::AlreadyLifted(record));
+            }
+            let lifted = Revocation {
+                lifted: Some(lift.clone()),
+                ..record
+            };
+            if self
+                .revocations
+                .compare_and_swap(key, Some(current), Some(encode(&lifted)?))?
+                .is_ok()
+            {
+                self.flush()?;
+                return Ok(LiftOutcome::Lifted(lifted));
+            }
+        }
+    }
+
+    fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.revocations
             .iter()
             .map(|entry| {
                 let (key, value) = entry?;
