@@ -23,6 +23,8 @@ pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1:8081";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/hallmark/server/admin.sock";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hallmark/server";
+/// Default `audit.checkpoint_interval`.
+pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// The hard ceiling on every workload SVID's lifetime, whatever the config says.
 pub const HARD_MAX_SVID_TTL: Duration = Duration::from_secs(300);
 
@@ -83,6 +85,20 @@ pub struct ServerConfig {
     /// Gold image registration.
     #[serde(default)]
     pub images: ImagesSection,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]` in `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often the issuer signs a checkpoint over the newest audit record
+    /// (when there are new records): the longest time records stay an
+    /// unverifiable tail. Default 1m, at least 1s.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// `[images]` in `server.toml`.
@@ -187,6 +203,8 @@ pub struct ServerSettings {
     pub trusted_signers: Arc<TrustedSigners>,
     /// Signatures required per risk tier.
     pub signature_policy: SignaturePolicy,
+    /// How often to sign an audit checkpoint.
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -322,6 +340,16 @@ impl ServerSettings {
             key: "images.policy",
             reason: format!("{}: {}", e.tier.as_str(), e.reason),
         })?;
+        let audit_checkpoint_interval = file
+            .audit
+            .checkpoint_interval
+            .unwrap_or(DEFAULT_AUDIT_CHECKPOINT_INTERVAL);
+        if audit_checkpoint_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_interval",
+                reason: "must be at least 1s".into(),
+            });
+        }
         Ok(Self {
             trust_domain,
             data_dir,
@@ -334,6 +362,7 @@ impl ServerSettings {
             rotation_interval: Duration::from_secs(10),
             trusted_signers: Arc::new(trusted_signers),
             signature_policy,
+            audit_checkpoint_interval,
         })
     }
 
@@ -353,6 +382,7 @@ impl ServerSettings {
             rotation_interval: Duration::from_secs(10),
             trusted_signers: Arc::new(TrustedSigners::new()),
             signature_policy: SignaturePolicy::default(),
+            audit_checkpoint_interval: DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -558,6 +588,35 @@ mod tests {
         assert!(err.to_string().contains("medium"), "{err}");
         let err = resolve("trust_domain = \"example.org\"\n[images]\nsigners = []\n").unwrap_err();
         assert!(err.to_string().contains("signers"), "{err}");
+    }
+
+    #[test]
+    fn audit_checkpoint_interval_is_read_and_checked() {
+        let settings =
+            resolve("trust_domain = \"example.org\"\n[audit]\ncheckpoint_interval = \"15s\"\n")
+                .unwrap();
+        assert_eq!(settings.audit_checkpoint_interval, Duration::from_secs(15));
+        let default = resolve("trust_domain = \"example.org\"\n").unwrap();
+        assert_eq!(
+            default.audit_checkpoint_interval,
+            DEFAULT_AUDIT_CHECKPOINT_INTERVAL
+        );
+        let err =
+            resolve("trust_domain = \"example.org\"\n[audit]\ncheckpoint_interval = \"500ms\"\n")
+                .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "audit.checkpoint_interval",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = resolve("trust_domain = \"example.org\"\n[audit]\ninterval = \"1m\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("interval"), "{err}");
     }
 
     #[test]

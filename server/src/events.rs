@@ -1,20 +1,53 @@
-//! Security events: the seam where the tamper-evident audit log plugs in.
+//! Security events: what the tamper-evident audit log records.
 //!
 //! Every security-relevant outcome (attestation accepted or refused, SVID
-//! issued, gold image registered, refused or retired, admin call) is
-//! reported here as a structured [`SecurityEvent`].
-//! Today the sink writes them to the `hallmark::audit` tracing target; the
-//! audit-log capability replaces [`EventSink`]'s implementation with a durable,
-//! hash-chained store without touching the call sites.
+//! issued or refused, gold image registered, cosigned, refused or retired,
+//! kill and lift, join token generated, agent evicted, banned or unbanned,
+//! admin call) is reported here as a structured [`SecurityEvent`] to an
+//! [`EventSink`]. The issuer's sink is the audit log
+//! ([`crate::audit::AuditLog`]); its record kind and fields come from this
+//! enum's serde form (kind = the variant in snake case, fields = the
+//! variant's fields), so adding a kind is adding a variant here, plus its
+//! log line in [`log_event`].
+//!
+//! Writing the record is part of the operation: [`EventSink::record`]
+//! returns a [`Recorded`] future, and a caller that acts on the outcome
+//! (returns an SVID, answers an operator) awaits it first and fails closed
+//! when it fails.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use hallmark_ca::id::SpiffeId;
 
+pub use crate::audit::AuditError;
+
 /// Something the audit trail must show.
-#[derive(Debug, Clone)]
+///
+/// The serde form is the audit record's `kind` (the variant's name in snake
+/// case) and `fields` (the variant's fields by name; `None` is `null`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", content = "fields", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SecurityEvent {
+    /// The issuer started (and opened its audit log).
+    IssuerStarted {
+        /// The issuer's version.
+        version: &'static str,
+        /// Key id of the audit key that signs checkpoints.
+        audit_key_id: String,
+    },
+    /// The issuer is shutting down cleanly; a checkpoint covering this
+    /// record follows.
+    IssuerStopping {
+        /// The issuer's version.
+        version: &'static str,
+    },
     /// A node agent attested.
     NodeAttested {
         /// The agent's SPIFFE ID.
@@ -45,6 +78,7 @@ pub enum SecurityEvent {
     /// A workload credential was issued.
     SvidMinted {
         /// `x509` or `jwt`.
+        #[serde(rename = "svid_type")]
         kind: &'static str,
         /// Serial (X.509) or `jti` (JWT).
         id: String,
@@ -64,6 +98,7 @@ pub enum SecurityEvent {
     /// A workload credential was refused.
     SvidRefused {
         /// `x509` or `jwt`.
+        #[serde(rename = "svid_type")]
         kind: &'static str,
         /// The agent that asked.
         node: SpiffeId,
@@ -83,6 +118,18 @@ pub enum SecurityEvent {
         /// `false` when `name@version` was already registered with this
         /// payload (the envelope may have gained cosignatures).
         created: bool,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// A registered gold image gained trusted signatures (a cosigned
+    /// envelope of the same payload replaced the stored one).
+    ImageCosigned {
+        /// `name@version`.
+        image: String,
+        /// Hex SHA-256 of the canonical payload.
+        payload_sha256: String,
+        /// Key ids of the trusted signers that count now.
+        signers: Vec<String>,
         /// The operator's uid.
         uid: Option<u32>,
     },
@@ -129,21 +176,120 @@ pub enum SecurityEvent {
         /// The operator's uid.
         uid: Option<u32>,
     },
+    /// A join token was generated (the token itself is never recorded).
+    TokenGenerated {
+        /// The agent ID the token admits.
+        spiffe_id: SpiffeId,
+        /// The token's node id (a prefix of its hash, as in the agent ID).
+        token_id: String,
+        /// Expiry, seconds since the Unix epoch.
+        expires_at: u64,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// An agent was evicted: it must attest again.
+    AgentEvicted {
+        /// The agent.
+        agent: SpiffeId,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// An agent was banned: it cannot attest until unbanned.
+    AgentBanned {
+        /// The agent.
+        agent: SpiffeId,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
+    /// An agent's ban was lifted.
+    AgentUnbanned {
+        /// The agent.
+        agent: SpiffeId,
+        /// The operator's uid.
+        uid: Option<u32>,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
         method: &'static str,
         /// The caller's uid from the socket's peer credentials.
         uid: Option<u32>,
+        /// The gRPC status code answered (`Ok` on success).
+        code: String,
         /// What it did, or why it failed.
         outcome: String,
     },
 }
 
+impl SecurityEvent {
+    /// The audit record's `kind` and `fields` for this event.
+    pub fn record_parts(&self) -> Result<(String, Map<String, Value>), serde_json::Error> {
+        use serde::ser::Error as _;
+        let mut value = match serde_json::to_value(self)? {
+            Value::Object(object) => object,
+            _ => return Err(serde_json::Error::custom("an event is not an object")),
+        };
+        let kind = match value.remove("kind") {
+            Some(Value::String(kind)) => kind,
+            _ => return Err(serde_json::Error::custom("an event has no kind")),
+        };
+        let fields = match value.remove("fields") {
+            Some(Value::Object(fields)) => fields,
+            None => Map::new(),
+            Some(_) => {
+                return Err(serde_json::Error::custom(
+                    "an event's fields are not an object",
+                ));
+            }
+        };
+        Ok((kind, fields))
+    }
+}
+
+/// The outcome of [`EventSink::record`]: resolves once the record is
+/// durable, or with the error that kept it from being written.
+#[must_use = "an audit record is durable only once this resolves; act on its error"]
+pub struct Recorded(Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send + 'static>>);
+
+impl Recorded {
+    /// Wraps the future that makes a record durable.
+    pub fn new(durable: impl Future<Output = Result<(), AuditError>> + Send + 'static) -> Self {
+        Recorded(Box::pin(durable))
+    }
+
+    /// An outcome known at once.
+    pub fn ready(result: Result<(), AuditError>) -> Self {
+        Recorded(Box::pin(std::future::ready(result)))
+    }
+
+    /// Awaits every outcome; the first error, if any. The records keep the
+    /// order in which they were recorded however they are awaited.
+    pub async fn all(recorded: Vec<Recorded>) -> Result<(), AuditError> {
+        futures::future::try_join_all(recorded).await.map(|_| ())
+    }
+}
+
+impl Future for Recorded {
+    type Output = Result<(), AuditError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Debug for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorded(..)")
+    }
+}
+
 /// Receives security events.
 pub trait EventSink: Send + Sync + Debug + 'static {
-    /// Records one event.
-    fn record(&self, event: SecurityEvent);
+    /// Records one event. The record takes its place in the log when this
+    /// is called (so records keep the order of the calls, however their
+    /// futures are awaited); the returned future resolves once it is
+    /// durable, or with the error that kept it from being written.
+    fn record(&self, event: SecurityEvent) -> Recorded;
 }
 
 /// Writes events as structured logs on the `hallmark::audit` target.
@@ -151,90 +297,132 @@ pub trait EventSink: Send + Sync + Debug + 'static {
 pub struct TracingSink;
 
 impl EventSink for TracingSink {
-    fn record(&self, event: SecurityEvent) {
-        match event {
-            SecurityEvent::NodeAttested {
-                agent,
-                attestor,
-                serial,
-                peer,
-            } => {
-                tracing::info!(target: "hallmark::audit", %agent, attestor, %serial, %peer, "node attested");
-            }
-            SecurityEvent::NodeAttestationRefused {
-                attestor,
-                reason,
-                peer,
-            } => {
-                tracing::warn!(target: "hallmark::audit", attestor, %reason, %peer, "node attestation refused");
-            }
-            SecurityEvent::NodeSvidRenewed { agent, serial } => {
-                tracing::info!(target: "hallmark::audit", %agent, %serial, "node svid renewed");
-            }
-            SecurityEvent::SvidMinted {
-                kind,
-                id,
-                spiffe_id,
-                image,
-                code_sha256,
-                model_digest,
-                node,
-                ttl_secs,
-            } => {
-                tracing::info!(target: "hallmark::audit", kind, %id, %spiffe_id, %image, %code_sha256, ?model_digest, %node, ttl_secs, "svid minted");
-            }
-            SecurityEvent::SvidRefused {
-                kind,
-                node,
-                reason,
-                evidence_digest,
-            } => {
-                tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, "svid refused");
-            }
-            SecurityEvent::ImageRegistered {
-                image,
-                payload_sha256,
-                signers,
-                created,
-                uid,
-            } => {
-                tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, created, ?uid, "image registered");
-            }
-            SecurityEvent::ImageRegistrationRefused {
-                envelope_sha256,
-                code,
-                reason,
-                uid,
-            } => {
-                tracing::warn!(target: "hallmark::audit", %envelope_sha256, %code, %reason, ?uid, "image registration refused");
-            }
-            SecurityEvent::ImageRetired { image, reason, uid } => {
-                let automatic = uid.is_none();
-                tracing::info!(target: "hallmark::audit", %image, %reason, ?uid, automatic, "image retired");
-            }
-            SecurityEvent::KillCreated {
-                id,
-                target,
-                reason,
-                uid,
-            } => {
-                tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill created");
-            }
-            SecurityEvent::KillLifted {
-                id,
-                target,
-                reason,
-                uid,
-            } => {
-                tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill lifted");
-            }
-            SecurityEvent::AdminCall {
-                method,
-                uid,
-                outcome,
-            } => {
-                tracing::info!(target: "hallmark::audit", method, ?uid, %outcome, "admin call");
-            }
+    fn record(&self, event: SecurityEvent) -> Recorded {
+        log_event(&event);
+        Recorded::ready(Ok(()))
+    }
+}
+
+/// Writes one event as a structured log line on the `hallmark::audit`
+/// target (the audit log does too, inside a span naming the record's seq).
+pub fn log_event(event: &SecurityEvent) {
+    match event {
+        SecurityEvent::IssuerStarted {
+            version,
+            audit_key_id,
+        } => {
+            tracing::info!(target: "hallmark::audit", version, %audit_key_id, "issuer started");
+        }
+        SecurityEvent::IssuerStopping { version } => {
+            tracing::info!(target: "hallmark::audit", version, "issuer stopping");
+        }
+        SecurityEvent::NodeAttested {
+            agent,
+            attestor,
+            serial,
+            peer,
+        } => {
+            tracing::info!(target: "hallmark::audit", %agent, attestor, %serial, %peer, "node attested");
+        }
+        SecurityEvent::NodeAttestationRefused {
+            attestor,
+            reason,
+            peer,
+        } => {
+            tracing::warn!(target: "hallmark::audit", attestor, %reason, %peer, "node attestation refused");
+        }
+        SecurityEvent::NodeSvidRenewed { agent, serial } => {
+            tracing::info!(target: "hallmark::audit", %agent, %serial, "node svid renewed");
+        }
+        SecurityEvent::SvidMinted {
+            kind,
+            id,
+            spiffe_id,
+            image,
+            code_sha256,
+            model_digest,
+            node,
+            ttl_secs,
+        } => {
+            tracing::info!(target: "hallmark::audit", kind, %id, %spiffe_id, %image, %code_sha256, ?model_digest, %node, ttl_secs, "svid minted");
+        }
+        SecurityEvent::SvidRefused {
+            kind,
+            node,
+            reason,
+            evidence_digest,
+        } => {
+            tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, "svid refused");
+        }
+        SecurityEvent::ImageRegistered {
+            image,
+            payload_sha256,
+            signers,
+            created,
+            uid,
+        } => {
+            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, created, ?uid, "image registered");
+        }
+        SecurityEvent::ImageCosigned {
+            image,
+            payload_sha256,
+            signers,
+            uid,
+        } => {
+            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, ?uid, "image cosigned");
+        }
+        SecurityEvent::ImageRegistrationRefused {
+            envelope_sha256,
+            code,
+            reason,
+            uid,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %envelope_sha256, %code, %reason, ?uid, "image registration refused");
+        }
+        SecurityEvent::ImageRetired { image, reason, uid } => {
+            let automatic = uid.is_none();
+            tracing::info!(target: "hallmark::audit", %image, %reason, ?uid, automatic, "image retired");
+        }
+        SecurityEvent::KillCreated {
+            id,
+            target,
+            reason,
+            uid,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill created");
+        }
+        SecurityEvent::KillLifted {
+            id,
+            target,
+            reason,
+            uid,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill lifted");
+        }
+        SecurityEvent::TokenGenerated {
+            spiffe_id,
+            token_id,
+            expires_at,
+            uid,
+        } => {
+            tracing::info!(target: "hallmark::audit", %spiffe_id, %token_id, expires_at, ?uid, "join token generated");
+        }
+        SecurityEvent::AgentEvicted { agent, uid } => {
+            tracing::warn!(target: "hallmark::audit", %agent, ?uid, "agent evicted");
+        }
+        SecurityEvent::AgentBanned { agent, uid } => {
+            tracing::warn!(target: "hallmark::audit", %agent, ?uid, "agent banned");
+        }
+        SecurityEvent::AgentUnbanned { agent, uid } => {
+            tracing::info!(target: "hallmark::audit", %agent, ?uid, "agent unbanned");
+        }
+        SecurityEvent::AdminCall {
+            method,
+            uid,
+            code,
+            outcome,
+        } => {
+            tracing::info!(target: "hallmark::audit", method, ?uid, %code, %outcome, "admin call");
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod admin;
+pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;

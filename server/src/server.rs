@@ -1,5 +1,6 @@
-//! The issuer daemon: opens the store and CA, serves the node API on TCP and
-//! the admin API on its Unix socket, rotates the CA, and shuts down cleanly.
+//! The issuer daemon: opens the store, audit log and CA, serves the node API
+//! on TCP and the admin API on its Unix socket, rotates the CA, signs audit
+//! checkpoints, and shuts down cleanly (with a final audit checkpoint).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use crate::admin::{AdminApi, AdminApiParts, socket};
 use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
-use crate::events::{EventSink, SecurityEvent, TracingSink};
+use crate::audit::{AuditError, AuditLog, Observed};
+use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::revocation::Revocations;
@@ -56,6 +58,9 @@ pub enum ServerError {
     /// The x509pop provisioning CA is unusable.
     #[error("agents.x509pop_ca: {0}")]
     X509Pop(String),
+    /// The audit log could not be opened or written.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// A running issuer.
@@ -67,6 +72,7 @@ pub struct ServerHandle {
     images: Arc<ImageSet>,
     upkeep: Maintenance,
     store: Arc<SledStore>,
+    audit: AuditLog,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -81,18 +87,39 @@ pub async fn start_with_clock(
     settings: ServerSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<ServerHandle, ServerError> {
-    start_with_events(settings, clock, Arc::new(TracingSink)).await
+    start_observed(settings, clock, None).await
 }
 
-/// Starts the issuer with the given clock and security event sink (tests
-/// pass one that records what the audit trail would show).
+/// Starts the issuer with the given clock; every security event is told to
+/// `events` once the audit log has appended it. Tests pass a sink that
+/// keeps the events, or one that fails: the issuer then fails closed
+/// exactly as when the audit log itself cannot write.
 pub async fn start_with_events(
     settings: ServerSettings,
     clock: Arc<dyn Clock>,
     events: Arc<dyn EventSink>,
 ) -> Result<ServerHandle, ServerError> {
+    start_observed(settings, clock, Some(events)).await
+}
+
+async fn start_observed(
+    settings: ServerSettings,
+    clock: Arc<dyn Clock>,
+    observer: Option<Arc<dyn EventSink>>,
+) -> Result<ServerHandle, ServerError> {
     let store = Arc::new(SledStore::open(&settings.data_dir)?);
     let dyn_store: Arc<dyn Store> = store.clone();
+    let audit = AuditLog::open_in(&settings.data_dir, store.clone(), clock.clone())?;
+    let events: Arc<dyn EventSink> = match observer {
+        Some(observer) => Arc::new(Observed::new(audit.clone(), observer)),
+        None => Arc::new(audit.clone()),
+    };
+    events
+        .record(SecurityEvent::IssuerStarted {
+            version: env!("CARGO_PKG_VERSION"),
+            audit_key_id: audit.public_key().keyid().to_owned(),
+        })
+        .await?;
     let authority = Authority::open(settings.ca.clone(), dyn_store.clone(), clock.clone())?;
     let (node_events, _) = broadcast::channel(256);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -146,6 +173,7 @@ pub async fn start_with_events(
         images: images.clone(),
         image_policy: image_policy.clone(),
         revocations,
+        audit: audit.clone(),
     });
 
     let mut tasks = Vec::new();
@@ -182,7 +210,14 @@ pub async fn start_with_events(
         image_policy,
     };
     tasks.push(tokio::spawn(
-        upkeep.clone().run(settings.rotation_interval, shutdown_rx),
+        upkeep
+            .clone()
+            .run(settings.rotation_interval, shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(
+        audit
+            .clone()
+            .run_checkpoints(settings.audit_checkpoint_interval, shutdown_rx),
     ));
 
     tracing::info!(
@@ -198,6 +233,7 @@ pub async fn start_with_events(
         images,
         upkeep,
         store,
+        audit,
         shutdown,
         tasks,
     })
@@ -260,10 +296,18 @@ impl Maintenance {
                         .retired
                         .map(|r| r.reason)
                         .unwrap_or_else(|| "not_after passed".into());
-                    self.events.record(SecurityEvent::ImageRetired {
-                        image: format!("{}@{}", record.name, record.version),
+                    let image = format!("{}@{}", record.name, record.version);
+                    // Appended now, in order; nobody waits for an answer,
+                    // so only a failure to make it durable is reported.
+                    let recorded = self.events.record(SecurityEvent::ImageRetired {
+                        image: image.clone(),
                         reason,
                         uid: None,
+                    });
+                    tokio::spawn(async move {
+                        if let Err(error) = recorded.await {
+                            tracing::error!(%image, %error, "automatic retirement not audited");
+                        }
                     });
                 }
                 match load_matcher(&*self.store, &self.image_policy) {
@@ -303,9 +347,15 @@ impl ServerHandle {
         &self.images
     }
 
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     /// Stops serving: long-lived streams end with `Unavailable`, in-flight
-    /// calls get a grace period, the admin socket is removed, and the store
-    /// is flushed and closed before this returns.
+    /// calls get a grace period, the admin socket is removed, an
+    /// `issuer_stopping` record and a checkpoint covering it are written,
+    /// and the store is flushed and closed before this returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
@@ -316,15 +366,29 @@ impl ServerHandle {
             }
         }
         let _ = std::fs::remove_file(&self.admin_socket);
+        let stopping = self.upkeep.events.record(SecurityEvent::IssuerStopping {
+            version: env!("CARGO_PKG_VERSION"),
+        });
+        match stopping.await {
+            Ok(()) => {
+                if let Err(error) = self.audit.checkpoint().await {
+                    tracing::error!(target: "hallmark::audit", %error, "shutdown audit checkpoint failed");
+                }
+            }
+            Err(error) => {
+                tracing::error!(target: "hallmark::audit", %error, "shutdown audit record not written");
+            }
+        }
         let store = self.store.clone();
         let ServerHandle {
             authority,
             images,
             upkeep,
             store: handle_store,
+            audit,
             ..
         } = self;
-        drop((authority, images, upkeep, handle_store));
+        drop((authority, images, upkeep, handle_store, audit));
         // Wait for short-lived tasks (attestations) to drop their references,
         // so that the database is closed when this returns.
         for _ in 0..100 {

@@ -70,16 +70,19 @@ async fn same_payload_is_idempotent_and_a_later_cosignature_is_kept() {
     assert_eq!(shown[0].canonical_json.as_bytes(), low.as_slice());
     assert_eq!(shown[0].scopes, ["invoices:read"]);
 
-    let registered: Vec<bool> = issuer
+    // The cosignature is its own audit kind, between the registrations.
+    let registered: Vec<&str> = issuer
         .events
         .events()
         .into_iter()
         .filter_map(|e| match e {
-            SecurityEvent::ImageRegistered { created, .. } => Some(created),
+            SecurityEvent::ImageRegistered { created: true, .. } => Some("created"),
+            SecurityEvent::ImageRegistered { created: false, .. } => Some("unchanged"),
+            SecurityEvent::ImageCosigned { .. } => Some("cosigned"),
             _ => None,
         })
         .collect();
-    assert_eq!(registered, [true, false, false, false]);
+    assert_eq!(registered, ["created", "unchanged", "cosigned", "unchanged"]);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use tonic::Status;
 
 use hallmark_proto::admin::Image;
 
-use super::AdminApi;
+use super::{AdminApi, Call};
 use crate::convert::unix_secs;
 use crate::events::SecurityEvent;
 use crate::image::types::{ImageName, ImageVersion};
@@ -29,6 +29,18 @@ use crate::image::{ErrorClass, ImageError, VerifiedImage, canonical, verify_enve
 use crate::issuance::load_matcher;
 use crate::node::store_status;
 use crate::store::{EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, Retirement};
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    /// `name@version` was stored now.
+    Created,
+    /// It was registered with this payload; the stored envelope was kept.
+    Unchanged,
+    /// It was registered with this payload; this envelope carries more
+    /// trusted signatures and replaced the stored one.
+    Cosigned,
+}
 
 /// Longest retirement reason, in bytes.
 const MAX_REASON_BYTES: usize = 1024;
@@ -43,32 +55,51 @@ fn image_status(error: &ImageError) -> Status {
 }
 
 impl AdminApi {
-    /// Registers an envelope, recording the outcome as a security event.
+    /// Registers an envelope, recording the outcome as a security event
+    /// (`image_registered`, `image_cosigned` when a richer envelope of a
+    /// registered payload replaced the stored one, or
+    /// `image_registration_refused`).
     pub(super) fn register_image(
         &self,
         envelope: &[u8],
-        uid: Option<u32>,
+        call: &mut Call<'_>,
     ) -> Result<(Image, bool), Status> {
+        let uid = call.uid();
         let result = self.register_checked(envelope, uid);
         match &result {
-            Ok((image, created)) => self.events.record(SecurityEvent::ImageRegistered {
-                image: format!("{}@{}", image.name, image.version),
-                payload_sha256: image.payload_sha256.clone(),
-                signers: image.signers.clone(),
-                created: *created,
-                uid,
-            }),
-            Err(status) => self.events.record(SecurityEvent::ImageRegistrationRefused {
+            Ok((image, registered)) => {
+                let name = format!("{}@{}", image.name, image.version);
+                call.record(match registered {
+                    Registered::Cosigned => SecurityEvent::ImageCosigned {
+                        image: name,
+                        payload_sha256: image.payload_sha256.clone(),
+                        signers: image.signers.clone(),
+                        uid,
+                    },
+                    _ => SecurityEvent::ImageRegistered {
+                        image: name,
+                        payload_sha256: image.payload_sha256.clone(),
+                        signers: image.signers.clone(),
+                        created: *registered == Registered::Created,
+                        uid,
+                    },
+                });
+            }
+            Err(status) => call.record(SecurityEvent::ImageRegistrationRefused {
                 envelope_sha256: hex::encode(Sha256::digest(envelope)),
                 code: format!("{:?}", status.code()),
                 reason: status.message().to_owned(),
                 uid,
             }),
         }
-        result
+        result.map(|(image, registered)| (image, registered == Registered::Created))
     }
 
-    fn register_checked(&self, envelope: &[u8], uid: Option<u32>) -> Result<(Image, bool), Status> {
+    fn register_checked(
+        &self,
+        envelope: &[u8],
+        uid: Option<u32>,
+    ) -> Result<(Image, Registered), Status> {
         if self.image_policy.signers.is_empty() {
             return Err(Status::failed_precondition(
                 "no trusted signers are configured: set images.trusted_signers in server.toml",
@@ -94,18 +125,16 @@ impl AdminApi {
             registered_by_uid: uid,
             retired: None,
         };
-        let (stored, created) = match self
+        let (stored, registered) = match self
             .store
             .put_image_if_absent(&record)
             .map_err(store_status)?
         {
-            ImagePut::Created => (record, true),
-            ImagePut::Existing(existing) => {
-                (self.register_again(existing, &record, &verified)?, false)
-            }
+            ImagePut::Created => (record, Registered::Created),
+            ImagePut::Existing(existing) => self.register_again(existing, &record, &verified)?,
         };
         self.reload_images()?;
-        Ok((self.image_to_proto(&stored, now), created))
+        Ok((self.image_to_proto(&stored, now), registered))
     }
 
     /// `name@version` is already stored: idempotent for the same payload.
@@ -114,7 +143,7 @@ impl AdminApi {
         existing: ImageRecord,
         new: &ImageRecord,
         verified: &VerifiedImage,
-    ) -> Result<ImageRecord, Status> {
+    ) -> Result<(ImageRecord, Registered), Status> {
         let key = existing.key();
         if existing.retired.is_some() {
             return Err(Status::failed_precondition(format!(
@@ -132,7 +161,7 @@ impl AdminApi {
             .map(|v| v.signers.len())
             .unwrap_or(0);
         if verified.signers.len() <= stored_signers {
-            return Ok(existing);
+            return Ok((existing, Registered::Unchanged));
         }
         match self
             .store
@@ -144,7 +173,7 @@ impl AdminApi {
             )
             .map_err(store_status)?
         {
-            EnvelopeReplace::Replaced(richer) => Ok(richer),
+            EnvelopeReplace::Replaced(richer) => Ok((richer, Registered::Cosigned)),
             _ => Err(Status::aborted(format!(
                 "{key} changed during registration: try again"
             ))),
@@ -197,8 +226,9 @@ impl AdminApi {
         name: &str,
         version: &str,
         reason: &str,
-        uid: Option<u32>,
+        call: &mut Call<'_>,
     ) -> Result<Image, Status> {
+        let uid = call.uid();
         check_ref(name, version, true)?;
         let reason = reason.trim();
         if reason.is_empty() {
@@ -236,7 +266,7 @@ impl AdminApi {
                 )));
             }
         };
-        self.events.record(SecurityEvent::ImageRetired {
+        call.record(SecurityEvent::ImageRetired {
             image: record.key(),
             reason: reason.to_owned(),
             uid,

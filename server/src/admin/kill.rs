@@ -22,7 +22,7 @@ use tonic::Status;
 use hallmark_ca::id::SpiffeId;
 use hallmark_proto::admin::{self, CreateRevocationRequest, LiftRevocationRequest};
 
-use super::AdminApi;
+use super::{AdminApi, Call};
 use crate::convert::unix_secs;
 use crate::events::SecurityEvent;
 use crate::node::store_status;
@@ -36,8 +36,9 @@ impl AdminApi {
     pub(super) fn create_revocation(
         &self,
         request: &CreateRevocationRequest,
-        uid: Option<u32>,
+        call: &mut Call<'_>,
     ) -> Result<Revocation, Status> {
+        let uid = call.uid();
         let target = RevocationTarget::from_request(
             &TargetRequest {
                 spiffe_id: &request.spiffe_id,
@@ -58,7 +59,7 @@ impl AdminApi {
         if let RevocationTarget::Node(agent) = &revocation.target {
             self.forget_node_svids(agent);
         }
-        self.events.record(SecurityEvent::KillCreated {
+        call.record(SecurityEvent::KillCreated {
             id: revocation.id.to_string(),
             target: revocation.target.to_string(),
             reason: revocation.reason.clone(),
@@ -82,15 +83,16 @@ impl AdminApi {
     pub(super) fn lift_revocation(
         &self,
         request: &LiftRevocationRequest,
-        uid: Option<u32>,
+        call: &mut Call<'_>,
     ) -> Result<Revocation, Status> {
+        let uid = call.uid();
         let id = RevocationId::parse(&request.id).map_err(Status::invalid_argument)?;
         let reason = check_reason(&request.reason).map_err(Status::invalid_argument)?;
         let revocation = self
             .revocations
             .lift(&id, reason.clone(), uid, unix_secs(self.clock.now()))
             .map_err(revocation_status)?;
-        self.events.record(SecurityEvent::KillLifted {
+        call.record(SecurityEvent::KillLifted {
             id: revocation.id.to_string(),
             target: revocation.target.to_string(),
             reason,

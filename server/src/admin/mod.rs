@@ -33,7 +33,8 @@ use hallmark_proto::admin::{
 
 use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
-use crate::events::{EventSink, SecurityEvent};
+use crate::audit::{AuditError, AuditLog};
+use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet};
 use crate::node::{NodeEvent, store_status};
 use crate::revocation::{Revocations, to_admin_proto};
@@ -57,6 +58,7 @@ pub struct AdminApi {
     images: Arc<ImageSet>,
     image_policy: Arc<ImagePolicy>,
     revocations: Arc<Revocations>,
+    audit: AuditLog,
 }
 
 /// What the admin API is built from.
@@ -84,6 +86,8 @@ pub struct AdminApiParts {
     pub image_policy: Arc<ImagePolicy>,
     /// The kill switch's revocations.
     pub revocations: Arc<Revocations>,
+    /// The audit log (read by `audit tail`, `export`, `verify`).
+    pub audit: AuditLog,
 }
 
 impl AdminApi {
@@ -101,8 +105,10 @@ impl AdminApi {
             images,
             image_policy,
             revocations,
+            audit,
         } = parts;
         Self {
+            audit,
             revocations,
             images,
             image_policy,
@@ -117,33 +123,50 @@ impl AdminApi {
         }
     }
 
-    /// Checks the caller and audits the call with its outcome.
-    fn audited<T, R>(
+    /// Checks the caller, runs `call`, and audits it: the records `call`
+    /// wrote, then the [`SecurityEvent::AdminCall`] with its outcome. The
+    /// answer goes out only once they are durable; if they cannot be
+    /// written the caller is told (`Unavailable`), including whether the
+    /// action itself was carried out.
+    async fn audited<T, R>(
         &self,
         method: &'static str,
         request: &Request<T>,
-        call: impl FnOnce(Option<u32>) -> Result<(R, String), Status>,
+        call: impl FnOnce(&mut Call<'_>) -> Result<(R, String), Status>,
     ) -> Result<Response<R>, Status> {
         let uid = request
             .extensions()
             .get::<UdsConnectInfo>()
             .and_then(|info| info.peer_cred)
             .map(|cred| cred.uid());
+        let mut audit = Call {
+            uid,
+            events: self.events.as_ref(),
+            written: Vec::new(),
+        };
         let result = match (uid, self.owner_uid) {
             (Some(uid), Some(owner)) if uid != owner && uid != 0 => Err(Status::permission_denied(
                 format!("uid {uid} may not use the admin API: run as uid {owner} or root"),
             )),
-            _ => call(uid),
+            _ => call(&mut audit),
         };
-        let outcome = match &result {
-            Ok((_, what)) => what.clone(),
-            Err(status) => format!("refused: {:?}: {}", status.code(), status.message()),
+        let (code, outcome) = match &result {
+            Ok((_, what)) => ("Ok".to_owned(), what.clone()),
+            Err(status) => (
+                format!("{:?}", status.code()),
+                format!("refused: {}", status.message()),
+            ),
         };
-        self.events.record(SecurityEvent::AdminCall {
+        let mut written = audit.written;
+        written.push(self.events.record(SecurityEvent::AdminCall {
             method,
             uid,
+            code,
             outcome,
-        });
+        }));
+        if let Err(error) = Recorded::all(written).await {
+            return Err(audit_failed(method, &result, &error));
+        }
         result.map(|(response, _)| Response::new(response))
     }
 
@@ -164,6 +187,45 @@ impl AdminApi {
             .node(id)
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("no agent {id} on record")))
+    }
+}
+
+/// One admin call being served: the caller, and the audit records its work
+/// wrote (each is durable before the answer goes out).
+pub(crate) struct Call<'a> {
+    uid: Option<u32>,
+    events: &'a dyn EventSink,
+    written: Vec<Recorded>,
+}
+
+impl Call<'_> {
+    /// The caller's uid from the socket's peer credentials.
+    pub(crate) fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// Appends `event` to the audit log now; [`AdminApi::audited`] waits
+    /// for it to be durable before answering.
+    pub(crate) fn record(&mut self, event: SecurityEvent) {
+        self.written.push(self.events.record(event));
+    }
+}
+
+/// The answer when an admin call's audit records cannot be written.
+fn audit_failed<R>(
+    method: &str,
+    result: &Result<(R, String), Status>,
+    error: &AuditError,
+) -> Status {
+    tracing::error!(method, %error, "admin call not audited");
+    match result {
+        Ok((_, outcome)) => Status::unavailable(format!(
+            "{method} was carried out ({outcome}) but its audit record could not be written: {error}; the issuer's audit log needs attention"
+        )),
+        Err(status) => Status::unavailable(format!(
+            "{method} was refused ({}) and its audit record could not be written: {error}; the issuer's audit log needs attention",
+            status.message()
+        )),
     }
 }
 
@@ -206,6 +268,7 @@ impl Admin for AdminApi {
                 "healthy".to_owned(),
             ))
         })
+        .await
     }
 
     async fn generate_join_token(
@@ -213,7 +276,7 @@ impl Admin for AdminApi {
         request: Request<GenerateJoinTokenRequest>,
     ) -> Result<Response<GenerateJoinTokenResponse>, Status> {
         let params = request.get_ref().clone();
-        self.audited("GenerateJoinToken", &request, |_| {
+        self.audited("GenerateJoinToken", &request, |call| {
             let ttl = match params.ttl_seconds {
                 0 => self.join_token_ttl,
                 secs => Duration::from_secs(secs),
@@ -243,6 +306,12 @@ impl Admin for AdminApi {
                 used_at: None,
             };
             self.store.put_join_token(&record).map_err(store_status)?;
+            call.record(SecurityEvent::TokenGenerated {
+                spiffe_id: spiffe_id.clone(),
+                token_id: join_token::node_id(&token),
+                expires_at: record.expires_at,
+                uid: call.uid(),
+            });
             let outcome = format!("join token for {spiffe_id}, valid {}s", ttl.as_secs());
             Ok((
                 GenerateJoinTokenResponse {
@@ -253,6 +322,7 @@ impl Admin for AdminApi {
                 outcome,
             ))
         })
+        .await
     }
 
     async fn list_agents(
@@ -270,11 +340,12 @@ impl Admin for AdminApi {
             let outcome = format!("{} agents", agents.len());
             Ok((ListAgentsResponse { agents }, outcome))
         })
+        .await
     }
 
     async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("EvictAgent", &request, |_| {
+        self.audited("EvictAgent", &request, |call| {
             let id = self.agent_id(&id_text)?;
             let node = self.existing_agent(&id)?;
             if node.banned {
@@ -291,13 +362,18 @@ impl Admin for AdminApi {
                 agent: id.clone(),
                 reason: "evicted",
             });
+            call.record(SecurityEvent::AgentEvicted {
+                agent: id.clone(),
+                uid: call.uid(),
+            });
             Ok((agent_to_proto(&removed), format!("evicted {id}")))
         })
+        .await
     }
 
     async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("BanAgent", &request, |_| {
+        self.audited("BanAgent", &request, |call| {
             let id = self.agent_id(&id_text)?;
             let mut node = self.existing_agent(&id)?;
             node.banned = true;
@@ -307,13 +383,18 @@ impl Admin for AdminApi {
                 agent: id.clone(),
                 reason: "banned",
             });
+            call.record(SecurityEvent::AgentBanned {
+                agent: id.clone(),
+                uid: call.uid(),
+            });
             Ok((agent_to_proto(&node), format!("banned {id}")))
         })
+        .await
     }
 
     async fn unban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
         let id_text = request.get_ref().spiffe_id.clone();
-        self.audited("UnbanAgent", &request, |_| {
+        self.audited("UnbanAgent", &request, |call| {
             let id = self.agent_id(&id_text)?;
             let mut node = self.existing_agent(&id)?;
             if !node.banned {
@@ -323,11 +404,16 @@ impl Admin for AdminApi {
             }
             node.banned = false;
             self.store.put_node(&node).map_err(store_status)?;
+            call.record(SecurityEvent::AgentUnbanned {
+                agent: id.clone(),
+                uid: call.uid(),
+            });
             Ok((
                 agent_to_proto(&node),
                 format!("unbanned {id}; it must attest again"),
             ))
         })
+        .await
     }
 
     async fn register_image(
@@ -335,8 +421,8 @@ impl Admin for AdminApi {
         request: Request<RegisterImageRequest>,
     ) -> Result<Response<RegisterImageResponse>, Status> {
         let envelope = request.get_ref().envelope.clone();
-        self.audited("RegisterImage", &request, |uid| {
-            let (image, created) = self.register_image(&envelope, uid)?;
+        self.audited("RegisterImage", &request, |call| {
+            let (image, created) = self.register_image(&envelope, call)?;
             let outcome = format!(
                 "{} {}@{} signed by {}",
                 if created {
@@ -356,6 +442,7 @@ impl Admin for AdminApi {
                 outcome,
             ))
         })
+        .await
     }
 
     async fn list_images(
@@ -367,6 +454,7 @@ impl Admin for AdminApi {
             let outcome = format!("{} images", images.len());
             Ok((ListImagesResponse { images }, outcome))
         })
+        .await
     }
 
     async fn show_image(
@@ -381,6 +469,7 @@ impl Admin for AdminApi {
                 format!("showed {}", wanted.name),
             ))
         })
+        .await
     }
 
     async fn retire_image(
@@ -388,14 +477,15 @@ impl Admin for AdminApi {
         request: Request<RetireImageRequest>,
     ) -> Result<Response<Image>, Status> {
         let wanted = request.get_ref().clone();
-        self.audited("RetireImage", &request, |uid| {
-            let image = self.retire_image(&wanted.name, &wanted.version, &wanted.reason, uid)?;
+        self.audited("RetireImage", &request, |call| {
+            let image = self.retire_image(&wanted.name, &wanted.version, &wanted.reason, call)?;
             let outcome = format!(
                 "retired {}@{}: {}",
                 image.name, image.version, wanted.reason
             );
             Ok((image, outcome))
         })
+        .await
     }
 
     async fn create_revocation(
@@ -403,11 +493,12 @@ impl Admin for AdminApi {
         request: Request<CreateRevocationRequest>,
     ) -> Result<Response<Revocation>, Status> {
         let wanted = request.get_ref().clone();
-        self.audited("CreateRevocation", &request, |uid| {
-            let revocation = self.create_revocation(&wanted, uid)?;
+        self.audited("CreateRevocation", &request, |call| {
+            let revocation = self.create_revocation(&wanted, call)?;
             let outcome = format!("killed {}: {}", revocation.id, revocation.target);
             Ok((to_admin_proto(&revocation), outcome))
         })
+        .await
     }
 
     async fn list_revocations(
@@ -419,6 +510,7 @@ impl Admin for AdminApi {
             let outcome = format!("{} revocations", revocations.len());
             Ok((ListRevocationsResponse { revocations }, outcome))
         })
+        .await
     }
 
     async fn lift_revocation(
@@ -426,11 +518,12 @@ impl Admin for AdminApi {
         request: Request<LiftRevocationRequest>,
     ) -> Result<Response<Revocation>, Status> {
         let wanted = request.get_ref().clone();
-        self.audited("LiftRevocation", &request, |uid| {
-            let revocation = self.lift_revocation(&wanted, uid)?;
+        self.audited("LiftRevocation", &request, |call| {
+            let revocation = self.lift_revocation(&wanted, call)?;
             let outcome = format!("lifted {}: {}", revocation.id, revocation.target);
             Ok((to_admin_proto(&revocation), outcome))
         })
+        .await
     }
 
     async fn show_bundle(
@@ -448,5 +541,6 @@ impl Admin for AdminApi {
                 format!("bundle sequence {}", bundle.sequence),
             ))
         })
+        .await
     }
 }

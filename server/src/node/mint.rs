@@ -20,9 +20,9 @@ use hallmark_proto::node::{
     WorkloadEvidence, WorkloadJwtSvid, WorkloadX509Svid,
 };
 
-use super::NodeApi;
+use super::{NodeApi, audit_status};
 use crate::convert::{svid_to_proto, unix_i64};
-use crate::events::SecurityEvent;
+use crate::events::{Recorded, SecurityEvent};
 use crate::issuance::binding::{binding_json, binding_object};
 use crate::issuance::evidence_digest;
 use crate::issuance::matcher::{Candidate, NodeContext};
@@ -35,10 +35,38 @@ pub const MAX_KEYS_PER_CALL: usize = 16;
 pub const MAX_AUDIENCES: usize = 16;
 
 impl NodeApi {
-    pub(crate) fn mint_x509(
+    /// `MintX509Svids`: the SVIDs are returned only once their audit
+    /// records are durable.
+    pub(crate) async fn mint_x509(
         &self,
         agent: &NodeRecord,
         request: MintX509SvidsRequest,
+    ) -> Result<MintX509SvidsResponse, Status> {
+        let mut records = Vec::new();
+        let outcome = self.mint_x509_now(agent, request, &mut records);
+        deliver(outcome, records).await
+    }
+
+    /// `MintJwtSvid`: the tokens are returned only once their audit records
+    /// are durable.
+    pub(crate) async fn mint_jwt(
+        &self,
+        agent: &NodeRecord,
+        request: MintJwtSvidRequest,
+    ) -> Result<MintJwtSvidResponse, Status> {
+        let mut records = Vec::new();
+        let outcome = self.mint_jwt_now(agent, request, &mut records);
+        deliver(outcome, records).await
+    }
+
+    /// Matches and signs; appends an audit record per SVID (or for the
+    /// refusal) to `records` while the revocation filter is still held, so
+    /// the log orders every mint against every kill.
+    fn mint_x509_now(
+        &self,
+        agent: &NodeRecord,
+        request: MintX509SvidsRequest,
+        records: &mut Vec<Recorded>,
     ) -> Result<MintX509SvidsResponse, Status> {
         let evidence = check_evidence(request.evidence)?;
         if request.public_keys.is_empty() {
@@ -61,7 +89,7 @@ impl NodeApi {
         // Held until the SVIDs are signed: a kill waits for this mint, or
         // this mint sees the kill (see `crate::revocation`).
         let revocations = self.revocations.filter();
-        let matches = self.matches(agent, &evidence, "x509", &revocations)?;
+        let matches = self.matches(agent, &evidence, "x509", &revocations, records)?;
         let max_ttl = self.authority.max_svid_ttl();
         let mut svids = Vec::with_capacity(matches.len().min(request.public_keys.len()));
         for (index, (candidate, key)) in matches.iter().zip(&request.public_keys).enumerate() {
@@ -87,7 +115,7 @@ impl NodeApi {
                     extensions: std::slice::from_ref(&binding),
                 })
                 .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            self.events.record(SecurityEvent::SvidMinted {
+            records.push(self.events.record(SecurityEvent::SvidMinted {
                 kind: "x509",
                 id: svid.serial.clone(),
                 spiffe_id: image.spiffe_id.clone(),
@@ -100,7 +128,7 @@ impl NodeApi {
                     .duration_since(svid.not_before)
                     .unwrap_or_default()
                     .as_secs(),
-            });
+            }));
             svids.push(WorkloadX509Svid {
                 svid: Some(svid_to_proto(&svid)),
                 image: image.image_ref(),
@@ -114,10 +142,11 @@ impl NodeApi {
         })
     }
 
-    pub(crate) fn mint_jwt(
+    fn mint_jwt_now(
         &self,
         agent: &NodeRecord,
         request: MintJwtSvidRequest,
+        records: &mut Vec<Recorded>,
     ) -> Result<MintJwtSvidResponse, Status> {
         let evidence = check_evidence(request.evidence)?;
         let audience: Vec<String> = request
@@ -144,7 +173,7 @@ impl NodeApi {
         };
         // Held until the tokens are signed (see `mint_x509`).
         let revocations = self.revocations.filter();
-        let mut matches = self.matches(agent, &evidence, "jwt", &revocations)?;
+        let mut matches = self.matches(agent, &evidence, "jwt", &revocations, records)?;
         if let Some(wanted) = &only {
             matches.retain(|c| c.image.spiffe_id == *wanted);
             if matches.is_empty() {
@@ -184,7 +213,7 @@ impl NodeApi {
                     extra,
                 })
                 .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            self.events.record(SecurityEvent::SvidMinted {
+            records.push(self.events.record(SecurityEvent::SvidMinted {
                 kind: "jwt",
                 id: jwt.jti.clone(),
                 spiffe_id: image.spiffe_id.clone(),
@@ -193,7 +222,7 @@ impl NodeApi {
                 model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
                 node: agent.spiffe_id.clone(),
                 ttl_secs: ttl.as_secs(),
-            });
+            }));
             svids.push(WorkloadJwtSvid {
                 spiffe_id: image.spiffe_id.as_str().to_owned(),
                 token: jwt.token,
@@ -212,6 +241,7 @@ impl NodeApi {
         evidence: &WorkloadEvidence,
         kind: &'static str,
         revocations: &RevocationIndex,
+        records: &mut Vec<Recorded>,
     ) -> Result<Vec<std::sync::Arc<Candidate>>, Status> {
         let node = NodeContext {
             agent: &agent.spiffe_id,
@@ -222,14 +252,26 @@ impl NodeApi {
             .match_evidence(evidence, node, revocations, self.clock.now())
             .map_err(|no_match| {
                 let reason = no_match.to_string();
-                self.events.record(SecurityEvent::SvidRefused {
+                records.push(self.events.record(SecurityEvent::SvidRefused {
                     kind,
                     node: agent.spiffe_id.clone(),
                     reason: reason.clone(),
                     evidence_digest: evidence_digest(evidence),
-                });
+                }));
                 Status::permission_denied(reason)
             })
+    }
+}
+
+/// Delivers a mint's outcome once its audit records are durable; if they
+/// cannot be written, the outcome is withheld (`Unavailable`).
+async fn deliver<T>(outcome: Result<T, Status>, records: Vec<Recorded>) -> Result<T, Status> {
+    match Recorded::all(records).await {
+        Ok(()) => outcome,
+        Err(error) => Err(match &outcome {
+            Ok(_) => audit_status("the credentials were signed but not issued", &error),
+            Err(status) => audit_status(&format!("refused ({})", status.message()), &error),
+        }),
     }
 }
 

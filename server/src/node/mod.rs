@@ -40,6 +40,7 @@ use hallmark_proto::node::{
 
 use crate::authority::Authority;
 use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
+use crate::audit::AuditError;
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
 use crate::issuance::matcher::Matcher;
@@ -246,6 +247,16 @@ pub(crate) fn store_status(e: StoreError) -> Status {
     Status::unavailable(format!("issuer store unavailable: {e}"))
 }
 
+/// The status when an outcome's audit record cannot be written: the outcome
+/// is not delivered (fail closed), and the message says so. `what` is what
+/// the caller would otherwise have been told.
+pub(crate) fn audit_status(what: &str, e: &AuditError) -> Status {
+    tracing::error!(error = %e, what, "audit record not written: failing closed");
+    Status::unavailable(format!(
+        "{what}: its audit record could not be written ({e}); the issuer's audit log needs attention"
+    ))
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -277,31 +288,49 @@ impl Node for NodeApi {
                     status: Status::deadline_exceeded("attestation did not complete in 30s"),
                 })
             });
+            // The outcome is told to the agent only once it is audited.
             let message = match outcome {
                 Ok((result, attestor, serial)) => {
-                    if let Some(agent) = result
+                    let audited = match result
                         .svid
                         .as_ref()
                         .and_then(|svid| SpiffeId::parse(&svid.spiffe_id).ok())
                     {
-                        api.events.record(SecurityEvent::NodeAttested {
-                            agent,
-                            attestor: attestor.as_str(),
-                            serial,
-                            peer,
-                        });
+                        Some(agent) => {
+                            api.events
+                                .record(SecurityEvent::NodeAttested {
+                                    agent,
+                                    attestor: attestor.as_str(),
+                                    serial,
+                                    peer,
+                                })
+                                .await
+                        }
+                        None => Ok(()),
+                    };
+                    match audited {
+                        Ok(()) => Ok(AttestResponse {
+                            step: Some(attest_response::Step::Result(result)),
+                        }),
+                        Err(error) => Err(audit_status("the node SVID was not issued", &error)),
                     }
-                    Ok(AttestResponse {
-                        step: Some(attest_response::Step::Result(result)),
-                    })
                 }
                 Err(refusal) => {
-                    api.events.record(SecurityEvent::NodeAttestationRefused {
-                        attestor: refusal.attestor,
-                        reason: refusal.status.message().to_owned(),
-                        peer,
-                    });
-                    Err(refusal.status)
+                    let audited = api
+                        .events
+                        .record(SecurityEvent::NodeAttestationRefused {
+                            attestor: refusal.attestor,
+                            reason: refusal.status.message().to_owned(),
+                            peer,
+                        })
+                        .await;
+                    match audited {
+                        Ok(()) => Err(refusal.status),
+                        Err(error) => Err(audit_status(
+                            &format!("attestation refused ({})", refusal.status.message()),
+                            &error,
+                        )),
+                    }
                 }
             };
             // The agent may have gone away; nothing to do then.
@@ -347,10 +376,13 @@ impl Node for NodeApi {
             unix_secs(self.clock.now()),
         );
         self.store.put_node(&current).map_err(store_status)?;
-        self.events.record(SecurityEvent::NodeSvidRenewed {
-            agent: record.spiffe_id.clone(),
-            serial: svid.serial.clone(),
-        });
+        self.events
+            .record(SecurityEvent::NodeSvidRenewed {
+                agent: record.spiffe_id.clone(),
+                serial: svid.serial.clone(),
+            })
+            .await
+            .map_err(|e| audit_status("the renewed node SVID was not issued", &e))?;
         Ok(Response::new(RenewAgentSvidResponse {
             svid: Some(svid_to_proto(&svid)),
         }))
@@ -363,6 +395,7 @@ impl Node for NodeApi {
     ) -> Result<Response<MintX509SvidsResponse>, Status> {
         let agent = self.authenticate(&request)?;
         self.mint_x509(&agent, request.into_inner())
+            .await
             .map(Response::new)
     }
 
@@ -373,6 +406,7 @@ impl Node for NodeApi {
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = self.authenticate(&request)?;
         self.mint_jwt(&agent, request.into_inner())
+            .await
             .map(Response::new)
     }
 

@@ -1,14 +1,16 @@
 //! Persistence: the [`Store`] trait and the records the issuer must not lose.
 //!
 //! Everything the issuer must keep across restarts goes through a `Store`: CA
-//! keys and state, attested nodes, join tokens, gold images and revocations
-//! (and, as the later capabilities land, the audit log). Every
-//! write method returns only once the write is durable, so an operator action
-//! is never acknowledged before it would survive a crash.
+//! keys and state, attested nodes, join tokens, gold images and revocations.
+//! Every write method returns only once the write is durable, so an operator
+//! action is never acknowledged before it would survive a crash. The audit
+//! log is kept by the same store through [`AuditStore`], whose appends are
+//! made durable in groups by an explicit flush (see [`crate::audit`]).
 //!
 //! The embedded default is [`SledStore`]; a PostgreSQL store for several
 //! issuers behind one name is the planned second implementation.
 
+mod audit;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +19,9 @@ use hallmark_ca::id::SpiffeId;
 
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
+pub use audit::{Appended, AuditStore, StoreFuture};
 pub use sled_store::SledStore;
+pub use sled_store::audit::{CHECKPOINTS_TREE as AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as AUDIT_RECORDS_TREE};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The embedded store: one sled database in the data directory.
 
+pub(super) mod audit;
+
 use std::path::Path;
 
 use serde::Serialize;
@@ -25,6 +27,8 @@ pub struct SledStore {
     nodes: sled::Tree,
     images: sled::Tree,
     revocations: sled::Tree,
+    audit: sled::Tree,
+    audit_checkpoints: sled::Tree,
 }
 
 impl SledStore {
@@ -45,6 +49,8 @@ impl SledStore {
             nodes: db.open_tree("nodes")?,
             images: db.open_tree("images")?,
             revocations: db.open_tree("revocations")?,
+            audit: db.open_tree(audit::RECORDS_TREE)?,
+            audit_checkpoints: db.open_tree(audit::CHECKPOINTS_TREE)?,
             db,
         })
     }

@@ -17,7 +17,7 @@ use hallmark_ca::clock::ManualClock;
 use hallmark_proto::admin::admin_client::AdminClient;
 use hallmark_proto::admin::{Image, ListImagesRequest, RegisterImageRequest};
 use hallmark_server::config::ServerSettings;
-use hallmark_server::events::{EventSink, SecurityEvent};
+use hallmark_server::events::{EventSink, Recorded, SecurityEvent};
 use hallmark_server::image::{
     Algorithm, Envelope, GoldImage, SignaturePolicy, SigningKey, TrustedSigners, canonical,
 };
@@ -33,8 +33,9 @@ pub const CODE: &str = "11111111111111111111111111111111111111111111111111111111
 pub struct Recorder(Mutex<Vec<SecurityEvent>>);
 
 impl EventSink for Recorder {
-    fn record(&self, event: SecurityEvent) {
+    fn record(&self, event: SecurityEvent) -> Recorded {
         self.0.lock().unwrap().push(event);
+        Recorded::ready(Ok(()))
     }
 }
 

@@ -1,0 +1,399 @@
+//! The running audit log: appends hash-chained records under a short lock,
+//! makes them durable with group commit, and signs checkpoints.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use hallmark_ca::clock::Clock;
+
+use super::key;
+use super::record::{AuditRecord, Checkpoint, RecordHash, SignedCheckpoint};
+use super::AuditError;
+use crate::events::{EventSink, Recorded, SecurityEvent};
+use crate::image::{PublicKey, SigningKey};
+use crate::store::{Appended, AuditStore};
+
+/// How many records one store read returns.
+pub const PAGE: usize = 512;
+
+/// How far the log has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// Every record up to this sequence number is durable (0: none).
+    pub durable: u64,
+    /// The newest checkpoint covers records up to here (0: none).
+    pub checkpointed: u64,
+}
+
+/// The issuer's audit log. Cheap to clone; clones share one log.
+///
+/// Appending is synchronous and takes a short lock (sequence number, time,
+/// previous hash, one store insert), so concurrent callers get gap-free,
+/// strictly increasing sequence numbers. Durability is asynchronous: each
+/// caller awaits a flush, and the first waiter's flush covers every record
+/// appended before it started (group commit), so concurrent mints share
+/// fsyncs instead of queueing for one each.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn AuditStore>,
+    clock: Arc<dyn Clock>,
+    key: SigningKey,
+    chain: Mutex<Chain>,
+    /// Held by the one caller flushing; the others queue behind it and
+    /// usually find their record already durable.
+    flushing: tokio::sync::Mutex<()>,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+    state: watch::Sender<LogState>,
+}
+
+#[derive(Debug)]
+struct Chain {
+    /// The next record's sequence number.
+    next: u64,
+    /// The next record's `prev`.
+    head: RecordHash,
+    /// Set when the store already held a record this log was about to
+    /// write: something else writes to the log, so nothing more is appended.
+    conflict: Option<u64>,
+}
+
+impl AuditLog {
+    /// Opens the log of the issuer whose data directory is `data_dir`: loads
+    /// `audit.key` there, or creates it if the log has never been signed.
+    ///
+    /// Refuses a key that did not sign the stored checkpoints, and a missing
+    /// key when checkpoints exist: a new key would leave the signed history
+    /// unverifiable, so the operator must restore the old one.
+    pub fn open_in(
+        data_dir: &Path,
+        store: Arc<dyn AuditStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let path = key::key_path(data_dir);
+        let signer = store
+            .last_audit_checkpoint()?
+            .and_then(|(_, bytes)| SignedCheckpoint::decode(&bytes).ok())
+            .map(|c| c.checkpoint.key_id);
+        let key = match (key::load(&path)?, signer) {
+            (Some(key), Some(signer)) if key.keyid() != signer => {
+                return Err(AuditError::KeyMismatch(format!(
+                    "{} is audit key {} but the audit log's checkpoints are signed by key {signer}: restore the audit key that signed them",
+                    path.display(),
+                    key.keyid()
+                )));
+            }
+            (Some(key), _) => key,
+            (None, Some(signer)) => {
+                return Err(AuditError::KeyMismatch(format!(
+                    "{} is missing but the audit log's checkpoints are signed by key {signer}: restore it from a backup (a new key would leave the signed history unverifiable)",
+                    path.display()
+                )));
+            }
+            (None, None) => {
+                let key = key::create(&path)?;
+                tracing::info!(key_id = %key.keyid(), path = %path.display(), "created the audit key");
+                key
+            }
+        };
+        AuditLog::open(store, key, clock)
+    }
+
+    /// Opens the log on `store`, continuing its chain, with `key` signing
+    /// checkpoints.
+    ///
+    /// If the stored records end before the newest checkpoint (records were
+    /// removed), numbering continues after the checkpoint, so the removed
+    /// sequence numbers are never reused and `audit verify` reports them.
+    pub fn open(
+        store: Arc<dyn AuditStore>,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuditLog, AuditError> {
+        let (mut next, mut head) = match store.last_audit_record()? {
+            Some((seq, bytes)) => (seq.saturating_add(1), RecordHash::of(&bytes)),
+            None => (1, RecordHash::GENESIS),
+        };
+        let mut checkpointed = 0;
+        if let Some((stored_seq, bytes)) = store.last_audit_checkpoint()? {
+            match SignedCheckpoint::decode(&bytes) {
+                Ok(signed) if signed.verify(key.public_key()) => {
+                    let cp = &signed.checkpoint;
+                    checkpointed = cp.seq;
+                    if cp.seq >= next {
+                        tracing::error!(
+                            target: "hallmark::audit",
+                            checkpoint = cp.seq,
+                            last_record = next - 1,
+                            "the audit log ends before its newest checkpoint: records were removed; numbering continues after the checkpoint"
+                        );
+                        next = cp.seq.saturating_add(1);
+                        head = cp.head;
+                    } else {
+                        let stored = store.audit_record(cp.seq)?.map(|b| RecordHash::of(&b));
+                        if stored != Some(cp.head) {
+                            tracing::error!(
+                                target: "hallmark::audit",
+                                seq = cp.seq,
+                                "audit record does not match its signed checkpoint: the log was changed; run `hallmark-server audit verify`"
+                            );
+                        }
+                    }
+                }
+                _ => tracing::error!(
+                    target: "hallmark::audit",
+                    seq = stored_seq,
+                    "the newest audit checkpoint is unreadable or not signed by the audit key; run `hallmark-server audit verify`"
+                ),
+            }
+        }
+        let (state, _) = watch::channel(LogState {
+            durable: next - 1,
+            checkpointed,
+        });
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                key,
+                chain: Mutex::new(Chain {
+                    next,
+                    head,
+                    conflict: None,
+                }),
+                flushing: tokio::sync::Mutex::new(()),
+                checkpointing: tokio::sync::Mutex::new(()),
+                state,
+            }),
+        })
+    }
+
+    /// Appends `event` as the next record and returns its sequence number.
+    /// The record is not durable yet: await [`AuditLog::durable`] (or use
+    /// the [`EventSink`] implementation, which does both).
+    pub fn append(&self, event: &SecurityEvent) -> Result<u64, AuditError> {
+        let (kind, fields) = event
+            .record_parts()
+            .map_err(|e| AuditError::Encode(e.to_string()))?;
+        let seq = self.append_parts(kind, fields)?;
+        let _span = tracing::info_span!("audit", seq).entered();
+        crate::events::log_event(event);
+        Ok(seq)
+    }
+
+    fn append_parts(&self, kind: String, fields: Map<String, Value>) -> Result<u64, AuditError> {
+        let inner = &self.inner;
+        let mut chain = inner.chain.lock().map_err(|_| AuditError::Poisoned)?;
+        if let Some(seq) = chain.conflict {
+            return Err(AuditError::Conflict(seq));
+        }
+        let record = AuditRecord {
+            seq: chain.next,
+            time: inner.clock.now(),
+            kind,
+            fields,
+            prev: chain.head,
+        };
+        let bytes = record.encode();
+        match inner.store.append_audit_record(record.seq, &bytes)? {
+            Appended::Appended => {}
+            Appended::Exists => {
+                chain.conflict = Some(record.seq);
+                tracing::error!(
+                    target: "hallmark::audit",
+                    seq = record.seq,
+                    "an audit record this issuer did not write is in the store: appending stops; run `hallmark-server audit verify`"
+                );
+                return Err(AuditError::Conflict(record.seq));
+            }
+        }
+        chain.next += 1;
+        chain.head = RecordHash::of(&bytes);
+        Ok(record.seq)
+    }
+
+    /// Resolves once record `seq` (and every record before it) is durable.
+    pub fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move { inner.wait_durable(seq).await }
+    }
+
+    /// Signs a checkpoint over the newest record, durably, unless the
+    /// newest checkpoint already covers it. Returns the new checkpoint.
+    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        let inner = &self.inner;
+        let _one = inner.checkpointing.lock().await;
+        let (seq, head) = {
+            let chain = inner.chain.lock().map_err(|_| AuditError::Poisoned)?;
+            (chain.next - 1, chain.head)
+        };
+        if seq == 0 || inner.state.borrow().checkpointed >= seq {
+            return Ok(None);
+        }
+        // Never sign a head that a crash could still take away.
+        inner.wait_durable(seq).await?;
+        let signed = Checkpoint {
+            seq,
+            head,
+            time: inner.clock.now(),
+            key_id: inner.key.keyid().to_owned(),
+        }
+        .sign(&inner.key)
+        .map_err(|e| AuditError::Sign(e.to_string()))?;
+        inner.store.put_audit_checkpoint(seq, &signed.encode())?;
+        inner.store.flush_audit().await?;
+        inner.state.send_modify(|s| s.checkpointed = s.checkpointed.max(seq));
+        tracing::info!(target: "hallmark::audit", seq, head = %head, "audit checkpoint signed");
+        Ok(Some(signed))
+    }
+
+    /// Signs a checkpoint every `every` until `shutdown` (the shutdown
+    /// checkpoint itself is [`ServerHandle::shutdown`]'s job, after the
+    /// last calls have been recorded).
+    ///
+    /// [`ServerHandle::shutdown`]: crate::server::ServerHandle::shutdown
+    pub async fn run_checkpoints(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = crate::server::shutdown_signalled(&mut shutdown) => return,
+            }
+            if let Err(error) = self.checkpoint().await {
+                tracing::error!(target: "hallmark::audit", %error, "audit checkpoint failed; will retry");
+            }
+        }
+    }
+
+    /// The audit public key, which verifies checkpoints.
+    pub fn public_key(&self) -> &PublicKey {
+        self.inner.key.public_key()
+    }
+
+    /// How far the log has got.
+    pub fn state(&self) -> LogState {
+        *self.inner.state.borrow()
+    }
+
+    /// Follows [`AuditLog::state`]: changes when records become durable
+    /// and when checkpoints are signed.
+    pub fn subscribe(&self) -> watch::Receiver<LogState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Up to [`PAGE`] stored records from sequence number `from`, in order.
+    pub fn records(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        Ok(self.inner.store.audit_records(from, PAGE)?)
+    }
+
+    /// Up to [`PAGE`] stored checkpoints covering `from` or later, in order.
+    pub fn checkpoints(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        Ok(self.inner.store.audit_checkpoints(from, PAGE)?)
+    }
+
+    /// The sequence number of the first record written at or after `time`
+    /// (the end of the log when there is none). Records are in time order,
+    /// so an unreadable record is skipped rather than ending the search.
+    pub fn first_seq_at(&self, time: SystemTime) -> Result<u64, AuditError> {
+        let mut from = 1;
+        loop {
+            let page = self.records(from)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(from);
+            };
+            let last = *last;
+            for (seq, bytes) in page {
+                if AuditRecord::decode(&bytes).is_ok_and(|r| r.time >= time) {
+                    return Ok(seq);
+                }
+            }
+            from = last.saturating_add(1);
+        }
+    }
+}
+
+impl Inner {
+    async fn wait_durable(&self, seq: u64) -> Result<(), AuditError> {
+        if self.state.borrow().durable >= seq {
+            return Ok(());
+        }
+        let _turn = self.flushing.lock().await;
+        if self.state.borrow().durable >= seq {
+            // Someone else's flush covered it.
+            return Ok(());
+        }
+        // Everything appended until now goes in this one flush.
+        let target = self
+            .chain
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?
+            .next
+            .saturating_sub(1);
+        self.store.flush_audit().await?;
+        self.state.send_if_modified(|s| {
+            let advance = s.durable < target;
+            s.durable = s.durable.max(target);
+            advance
+        });
+        Ok(())
+    }
+}
+
+impl EventSink for AuditLog {
+    fn record(&self, event: SecurityEvent) -> Recorded {
+        match self.append(&event) {
+            Ok(seq) => Recorded::new(self.durable(seq)),
+            Err(error) => {
+                tracing::error!(target: "hallmark::audit", %error, ?event, "audit record not written");
+                Recorded::ready(Err(error))
+            }
+        }
+    }
+}
+
+/// The audit log first, then an observer that sees each event once it has
+/// been appended (tests pass one that keeps them, or one that fails).
+#[derive(Debug)]
+pub struct Observed {
+    log: AuditLog,
+    observer: Arc<dyn EventSink>,
+}
+
+impl Observed {
+    /// Records to `log`, then tells `observer`.
+    pub fn new(log: AuditLog, observer: Arc<dyn EventSink>) -> Self {
+        Self { log, observer }
+    }
+}
+
+impl EventSink for Observed {
+    fn record(&self, event: SecurityEvent) -> Recorded {
+        let seq = match self.log.append(&event) {
+            Ok(seq) => seq,
+            Err(error) => {
+                tracing::error!(target: "hallmark::audit", %error, ?event, "audit record not written");
+                return Recorded::ready(Err(error));
+            }
+        };
+        let durable = self.log.durable(seq);
+        let observed = self.observer.record(event);
+        Recorded::new(async move {
+            durable.await?;
+            observed.await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
