@@ -31,6 +31,7 @@ pub mod config;
 mod daemon;
 pub mod error;
 pub mod persist;
+pub mod revocation;
 pub mod workload_api;
 
 pub use daemon::{Agent, AgentHandle, AgentStatus};

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 
 use super::Inner;
 use crate::client::connect;
+use crate::revocation::{revocation_in, revoked};
 
 impl Inner {
     /// A mutual-TLS client for the issuer, reused while the node SVID is current.
@@ -34,6 +35,12 @@ impl Inner {
 
     /// Maps the issuer's answer for a workload call to what the workload sees.
     async fn issuer_status(&self, status: Status) -> Status {
+        if let Some(revocation) = revocation_in(&status) {
+            // This agent is revoked (it may not have heard yet: the sync
+            // stream was down): enforce it, and tell the workload why.
+            self.apply_own_revocation(revocation.clone());
+            return revoked(&revocation);
+        }
         match status.code() {
             tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => status,
             tonic::Code::Unauthenticated => {

@@ -6,12 +6,15 @@
 //!   and, when the issuer stops honouring it (evicted, banned), drops it and
 //!   re-attests with x509pop if configured;
 //! - the *sync* task (`sync.rs`) keeps the `Sync` stream open, applies every
-//!   bundle it carries, persists it, and reconnects with jittered backoff.
+//!   bundle it carries, persists it, and reconnects with jittered backoff;
+//!   it applies the revocations each message carries first (`revocations.rs`,
+//!   and [`crate::revocation`] for what the agent does with them).
 //!
 //! The Workload API reaches the issuer through `issuer.rs`.
 
 mod identity;
 mod issuer;
+mod revocations;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -28,6 +31,7 @@ use hallmark_ca::bundle::{Bundle, SharedBundle};
 use hallmark_ca::id::SpiffeId;
 use hallmark_ca::tls::SvidCertResolver;
 use hallmark_proto::node::node_client::NodeClient;
+use hallmark_proto::revocations::revocations_server::RevocationsServer;
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tonic::transport::Channel;
 
@@ -87,6 +91,9 @@ pub(crate) struct Inner {
     status: watch::Sender<AgentStatus>,
     identity_lost: Notify,
     hints: std::sync::RwLock<Arc<AttestationHints>>,
+    /// The kill switch's revocations in force, as last received (`None`
+    /// until the agent has a set).
+    revocations: watch::Sender<Option<Arc<crate::revocation::RevocationSet>>>,
     /// A mutual-TLS channel to the issuer, reused while the node SVID it was
     /// opened with is current.
     channel: tokio::sync::Mutex<Option<(String, NodeClient<Channel>)>>,
@@ -179,6 +186,14 @@ impl Agent {
             bundle_sequence: sequence,
             ..AgentStatus::default()
         });
+        // What the last run knew is enforced until the issuer says otherwise.
+        let revocations = match crate::revocation::RevocationSet::load(&settings.data_dir) {
+            Ok(set) => set.map(Arc::new),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable saved revocations");
+                None
+            }
+        };
         let inner = Arc::new(Inner {
             settings,
             data,
@@ -190,6 +205,7 @@ impl Agent {
             status,
             identity_lost: Notify::new(),
             hints: std::sync::RwLock::new(Arc::new(AttestationHints::default())),
+            revocations: watch::channel(revocations).0,
             channel: tokio::sync::Mutex::new(None),
         });
         match resumed {
@@ -218,10 +234,15 @@ impl Agent {
                 let path = inner.settings.socket_path.clone();
                 let incoming = crate::workload_api::socket::bind(&path)?;
                 let service = WorkloadService::new(inner.clone(), source, shutdown_rx.clone());
+                let revocations = crate::workload_api::revocations::RevocationService::new(
+                    inner.clone(),
+                    shutdown_rx.clone(),
+                );
                 let mut down = shutdown_rx;
                 tasks.push(tokio::spawn(async move {
                     let result = tonic::transport::Server::builder()
                         .add_service(SpiffeWorkloadApiServer::new(service))
+                        .add_service(RevocationsServer::new(revocations))
                         .serve_with_incoming_shutdown(incoming, async move {
                             signalled(&mut down).await;
                         })

@@ -1,6 +1,9 @@
 //! The sync task: one `Sync` stream at a time while the agent has an
-//! identity; every bundle it carries is applied and persisted; a lost stream
-//! is reopened after a jittered backoff.
+//! identity; every message's revocations are applied first (so a reconnected
+//! agent enforces what was revoked while it was away before anything else),
+//! then its bundle is applied and persisted; a lost stream is reopened after
+//! a jittered backoff. A refusal that names a revocation of this agent
+//! (`hallmark-revocation-bin`) is enforced as such.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use crate::attest::bundle_from_proto;
 use crate::backoff::Backoff;
 use crate::client::connect;
 use crate::error::AgentError;
+use crate::revocation::{RevocationSet, revocation_in};
 use crate::workload_api::evidence::AttestationHints;
 
 impl Inner {
@@ -31,6 +35,11 @@ impl Inner {
             match outcome {
                 Ok(()) => return,
                 Err(error) if error.is_identity_refused() => {
+                    if let AgentError::Refused { status, .. } = &error
+                        && let Some(revocation) = revocation_in(status)
+                    {
+                        self.apply_own_revocation(revocation);
+                    }
                     tracing::warn!(%error, "the issuer refused the node SVID on the sync stream");
                     self.record_error(&error);
                     self.identity_lost.notify_one();
@@ -79,6 +88,8 @@ impl Inner {
                     "the issuer closed the sync stream".into(),
                 ));
             };
+            // Before anything else: what is revoked stops now.
+            self.apply_revocations(RevocationSet::from_node(&update.revocations));
             if let Some(bundle) = update.bundle {
                 self.apply_bundle(bundle_from_proto(bundle, &self.settings.trust_domain)?)?;
             }

@@ -1,9 +1,13 @@
 //! Workload SVIDs cached per (pid, start time, evidence digest), valid until
 //! their half-life, when the workload is measured again and they rotate.
+//! Each SVID keeps what it is bound to, so a revocation drops exactly the
+//! SVIDs it covers ([`SvidCache::revoke`], [`SvidSet::without_revoked`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use crate::revocation::{Bound, Revocation, RevocationSet};
 
 /// One workload SVID and its key (PKCS#8), as served to the workload.
 #[derive(Clone)]
@@ -20,6 +24,28 @@ pub struct WorkloadSvid {
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
+    /// The executable digest the SVID binds.
+    pub code_sha256: String,
+    /// The model digest the SVID binds, if its image names one.
+    pub model_digest: Option<String>,
+    /// The digest of the model the workload was measured with, if any.
+    pub measured_model: Option<String>,
+    /// The agent that obtained it (the binding's `node`).
+    pub node: String,
+}
+
+impl WorkloadSvid {
+    /// What the SVID is bound to, for revocations.
+    pub fn bound(&self) -> Bound<'_> {
+        Bound {
+            spiffe_id: &self.spiffe_id,
+            image: &self.image,
+            code_sha256: &self.code_sha256,
+            model_digest: self.model_digest.as_deref(),
+            measured_model: self.measured_model.as_deref(),
+            node: &self.node,
+        }
+    }
 }
 
 impl std::fmt::Debug for WorkloadSvid {
@@ -39,6 +65,9 @@ pub struct SvidSet {
     pub svids: Vec<WorkloadSvid>,
     /// When to re-measure and rotate: the earliest half-life.
     pub renew_at: SystemTime,
+    /// Some SVIDs were withheld because a revocation covered them: a lift
+    /// may give them back, so the set is fetched afresh then.
+    pub withheld: bool,
 }
 
 impl SvidSet {
@@ -52,7 +81,37 @@ impl SvidSet {
             })
             .min()
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        Self { svids, renew_at }
+        Self {
+            svids,
+            renew_at,
+            withheld: false,
+        }
+    }
+
+    /// The set without the SVIDs `revocations` covers, and the first
+    /// revocation that removed one; `None` when it covers none of them.
+    pub fn without_revoked(&self, revocations: &RevocationSet) -> Option<(SvidSet, Revocation)> {
+        if revocations.is_empty() {
+            return None;
+        }
+        let mut first = None;
+        let kept: Vec<WorkloadSvid> = self
+            .svids
+            .iter()
+            .filter(|svid| match revocations.covering(&svid.bound()) {
+                Some(revocation) => {
+                    first.get_or_insert_with(|| revocation.clone());
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        first.map(|revocation| {
+            let mut set = SvidSet::new(kept);
+            set.withheld = true;
+            (set, revocation)
+        })
     }
 }
 
@@ -87,6 +146,30 @@ impl SvidCache {
         entries.insert(key, set);
     }
 
+    /// Drops every cached SVID `revocations` covers (an entry left with none
+    /// goes); returns how many SVIDs were dropped.
+    pub fn revoke(&self, revocations: &RevocationSet) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dropped = 0;
+        entries.retain(|_, set| match set.without_revoked(revocations) {
+            None => true,
+            Some((kept, _)) => {
+                dropped += set.svids.len() - kept.svids.len();
+                let keep = !kept.svids.is_empty();
+                *set = Arc::new(kept);
+                keep
+            }
+        });
+        dropped
+    }
+
+    /// Forgets every entry that had SVIDs withheld (after a lift, so they
+    /// are minted afresh).
+    pub fn forget_withheld(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, set| !set.withheld);
+    }
+
     /// Forgets every entry of a process (it exited).
     pub fn forget_process(&self, pid: i32, start_time: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,6 +192,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::revocation::RevocationKind;
 
     fn svid(start: SystemTime, life: u64) -> WorkloadSvid {
         WorkloadSvid {
@@ -118,7 +202,73 @@ mod tests {
             image: "w@1".into(),
             not_before: start,
             not_after: start + Duration::from_secs(life),
+            code_sha256: "c0de".into(),
+            model_digest: None,
+            measured_model: None,
+            node: "spiffe://example.org/hallmark/agent/join_token/ab".into(),
         }
+    }
+
+    fn image_svid(image: &str) -> WorkloadSvid {
+        WorkloadSvid {
+            image: image.into(),
+            ..svid(SystemTime::now(), 300)
+        }
+    }
+
+    fn kill(kind: RevocationKind, target: &str) -> RevocationSet {
+        RevocationSet::new(vec![Revocation {
+            id: "0123456789abcdef".into(),
+            kind,
+            target: target.into(),
+            reason: "r".into(),
+            created_at: 0,
+        }])
+    }
+
+    #[test]
+    fn a_revocation_drops_exactly_the_svids_it_covers() {
+        let now = SystemTime::now();
+        let cache = SvidCache::default();
+        let key = |pid| CacheKey {
+            pid,
+            start_time: 1,
+            evidence_digest: "d".into(),
+        };
+        let both = Arc::new(SvidSet::new(vec![image_svid("a@1"), image_svid("b@1")]));
+        cache.insert(key(1), both.clone(), now);
+        cache.insert(key(2), Arc::new(SvidSet::new(vec![image_svid("a@1")])), now);
+        cache.insert(key(3), Arc::new(SvidSet::new(vec![image_svid("c@1")])), now);
+
+        let (kept, why) = both
+            .without_revoked(&kill(RevocationKind::Image, "a"))
+            .unwrap();
+        assert_eq!(kept.svids.len(), 1);
+        assert_eq!(kept.svids[0].image, "b@1");
+        assert_eq!(why.id, "0123456789abcdef");
+        assert!(
+            both.without_revoked(&kill(RevocationKind::Image, "z"))
+                .is_none()
+        );
+        assert!(both.without_revoked(&RevocationSet::default()).is_none());
+
+        assert_eq!(cache.revoke(&kill(RevocationKind::Image, "a")), 2);
+        assert_eq!(cache.get(&key(1), now).unwrap().svids.len(), 1);
+        assert!(cache.get(&key(2), now).is_none(), "left with none: gone");
+        assert_eq!(cache.get(&key(3), now).unwrap().svids[0].image, "c@1");
+        // A node revocation of another agent touches nothing.
+        assert_eq!(
+            cache.revoke(&kill(
+                RevocationKind::Node,
+                "spiffe://example.org/hallmark/agent/join_token/cd"
+            )),
+            0
+        );
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&key(1), now).unwrap().withheld);
+        cache.forget_withheld();
+        assert!(cache.get(&key(1), now).is_none());
+        assert!(!cache.get(&key(3), now).unwrap().withheld);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod bundles;
 pub mod cache;
 pub mod evidence;
 pub mod process_source;
+pub(crate) mod revocations;
 mod security;
 pub(crate) mod service;
 pub mod socket;

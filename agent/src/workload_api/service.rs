@@ -8,6 +8,12 @@
 //! measured again and its SVIDs rotate — a process that exec'd another
 //! binary or whose files changed loses its identity then. The stream ends
 //! when the process exits.
+//!
+//! Revocations (the kill switch, [`crate::revocation`]) apply everywhere:
+//! an SVID or token a revocation covers is never served, cached SVIDs it
+//! covers are dropped at once, and every open stream that held one gets a
+//! message without it right away (`PermissionDenied` when none is left).
+//! After a lift, a stream that had SVIDs withheld fetches afresh.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -37,6 +43,7 @@ use super::{
 };
 use crate::daemon::{Inner, signalled};
 use crate::persist::NodeSvid;
+use crate::revocation::{Bound, RevocationSet, revoked};
 
 /// How often a streaming workload is checked for having exited.
 const LIVENESS_POLL: Duration = Duration::from_secs(1);
@@ -67,11 +74,30 @@ impl WorkloadService {
         source: Arc<dyn EvidenceSource>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let cache = SvidCache::default();
+        tokio::spawn(prune_revoked(
+            cache.clone(),
+            agent.revocations_receiver(),
+            shutdown.clone(),
+        ));
         Self {
             agent,
             source,
-            cache: SvidCache::default(),
+            cache,
             shutdown,
+        }
+    }
+
+    /// Withholds the SVIDs a revocation covers; `PermissionDenied` naming
+    /// the revocation when none is left.
+    fn enforce(&self, set: Arc<SvidSet>) -> Result<Arc<SvidSet>, Status> {
+        let Some(revocations) = self.agent.revocations() else {
+            return Ok(set);
+        };
+        match set.without_revoked(&revocations) {
+            None => Ok(set),
+            Some((kept, revocation)) if kept.svids.is_empty() => Err(revoked(&revocation)),
+            Some((kept, _)) => Ok(Arc::new(kept)),
         }
     }
 
@@ -92,6 +118,9 @@ impl WorkloadService {
         &self,
         caller: &Caller,
     ) -> Result<(WorkloadEvidence, Arc<SvidSet>), Status> {
+        if let Some(own) = self.agent.own_revocation() {
+            return Err(revoked(&own));
+        }
         let evidence = self.measure(caller).await?;
         let now = self.agent.now();
         let key = CacheKey {
@@ -100,7 +129,7 @@ impl WorkloadService {
             evidence_digest: evidence_digest(&evidence),
         };
         if let Some(set) = self.cache.get(&key, now) {
-            return Ok((evidence, set));
+            return Ok((evidence, self.enforce(set)?));
         }
         let mut wanted = 1;
         loop {
@@ -128,9 +157,25 @@ impl WorkloadService {
                 let node = NodeSvid::new(svid.cert_chain, key.clone()).map_err(|e| {
                     Status::internal(format!("issuer returned an unreadable SVID: {e}"))
                 })?;
+                let binding = binding_of(&node.chain);
+                let text = |key: &str| {
+                    binding
+                        .as_ref()
+                        .and_then(|b| b.get(key))
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                };
                 svids.push(WorkloadSvid {
                     spiffe_id: node.spiffe_id.as_str().to_owned(),
                     key_pkcs8: key.pkcs8_der(),
+                    code_sha256: text("code_sha256").unwrap_or_else(|| evidence.exe_sha256.clone()),
+                    model_digest: binding
+                        .as_ref()
+                        .and_then(|b| b.pointer("/model/digest"))
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                    measured_model: evidence.model.as_ref().map(|m| m.digest.clone()),
+                    node: text("node").unwrap_or_else(|| self.agent_id()),
                     chain: node.chain,
                     image: minted.image,
                     not_before: node.not_before,
@@ -142,7 +187,8 @@ impl WorkloadService {
                     "no gold image matches this workload",
                 ));
             }
-            let set = Arc::new(SvidSet::new(svids));
+            // A revocation may have arrived while the issuer was minting.
+            let set = self.enforce(Arc::new(SvidSet::new(svids)))?;
             self.cache.insert(key, set.clone(), now);
             return Ok((evidence, set));
         }
@@ -172,8 +218,10 @@ impl WorkloadService {
         let mut status = self.agent.status_receiver();
         let mut down = self.shutdown.clone();
         let mut sequence = status.borrow_and_update().bundle_sequence;
+        let mut revocations = self.agent.revocations_receiver();
+        let mut known = revocations.borrow_and_update().clone();
         loop {
-            let (evidence, set) = match self.x509_svids(&caller).await {
+            let (evidence, mut set) = match self.x509_svids(&caller).await {
                 Ok(found) => found,
                 Err(refusal) => {
                     // The standard: a workload with no identity gets PermissionDenied.
@@ -211,6 +259,34 @@ impl WorkloadService {
                             return;
                         }
                     }
+                    changed = revocations.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let Some(current) = revocations.borrow_and_update().clone() else {
+                            continue;
+                        };
+                        let lifted = known.as_ref().is_some_and(|before| {
+                            before.iter().any(|r| current.iter().all(|now| now.id != r.id))
+                        });
+                        known = Some(current.clone());
+                        if lifted && set.withheld {
+                            // A lift may give back what was withheld: fetch afresh.
+                            self.cache.forget_process(caller.pid, evidence.start_time);
+                            break;
+                        }
+                        if let Some((kept, revocation)) = set.without_revoked(&current) {
+                            if kept.svids.is_empty() {
+                                // The standard: no identity left is PermissionDenied.
+                                let _ = tx.send(Err(revoked(&revocation))).await;
+                                return;
+                            }
+                            set = Arc::new(kept);
+                            if tx.send(Ok(self.x509_response(&set))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     () = tx.closed() => return,
                     () = signalled(&mut down) => {
                         let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
@@ -219,6 +295,17 @@ impl WorkloadService {
                 }
             }
         }
+    }
+
+    /// This agent's SPIFFE ID, as bound into the credentials it obtains.
+    fn agent_id(&self) -> String {
+        self.agent
+            .status_receiver()
+            .borrow()
+            .spiffe_id
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -285,22 +372,48 @@ impl SpiffeWorkloadApi for WorkloadService {
         if wanted.audience.iter().all(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
+        if let Some(own) = self.agent.own_revocation() {
+            return Err(revoked(&own));
+        }
         let evidence = self.measure(&caller).await?;
         let minted = self
             .agent
-            .mint_jwt(evidence, wanted.audience, wanted.spiffe_id)
+            .mint_jwt(evidence.clone(), wanted.audience, wanted.spiffe_id)
             .await?;
-        Ok(Response::new(JwtsvidResponse {
-            svids: minted
-                .svids
-                .into_iter()
-                .map(|s| Jwtsvid {
-                    spiffe_id: s.spiffe_id,
-                    svid: s.token,
-                    hint: s.image,
-                })
-                .collect(),
-        }))
+        // A revocation may have arrived while the issuer was minting.
+        let revocations = self.agent.revocations().unwrap_or_default();
+        let node = self.agent_id();
+        let mut withheld = None;
+        let svids: Vec<Jwtsvid> = minted
+            .svids
+            .into_iter()
+            .filter(|s| {
+                let bound = Bound {
+                    spiffe_id: &s.spiffe_id,
+                    image: &s.image,
+                    code_sha256: &evidence.exe_sha256,
+                    model_digest: None,
+                    measured_model: evidence.model.as_ref().map(|m| m.digest.as_str()),
+                    node: &node,
+                };
+                match revocations.covering(&bound) {
+                    None => true,
+                    Some(revocation) => {
+                        withheld.get_or_insert_with(|| revocation.clone());
+                        false
+                    }
+                }
+            })
+            .map(|s| Jwtsvid {
+                spiffe_id: s.spiffe_id,
+                svid: s.token,
+                hint: s.image,
+            })
+            .collect();
+        if let (true, Some(revocation)) = (svids.is_empty(), &withheld) {
+            return Err(revoked(revocation));
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -324,7 +437,50 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_security_header(request.metadata())?;
         let bundle = self.agent.bundle();
-        validate_jwt_svid_request(request.get_ref(), &bundle, self.agent.now()).map(Response::new)
+        let revocations = self.agent.revocations().ok_or_else(|| {
+            Status::unavailable(
+                "this agent has not received the revocations in force from the issuer yet: retry shortly",
+            )
+        })?;
+        validate_jwt_svid_request(request.get_ref(), &bundle, &revocations, self.agent.now())
+            .map(Response::new)
+    }
+}
+
+/// The binding extension of a workload SVID's leaf, as JSON.
+fn binding_of(chain: &[Vec<u8>]) -> Option<serde_json::Value> {
+    let bytes = hallmark_ca::x509::binding_from_cert(chain.first()?).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Drops cached SVIDs as revocations arrive, and after a lift forgets the
+/// entries that had SVIDs withheld, so they are minted afresh.
+async fn prune_revoked(
+    cache: SvidCache,
+    mut revocations: watch::Receiver<Option<Arc<RevocationSet>>>,
+    mut down: watch::Receiver<bool>,
+) {
+    let mut known = revocations.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            changed = revocations.changed() => if changed.is_err() { return },
+            () = signalled(&mut down) => return,
+        }
+        let Some(current) = revocations.borrow_and_update().clone() else {
+            continue;
+        };
+        let dropped = cache.revoke(&current);
+        if dropped > 0 {
+            tracing::info!(dropped, "revoked SVIDs dropped from the cache");
+        }
+        if known.as_ref().is_some_and(|before| {
+            before
+                .iter()
+                .any(|r| current.iter().all(|now| now.id != r.id))
+        }) {
+            cache.forget_withheld();
+        }
+        known = Some(current);
     }
 }
 

@@ -1,4 +1,6 @@
-//! `ValidateJWTSVID`: signature against the trust bundle, audience, expiry.
+//! `ValidateJWTSVID`: signature against the trust bundle, audience, expiry,
+//! and the kill switch: a token a revocation covers (by its `sub`, or the
+//! image, code, model or node of its `hallmark` claim) is refused.
 
 use std::time::SystemTime;
 
@@ -8,11 +10,14 @@ use hallmark_proto::workload::{ValidateJwtsvidRequest, ValidateJwtsvidResponse};
 use prost_types::value::Kind;
 use tonic::Status;
 
-/// Validates a request; malformed input and invalid tokens are
+use crate::revocation::{Bound, RevocationSet};
+
+/// Validates a request; malformed input, invalid and revoked tokens are
 /// `InvalidArgument` with the reason.
 pub fn validate_jwt_svid_request(
     request: &ValidateJwtsvidRequest,
     bundle: &Bundle,
+    revocations: &RevocationSet,
     now: SystemTime,
 ) -> Result<ValidateJwtsvidResponse, Status> {
     if request.audience.is_empty() {
@@ -23,6 +28,16 @@ pub fn validate_jwt_svid_request(
     }
     let validated = validate_jwt_svid(&request.svid, &request.audience, bundle, now)
         .map_err(|e| Status::invalid_argument(format!("JWT-SVID refused: {e}")))?;
+    let bound = Bound::from_binding(
+        validated.spiffe_id.as_str(),
+        validated.claims.get("hallmark"),
+    );
+    if let Some(revocation) = revocations.covering(&bound) {
+        return Err(Status::invalid_argument(format!(
+            "JWT-SVID refused: revoked by {}",
+            revocation.describe()
+        )));
+    }
     Ok(ValidateJwtsvidResponse {
         spiffe_id: validated.spiffe_id.as_str().to_owned(),
         claims: Some(json_to_struct(validated.claims)),
@@ -100,6 +115,7 @@ mod tests {
                 svid: token,
             },
             &ca.bundle(),
+            &RevocationSet::default(),
             now,
         )
         .unwrap();
@@ -121,6 +137,7 @@ mod tests {
                     svid: svid.into(),
                 },
                 &bundle,
+                &RevocationSet::default(),
                 at,
             )
             .unwrap_err();
@@ -142,5 +159,51 @@ mod tests {
         );
         let (other, _) = setup();
         check("payments", &mint(&other, now, "payments"), now, "key");
+    }
+
+    #[test]
+    fn a_token_a_revocation_covers_is_refused_and_others_are_not() {
+        use crate::revocation::{Revocation, RevocationKind};
+        let (ca, now) = setup();
+        let token = mint(&ca, now, "payments");
+        let validate = |kind, target: &str| {
+            let set = RevocationSet::new(vec![Revocation {
+                id: "0123456789abcdef".into(),
+                kind,
+                target: target.into(),
+                reason: "leaked".into(),
+                created_at: 0,
+            }]);
+            validate_jwt_svid_request(
+                &ValidateJwtsvidRequest {
+                    audience: "payments".into(),
+                    svid: token.clone(),
+                },
+                &ca.bundle(),
+                &set,
+                now,
+            )
+        };
+        for (kind, target) in [
+            (RevocationKind::Image, "invoice"),
+            (RevocationKind::Image, "invoice@1.0.0"),
+            (
+                RevocationKind::SpiffeId,
+                "spiffe://example.org/invoice-agent",
+            ),
+        ] {
+            let err = validate(kind, target).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(
+                err.message()
+                    .starts_with("JWT-SVID refused: revoked by kill 0123456789abcdef ("),
+                "{}",
+                err.message()
+            );
+            assert!(err.message().ends_with("): leaked"), "{}", err.message());
+        }
+        validate(RevocationKind::Image, "invoice@2.0.0").unwrap();
+        validate(RevocationKind::SpiffeId, "spiffe://example.org/other").unwrap();
+        validate(RevocationKind::Code, "c0de").unwrap();
     }
 }

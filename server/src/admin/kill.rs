@@ -103,37 +103,34 @@ impl AdminApi {
 
     /// `NotFound` unless the issuer knows what a named target names.
     fn check_known(&self, target: &RevocationTarget) -> Result<(), Status> {
-        match target {
-            RevocationTarget::Node(agent) => {
-                if self.store.node(agent).map_err(store_status)?.is_none() {
-                    return Err(Status::not_found(format!(
-                        "no agent {agent} on record (`agent list` shows them)"
-                    )));
-                }
-            }
+        let unknown = match target {
+            RevocationTarget::Node(agent) => self
+                .store
+                .node(agent)
+                .map_err(store_status)?
+                .is_none()
+                .then(|| format!("no agent {agent} on record (`agent list` shows them)")),
             RevocationTarget::Image { name, version } => {
                 let known = self.store.images().map_err(store_status)?.iter().any(|r| {
                     r.name == name.as_str()
                         && version.as_ref().is_none_or(|v| r.version == v.as_str())
                 });
-                if !known {
-                    let image = target.value();
-                    return Err(Status::not_found(format!(
-                        "no image {image} is registered (`image list --all` shows them)"
-                    )));
-                }
+                (!known).then(|| {
+                    format!(
+                        "no image {} is registered (`image list --all` shows them)",
+                        target.value()
+                    )
+                })
             }
-            RevocationTarget::SpiffeId(id) => {
-                if !self.issues(id)? {
-                    return Err(Status::not_found(format!(
-                        "no registered image issues {id} (`image list --all` shows their SPIFFE IDs)"
-                    )));
-                }
-            }
+            RevocationTarget::SpiffeId(id) => (!self.issues(id)?).then(|| {
+                format!(
+                    "no registered image issues {id} (`image list --all` shows their SPIFFE IDs)"
+                )
+            }),
             // Digests are revocable before any image names them.
-            _ => {}
-        }
-        Ok(())
+            _ => None,
+        };
+        unknown.map_or(Ok(()), |message| Err(Status::not_found(message)))
     }
 
     /// Whether a registered image (retired ones included) issues `id`. The
