@@ -358,6 +358,7 @@ impl ServerHandle {
     /// and the store is flushed and closed before this returns.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.audit.stop_followers();
         for task in self.tasks.drain(..) {
             let abort = task.abort_handle();
             if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {

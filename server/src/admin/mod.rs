@@ -5,6 +5,7 @@
 //! own user and root are refused even if the socket's permissions were
 //! loosened by hand.
 
+mod audit;
 mod image;
 mod kill;
 pub mod socket;
@@ -25,6 +26,10 @@ use hallmark_proto::admin::{
     HealthcheckResponse, Image, ListAgentsRequest, ListAgentsResponse, ListImagesRequest,
     ListImagesResponse, RegisterImageRequest, RegisterImageResponse, RetireImageRequest,
     ShowBundleRequest, ShowBundleResponse, ShowImageRequest, ShowImageResponse,
+};
+use hallmark_proto::admin::{
+    AuditKeyRequest, AuditKeyResponse, CheckpointAuditRequest, CheckpointAuditResponse,
+    ReadAuditRequest,
 };
 use hallmark_proto::admin::{
     CreateRevocationRequest, LiftRevocationRequest, ListRevocationsRequest,
@@ -134,22 +139,40 @@ impl AdminApi {
         request: &Request<T>,
         call: impl FnOnce(&mut Call<'_>) -> Result<(R, String), Status>,
     ) -> Result<Response<R>, Status> {
-        let uid = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .map(|cred| cred.uid());
+        let (uid, allowed) = self.caller(request);
         let mut audit = Call {
             uid,
             events: self.events.as_ref(),
             written: Vec::new(),
         };
-        let result = match (uid, self.owner_uid) {
+        let result = allowed.and_then(|()| call(&mut audit));
+        self.answer(method, audit, result).await
+    }
+
+    /// The caller's uid, and whether it may use the admin API.
+    fn caller<T>(&self, request: &Request<T>) -> (Option<u32>, Result<(), Status>) {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid());
+        let allowed = match (uid, self.owner_uid) {
             (Some(uid), Some(owner)) if uid != owner && uid != 0 => Err(Status::permission_denied(
                 format!("uid {uid} may not use the admin API: run as uid {owner} or root"),
             )),
-            _ => call(&mut audit),
+            _ => Ok(()),
         };
+        (uid, allowed)
+    }
+
+    /// Audits a call's outcome (see [`AdminApi::audited`]) and answers.
+    async fn answer<R>(
+        &self,
+        method: &'static str,
+        audit: Call<'_>,
+        result: Result<(R, String), Status>,
+    ) -> Result<Response<R>, Status> {
+        let uid = audit.uid;
         let (code, outcome) = match &result {
             Ok((_, what)) => ("Ok".to_owned(), what.clone()),
             Err(status) => (
@@ -524,6 +547,48 @@ impl Admin for AdminApi {
             Ok((to_admin_proto(&revocation), outcome))
         })
         .await
+    }
+
+    type ReadAuditStream = audit::AuditStream;
+
+    async fn read_audit(
+        &self,
+        request: Request<ReadAuditRequest>,
+    ) -> Result<Response<Self::ReadAuditStream>, Status> {
+        let wanted = request.get_ref().clone();
+        self.audited("ReadAudit", &request, |_| self.read_audit(&wanted))
+            .await
+    }
+
+    async fn audit_key(
+        &self,
+        request: Request<AuditKeyRequest>,
+    ) -> Result<Response<AuditKeyResponse>, Status> {
+        self.audited("AuditKey", &request, |_| {
+            let key = self.audit_key();
+            let outcome = format!("audit key {}", key.key_id);
+            Ok((key, outcome))
+        })
+        .await
+    }
+
+    async fn checkpoint_audit(
+        &self,
+        request: Request<CheckpointAuditRequest>,
+    ) -> Result<Response<CheckpointAuditResponse>, Status> {
+        // Signing is asynchronous (it waits for durability), so this call
+        // is checked and answered by hand rather than through `audited`.
+        let (uid, allowed) = self.caller(&request);
+        let result = match allowed {
+            Ok(()) => self.checkpoint_audit().await,
+            Err(status) => Err(status),
+        };
+        let audit = Call {
+            uid,
+            events: self.events.as_ref(),
+            written: Vec::new(),
+        };
+        self.answer("CheckpointAudit", audit, result).await
     }
 
     async fn show_bundle(

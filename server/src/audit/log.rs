@@ -11,9 +11,9 @@ use tokio::sync::watch;
 
 use hallmark_ca::clock::Clock;
 
+use super::AuditError;
 use super::key;
 use super::record::{AuditRecord, Checkpoint, RecordHash, SignedCheckpoint};
-use super::AuditError;
 use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::image::{PublicKey, SigningKey};
 use crate::store::{Appended, AuditStore};
@@ -28,6 +28,8 @@ pub struct LogState {
     pub durable: u64,
     /// The newest checkpoint covers records up to here (0: none).
     pub checkpointed: u64,
+    /// The issuer is shutting down: followers of the log should end.
+    pub stopping: bool,
 }
 
 /// The issuer's audit log. Cheap to clone; clones share one log.
@@ -160,6 +162,7 @@ impl AuditLog {
         let (state, _) = watch::channel(LogState {
             durable: next - 1,
             checkpointed,
+            stopping: false,
         });
         Ok(AuditLog {
             inner: Arc::new(Inner {
@@ -223,7 +226,10 @@ impl AuditLog {
     }
 
     /// Resolves once record `seq` (and every record before it) is durable.
-    pub fn durable(&self, seq: u64) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+    pub fn durable(
+        &self,
+        seq: u64,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
         let inner = self.inner.clone();
         async move { inner.wait_durable(seq).await }
     }
@@ -252,7 +258,9 @@ impl AuditLog {
         .map_err(|e| AuditError::Sign(e.to_string()))?;
         inner.store.put_audit_checkpoint(seq, &signed.encode())?;
         inner.store.flush_audit().await?;
-        inner.state.send_modify(|s| s.checkpointed = s.checkpointed.max(seq));
+        inner
+            .state
+            .send_modify(|s| s.checkpointed = s.checkpointed.max(seq));
         tracing::info!(target: "hallmark::audit", seq, head = %head, "audit checkpoint signed");
         Ok(Some(signed))
     }
@@ -274,6 +282,12 @@ impl AuditLog {
                 tracing::error!(target: "hallmark::audit", %error, "audit checkpoint failed; will retry");
             }
         }
+    }
+
+    /// Tells followers of the log ([`AuditLog::subscribe`]) that the issuer
+    /// is shutting down. Appending still works.
+    pub fn stop_followers(&self) {
+        self.inner.state.send_modify(|s| s.stopping = true);
     }
 
     /// The audit public key, which verifies checkpoints.

@@ -355,14 +355,12 @@ mod tests {
 
     #[test]
     fn checkpoints_sign_and_verify_only_with_their_key() {
-        let key = SigningKey::from_pkcs8_der(
-            &SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap(),
-        )
-        .unwrap();
-        let other = SigningKey::from_pkcs8_der(
-            &SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap(),
-        )
-        .unwrap();
+        let key =
+            SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+                .unwrap();
+        let other =
+            SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+                .unwrap();
         let checkpoint = Checkpoint {
             seq: 9,
             head: RecordHash::of(b"x"),

@@ -156,7 +156,11 @@ struct Read {
 }
 
 /// Verifies `entries` against the audit public key `key`.
-pub fn verify(entries: impl IntoIterator<Item = Entry>, key: &PublicKey, options: Options) -> Report {
+pub fn verify(
+    entries: impl IntoIterator<Item = Entry>,
+    key: &PublicKey,
+    options: Options,
+) -> Report {
     let mut problems = Vec::new();
     let mut reads = Vec::new();
     let mut checkpoint_entries = Vec::new();
@@ -186,9 +190,7 @@ pub fn verify(entries: impl IntoIterator<Item = Entry>, key: &PublicKey, options
                     seq: Some(seq),
                     kind: ProblemKind::Reordered,
                     position: Some(read.position),
-                    message: format!(
-                        "seq {seq} appears after seq {top}: records were reordered"
-                    ),
+                    message: format!("seq {seq} appears after seq {top}: records were reordered"),
                 });
             }
             Some((top, _)) if seq <= top => {}
@@ -405,7 +407,9 @@ pub fn verify(entries: impl IntoIterator<Item = Entry>, key: &PublicKey, options
         records: reads.len() as u64,
         first_seq,
         last_seq,
-        head: last_seq.and_then(|s| chosen.get(&s)).map(|&i| reads[i].hash),
+        head: last_seq
+            .and_then(|s| chosen.get(&s))
+            .map(|&i| reads[i].hash),
         checkpoints: checkpoint_entries.len() as u64,
         last_checkpoint,
         verified_through,

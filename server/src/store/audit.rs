@@ -51,9 +51,6 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
     fn last_audit_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
     /// Up to `limit` checkpoints with `seq >= from`, in order.
-    fn audit_checkpoints(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn audit_checkpoints(&self, from: u64, limit: usize)
+    -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 }

@@ -72,7 +72,9 @@ impl AuditStore for Flaky {
 }
 
 fn clock() -> Arc<ManualClock> {
-    Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_767_225_600)))
+    Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+    ))
 }
 
 fn event(n: u32) -> SecurityEvent {
@@ -215,10 +217,21 @@ async fn checkpoints_sign_the_durable_head_once_and_reopen_continues_the_chain()
     }
     let log = AuditLog::open_in(dir.path(), store.clone(), clock).unwrap();
     assert_eq!(log.public_key().keyid(), key_id, "the key file is reused");
-    assert_eq!(log.state(), LogState { durable: 2, checkpointed: 2 });
+    assert_eq!(
+        log.state(),
+        LogState {
+            durable: 2,
+            checkpointed: 2,
+            stopping: false
+        }
+    );
     log.record(event(3)).await.unwrap();
     log.checkpoint().await.unwrap().unwrap();
-    let report = verify(export(&log, 1).unwrap(), log.public_key(), Options::default());
+    let report = verify(
+        export(&log, 1).unwrap(),
+        log.public_key(),
+        Options::default(),
+    );
     assert_eq!(report.verdict, Verdict::Verified, "{report:?}");
     assert_eq!(report.verified_through, Some(3));
 }
@@ -246,7 +259,11 @@ async fn records_removed_below_a_checkpoint_are_never_renumbered() {
     log.record(event(5)).await.unwrap();
     let seqs: Vec<u64> = decoded(&log).iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [1, 2, 5]);
-    let report = verify(export(&log, 1).unwrap(), log.public_key(), Options::default());
+    let report = verify(
+        export(&log, 1).unwrap(),
+        log.public_key(),
+        Options::default(),
+    );
     assert_eq!(report.verdict, Verdict::Tampered);
     assert_eq!(report.problems[0].seq, Some(3), "{report:?}");
 }
@@ -294,7 +311,11 @@ async fn the_observer_sees_only_what_the_log_appended_and_its_failure_counts() {
     assert_eq!(observer.0.load(Ordering::SeqCst), 1);
     store.fail_append.store(true, Ordering::SeqCst);
     assert!(sink.record(event(2)).await.is_err());
-    assert_eq!(observer.0.load(Ordering::SeqCst), 1, "not told: not appended");
+    assert_eq!(
+        observer.0.load(Ordering::SeqCst),
+        1,
+        "not told: not appended"
+    );
 }
 
 #[test]

@@ -102,7 +102,11 @@ fn a_changed_record_is_named() {
     let report = run(entries, &k);
     let problem = only_problem(&report);
     assert_eq!((problem.seq, problem.kind), (Some(5), ProblemKind::Changed));
-    assert!(problem.message.contains("seq 5 was changed"), "{}", problem.message);
+    assert!(
+        problem.message.contains("seq 5 was changed"),
+        "{}",
+        problem.message
+    );
     assert_eq!(report.verified_through, None);
 }
 
@@ -115,7 +119,10 @@ fn a_record_edited_by_hand_is_not_canonical() {
     entries[at] = Entry::Record(text.replacen("\"n\":2", "\"n\": 2", 1).into_bytes());
     let report = run(entries, &k);
     let problem = only_problem(&report);
-    assert_eq!((problem.seq, problem.kind), (Some(2), ProblemKind::Malformed));
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(2), ProblemKind::Malformed)
+    );
     assert_eq!(problem.position, Some(at + 1));
 }
 
@@ -146,7 +153,10 @@ fn an_inserted_record_is_named() {
     entries.insert(at, Entry::Record(forged.encode()));
     let report = run(entries, &k);
     let problem = only_problem(&report);
-    assert_eq!((problem.seq, problem.kind), (Some(4), ProblemKind::Inserted));
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(4), ProblemKind::Inserted)
+    );
     assert_eq!(problem.position, Some(at + 1), "the forged line");
 }
 
@@ -158,8 +168,15 @@ fn reordered_records_are_named() {
     entries.swap(a, b);
     let report = run(entries, &k);
     let problem = only_problem(&report);
-    assert_eq!((problem.seq, problem.kind), (Some(3), ProblemKind::Reordered));
-    assert!(problem.message.contains("after seq 4"), "{}", problem.message);
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(3), ProblemKind::Reordered)
+    );
+    assert!(
+        problem.message.contains("after seq 4"),
+        "{}",
+        problem.message
+    );
 }
 
 #[test]
@@ -173,7 +190,10 @@ fn truncation_below_a_checkpoint_is_tampering_above_it_an_unverifiable_tail() {
     });
     let report = run(entries, &k);
     let problem = only_problem(&report);
-    assert_eq!((problem.seq, problem.kind), (Some(6), ProblemKind::Truncated));
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(6), ProblemKind::Truncated)
+    );
     assert!(problem.message.contains("6..8"), "{}", problem.message);
 
     // Cutting only records after the newest checkpoint cannot be told from
@@ -231,11 +251,17 @@ fn forged_and_foreign_checkpoints_are_refused() {
     forged.checkpoint.key_id = k.keyid().to_owned();
     entries.push(Entry::Checkpoint(forged.encode()));
     let problem = only_problem(&run(entries, &k)).clone();
-    assert_eq!((problem.seq, problem.kind), (Some(4), ProblemKind::BadSignature));
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(4), ProblemKind::BadSignature)
+    );
 
     // A whole log signed by another key, checked against the pinned one.
     let problem = only_problem(&run(log(4, &[4], &forger), &k)).clone();
-    assert_eq!((problem.seq, problem.kind), (Some(4), ProblemKind::UnknownKey));
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(4), ProblemKind::UnknownKey)
+    );
 }
 
 #[test]
@@ -243,7 +269,13 @@ fn a_partial_export_is_checked_from_its_first_record() {
     let k = key();
     let mut entries = log(10, &[3, 10], &k);
     entries.drain(..position_of(&entries, 5));
-    let report = verify(entries.clone(), k.public_key(), Options { allow_partial: true });
+    let report = verify(
+        entries.clone(),
+        k.public_key(),
+        Options {
+            allow_partial: true,
+        },
+    );
     assert_eq!(report.verdict, Verdict::Verified, "{report:#?}");
     assert!(report.partial);
     assert_eq!(report.first_seq, Some(5));

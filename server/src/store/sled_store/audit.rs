@@ -70,7 +70,8 @@ impl AuditStore for SledStore {
     }
 
     fn put_audit_checkpoint(&self, seq: u64, checkpoint: &[u8]) -> Result<(), StoreError> {
-        self.audit_checkpoints.insert(seq.to_be_bytes(), checkpoint)?;
+        self.audit_checkpoints
+            .insert(seq.to_be_bytes(), checkpoint)?;
         Ok(())
     }
 
@@ -114,11 +115,17 @@ mod tests {
         }
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.audit_record(2).unwrap().unwrap(), b"r2");
-        assert_eq!(store.last_audit_record().unwrap(), Some((256, b"r256".to_vec())));
+        assert_eq!(
+            store.last_audit_record().unwrap(),
+            Some((256, b"r256".to_vec()))
+        );
         let page = store.audit_records(2, 2).unwrap();
         assert_eq!(page, [(2, b"r2".to_vec()), (3, b"r3".to_vec())]);
         assert_eq!(store.audit_records(4, 10).unwrap().len(), 1);
-        assert_eq!(store.last_audit_checkpoint().unwrap(), Some((3, b"c3".to_vec())));
+        assert_eq!(
+            store.last_audit_checkpoint().unwrap(),
+            Some((3, b"c3".to_vec()))
+        );
         assert_eq!(store.audit_checkpoints(4, 10).unwrap(), []);
     }
 }
