@@ -200,6 +200,46 @@ async fn api_fetch_write_and_validate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("audience"));
 
+    // `api watch` follows the stream: it prints the SVID, and when the agent
+    // goes away it says the identity was withdrawn and exits non-zero.
+    let mut watch = std::process::Command::new(CLI)
+        .args(["api", "watch", "--socket", &socket_arg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (first_update, stdout) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut seen = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 {
+            seen.push_str(&line);
+            line.clear();
+            if seen.contains("SPIFFE ID : spiffe://example.org/cli") {
+                break;
+            }
+        }
+        (seen, reader)
+    })
+    .await
+    .unwrap();
+    assert!(first_update.contains("--- update at"), "{first_update}");
+    assert!(
+        first_update.contains("SPIFFE ID : spiffe://example.org/cli"),
+        "{first_update}"
+    );
     agent.shutdown().await;
+    let out = tokio::task::spawn_blocking(move || {
+        drop(stdout);
+        watch.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shutting down"), "{stderr}");
+
     server.shutdown().await;
 }

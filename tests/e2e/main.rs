@@ -12,6 +12,7 @@
 )]
 
 mod agent;
+mod attestation;
 mod common;
 mod mint;
 mod node_api;

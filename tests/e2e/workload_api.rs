@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use hallmark_agent::Agent;
 use hallmark_agent::config::AgentSettings;
+use hallmark_agent::workload_api::evidence::EvidenceSource;
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
 use hallmark_proto::admin::{ListImagesRequest, RegisterImageRequest, RetireImageRequest};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -51,11 +52,16 @@ fn exe_digest(pid: i32) -> Option<String> {
     Some(digest)
 }
 
-fn own_exe_sha256() -> String {
+pub fn own_exe_sha256() -> String {
     exe_digest(i32::try_from(std::process::id()).unwrap()).unwrap()
 }
 
-fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> GoldImage {
+fn image_for_this_process(
+    model_dir: &Path,
+    model_digest: &str,
+    code_extra: &str,
+    extra: &str,
+) -> GoldImage {
     let text = format!(
         r#"
         name = "test-agent"
@@ -67,6 +73,7 @@ fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> 
         not_after = 2099-12-31
         [code]
         sha256 = ["{}"]
+        {code_extra}
         [model]
         name = "tiny"
         version = "1.0"
@@ -80,16 +87,41 @@ fn image_for_this_process(model_dir: &Path, model_digest: &str, extra: &str) -> 
     GoldImage::from_toml(&text).unwrap()
 }
 
-struct Deployment {
-    _server: TestServer,
-    agent: hallmark_agent::AgentHandle,
-    socket: PathBuf,
-    model_dir: PathBuf,
+pub struct Deployment {
+    pub _server: TestServer,
+    pub agent: hallmark_agent::AgentHandle,
+    pub socket: PathBuf,
+    pub model_dir: PathBuf,
+}
+
+/// How [`deploy_with`] varies the standard deployment.
+#[derive(Default)]
+pub struct Variant<'a> {
+    /// Lines added to the image's `[code]` table.
+    pub code_extra: &'a str,
+    /// Tables appended to the image manifest.
+    pub extra: &'a str,
+    /// Lines appended to `agent.toml` (after `[bootstrap]`: start a table).
+    pub agent_toml: &'a str,
+    /// Files created under the server dir before the image is built, as
+    /// (relative path, content); `app/...` is the app tree.
+    pub files: &'a [(&'a str, &'a [u8])],
+    /// The evidence source (default: the real /proc attestor).
+    pub evidence: Option<Box<dyn FnOnce(&AgentSettings) -> Arc<dyn EvidenceSource> + 'a>>,
 }
 
 /// An issuer, an agent serving the Workload API, and a model directory
 /// registered for this test process.
 async fn deploy(extra: &str) -> Deployment {
+    deploy_with(Variant {
+        extra,
+        ..Variant::default()
+    })
+    .await
+}
+
+/// [`deploy`] with a [`Variant`].
+pub async fn deploy_with(variant: Variant<'_>) -> Deployment {
     // An operator key the issuer trusts; the image is signed with it and
     // registered over the admin API as `image register` does.
     let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
@@ -104,7 +136,15 @@ async fn deploy(extra: &str) -> Deployment {
     let digest = digest_tree(&model_dir, &TreeLimits::default())
         .unwrap()
         .digest;
-    let image = image_for_this_process(&model_dir, &digest, extra);
+    for (path, content) in variant.files {
+        let path = server.path(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let code_extra = variant
+        .code_extra
+        .replace("{dir}", &server.path("").display().to_string());
+    let image = image_for_this_process(&model_dir, &digest, &code_extra, variant.extra);
     let envelope = Envelope::sign(&canonical::encode(&image), &key)
         .unwrap()
         .to_json();
@@ -120,16 +160,25 @@ async fn deploy(extra: &str) -> Deployment {
     std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
     let socket = server.path("workload.sock");
     let toml = format!(
-        "trust_domain = \"{TRUST_DOMAIN}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n[bootstrap]\nbundle_path = \"{}\"\n",
+        "trust_domain = \"{TRUST_DOMAIN}\"\nserver_address = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n[bootstrap]\nbundle_path = \"{}\"\n{}\n",
         server.addr(),
         server.path("agent-data").display(),
         socket.display(),
-        bootstrap.display()
+        bootstrap.display(),
+        variant.agent_toml,
     );
     let mut settings = AgentSettings::from_toml_str(&toml).unwrap();
     settings.join_token = Some(server.token().await);
-    // The agent measures this process with its default /proc attestor.
-    let agent = Agent::start(settings).await.unwrap();
+    let agent = match variant.evidence {
+        // The agent measures this process with its default /proc attestor.
+        None => Agent::start(settings).await.unwrap(),
+        Some(make) => {
+            let source = make(&settings);
+            Agent::start_with_evidence(settings, Some(source))
+                .await
+                .unwrap()
+        }
+    };
     // Wait for the first Sync message: it carries the path hints.
     let mut status = agent.status();
     tokio::time::timeout(
@@ -147,7 +196,7 @@ async fn deploy(extra: &str) -> Deployment {
     }
 }
 
-async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
+pub async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
     let socket = socket.to_owned();
     let channel = Endpoint::from_static("http://workload.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
@@ -163,7 +212,7 @@ async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
     SpiffeWorkloadApiClient::new(channel)
 }
 
-fn with_header<T>(message: T) -> tonic::Request<T> {
+pub fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()

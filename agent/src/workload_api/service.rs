@@ -256,6 +256,14 @@ impl WorkloadService {
                             .unwrap_or(false);
                         if !alive {
                             self.cache.forget_process(caller.pid, evidence.start_time);
+                            // Usually nobody is left to read this; when the pid
+                            // was recycled, the reader learns why.
+                            let _ = tx
+                                .send(Err(Status::permission_denied(format!(
+                                    "process {} exited or its pid now names another process: its identity is withdrawn",
+                                    caller.pid
+                                ))))
+                                .await;
                             return;
                         }
                     }

@@ -159,6 +159,26 @@ mod tests {
         );
         let (other, _) = setup();
         check("payments", &mint(&other, now, "payments"), now, "key");
+        // The same claims under `alg: none` (unsigned) and HS256 keyed with
+        // public material: both refused for their algorithm.
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = token.split('.');
+        let (header, payload) = (parts.next().unwrap(), parts.next().unwrap());
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        for alg in ["none", "HS256"] {
+            let mut forged = header.clone();
+            forged["alg"] = alg.into();
+            let forged = URL_SAFE_NO_PAD.encode(forged.to_string());
+            let signature = if alg == "none" { "" } else { "c2lnbmF0dXJl" };
+            check(
+                "payments",
+                &format!("{forged}.{payload}.{signature}"),
+                now,
+                alg,
+            );
+        }
     }
 
     #[test]
