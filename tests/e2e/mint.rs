@@ -249,6 +249,7 @@ async fn refusals_name_the_failed_constraint() {
             "public_keys[0]",
         ),
     ];
+    let needles: Vec<&str> = cases.iter().map(|c| c.3).collect();
     for (e, keys, code, needle) in cases {
         let err = node.mint_x509_svids(mint(e, keys)).await.unwrap_err();
         assert_eq!(err.code(), code, "{needle}: {err:?}");
@@ -291,6 +292,54 @@ async fn refusals_name_the_failed_constraint() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Every refusal is in the audit log, with its reason and the digest of
+    // the evidence it was about.
+    let refused: Vec<serde_json::Value> = audit_records(&server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_refused")
+        .collect();
+    for needle in needles
+        .iter()
+        .chain(&["evidence is missing", "audience", "not entitled"])
+    {
+        let record = refused
+            .iter()
+            .find(|r| r["fields"]["reason"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no audited refusal for {needle:?}: {refused:#?}"));
+        let digest = record["fields"]["evidence_digest"].as_str().unwrap();
+        if *needle == "evidence is missing" {
+            assert_eq!(digest, "none");
+        } else {
+            assert_eq!(digest.len(), 64, "{record}");
+        }
+        assert!(
+            !record.to_string().contains("\"dev\""),
+            "env values never reach the audit log: {record}"
+        );
+    }
+}
+
+/// Every audit record so far, as JSON.
+async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut stream = server
+        .admin()
+        .await
+        .read_audit(hallmark_proto::admin::ReadAuditRequest {
+            start: None,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(entry) = stream.message().await.unwrap() {
+        if let Some(hallmark_proto::admin::audit_entry::Entry::Record(bytes)) = entry.entry {
+            records.push(serde_json::from_slice(&bytes).unwrap());
+        }
+    }
+    records
 }
 
 #[tokio::test]
@@ -315,6 +364,17 @@ async fn node_constraints_and_mutual_tls_apply_to_minting() {
         err.message().contains("node not allowed"),
         "{}",
         err.message()
+    );
+    assert!(
+        audit_records(&server)
+            .await
+            .iter()
+            .any(|r| r["kind"] == "svid_refused"
+                && r["fields"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("node not allowed")),
+        "the node refusal is audited"
     );
 
     // Without a node SVID nothing is minted.

@@ -43,7 +43,14 @@ impl NodeApi {
         request: MintX509SvidsRequest,
     ) -> Result<MintX509SvidsResponse, Status> {
         let mut records = Vec::new();
-        let outcome = self.mint_x509_now(agent, request, &mut records);
+        let outcome = self.mint_x509_now(agent, &request, &mut records);
+        self.audit_bad_request(
+            agent,
+            "x509",
+            &outcome,
+            request.evidence.as_ref(),
+            &mut records,
+        );
         deliver(outcome, records).await
     }
 
@@ -55,8 +62,38 @@ impl NodeApi {
         request: MintJwtSvidRequest,
     ) -> Result<MintJwtSvidResponse, Status> {
         let mut records = Vec::new();
-        let outcome = self.mint_jwt_now(agent, request, &mut records);
+        let outcome = self.mint_jwt_now(agent, &request, &mut records);
+        self.audit_bad_request(
+            agent,
+            "jwt",
+            &outcome,
+            request.evidence.as_ref(),
+            &mut records,
+        );
         deliver(outcome, records).await
+    }
+
+    /// A refusal that no constraint check recorded (malformed evidence or
+    /// keys, no audience, an ID the workload is not entitled to, a signing
+    /// failure) is audited here, so every refused mint leaves a record.
+    fn audit_bad_request<T>(
+        &self,
+        agent: &NodeRecord,
+        kind: &'static str,
+        outcome: &Result<T, Status>,
+        evidence: Option<&WorkloadEvidence>,
+        records: &mut Vec<Recorded>,
+    ) {
+        if let Err(status) = outcome
+            && records.is_empty()
+        {
+            records.push(self.events.record(SecurityEvent::SvidRefused {
+                kind,
+                node: agent.spiffe_id.clone(),
+                reason: format!("{:?}: {}", status.code(), status.message()),
+                evidence_digest: evidence.map_or_else(|| "none".to_owned(), evidence_digest),
+            }));
+        }
     }
 
     /// Matches and signs; appends an audit record per SVID (or for the
@@ -65,10 +102,10 @@ impl NodeApi {
     fn mint_x509_now(
         &self,
         agent: &NodeRecord,
-        request: MintX509SvidsRequest,
+        request: &MintX509SvidsRequest,
         records: &mut Vec<Recorded>,
     ) -> Result<MintX509SvidsResponse, Status> {
-        let evidence = check_evidence(request.evidence)?;
+        let evidence = check_evidence(request.evidence.as_ref())?;
         if request.public_keys.is_empty() {
             return Err(Status::invalid_argument(
                 "public_keys is empty: send one SubjectPublicKeyInfo (DER) per SVID wanted",
@@ -89,7 +126,7 @@ impl NodeApi {
         // Held until the SVIDs are signed: a kill waits for this mint, or
         // this mint sees the kill (see `crate::revocation`).
         let revocations = self.revocations.filter();
-        let matches = self.matches(agent, &evidence, "x509", &revocations, records)?;
+        let matches = self.matches(agent, evidence, "x509", &revocations, records)?;
         let max_ttl = self.authority.max_svid_ttl();
         let mut svids = Vec::with_capacity(matches.len().min(request.public_keys.len()));
         for (index, (candidate, key)) in matches.iter().zip(&request.public_keys).enumerate() {
@@ -115,20 +152,22 @@ impl NodeApi {
                     extensions: std::slice::from_ref(&binding),
                 })
                 .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            records.push(self.events.record(SecurityEvent::SvidMinted {
-                kind: "x509",
-                id: svid.serial.clone(),
-                spiffe_id: image.spiffe_id.clone(),
-                image: image.image_ref(),
-                code_sha256: evidence.exe_sha256.clone(),
-                model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
-                node: agent.spiffe_id.clone(),
-                ttl_secs: svid
-                    .not_after
-                    .duration_since(svid.not_before)
-                    .unwrap_or_default()
-                    .as_secs(),
-            }));
+            records.push(
+                self.events.record(SecurityEvent::SvidMinted {
+                    kind: "x509",
+                    id: svid.serial.clone(),
+                    spiffe_id: image.spiffe_id.clone(),
+                    image: image.image_ref(),
+                    code_sha256: evidence.exe_sha256.clone(),
+                    model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
+                    node: agent.spiffe_id.clone(),
+                    ttl_secs: svid
+                        .not_after
+                        .duration_since(svid.not_before)
+                        .unwrap_or_default()
+                        .as_secs(),
+                }),
+            );
             svids.push(WorkloadX509Svid {
                 svid: Some(svid_to_proto(&svid)),
                 image: image.image_ref(),
@@ -145,14 +184,15 @@ impl NodeApi {
     fn mint_jwt_now(
         &self,
         agent: &NodeRecord,
-        request: MintJwtSvidRequest,
+        request: &MintJwtSvidRequest,
         records: &mut Vec<Recorded>,
     ) -> Result<MintJwtSvidResponse, Status> {
-        let evidence = check_evidence(request.evidence)?;
+        let evidence = check_evidence(request.evidence.as_ref())?;
         let audience: Vec<String> = request
             .audience
-            .into_iter()
+            .iter()
             .filter(|a| !a.is_empty())
+            .cloned()
             .collect();
         if audience.is_empty() {
             return Err(Status::invalid_argument(
@@ -173,7 +213,7 @@ impl NodeApi {
         };
         // Held until the tokens are signed (see `mint_x509`).
         let revocations = self.revocations.filter();
-        let mut matches = self.matches(agent, &evidence, "jwt", &revocations, records)?;
+        let mut matches = self.matches(agent, evidence, "jwt", &revocations, records)?;
         if let Some(wanted) = &only {
             matches.retain(|c| c.image.spiffe_id == *wanted);
             if matches.is_empty() {
@@ -276,7 +316,7 @@ async fn deliver<T>(outcome: Result<T, Status>, records: Vec<Recorded>) -> Resul
 }
 
 /// Evidence must be present and well-formed before it is matched.
-fn check_evidence(evidence: Option<WorkloadEvidence>) -> Result<WorkloadEvidence, Status> {
+fn check_evidence(evidence: Option<&WorkloadEvidence>) -> Result<&WorkloadEvidence, Status> {
     let evidence = evidence.ok_or_else(|| Status::invalid_argument("evidence is missing"))?;
     let is_hex = |s: &str| {
         s.len() == 64
