@@ -36,9 +36,9 @@ use hallmark_proto::admin::{
     ListRevocationsResponse, Revocation,
 };
 
+use crate::audit::{AuditError, AuditLog};
 use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
-use crate::audit::{AuditError, AuditLog};
 use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet};
 use crate::node::{NodeEvent, store_status};
@@ -576,19 +576,19 @@ impl Admin for AdminApi {
         &self,
         request: Request<CheckpointAuditRequest>,
     ) -> Result<Response<CheckpointAuditResponse>, Status> {
-        // Signing is asynchronous (it waits for durability), so this call
-        // is checked and answered by hand rather than through `audited`.
+        // Audited before signing, so that the new checkpoint covers the
+        // request for it (and `audit verify` right after finds no tail).
         let (uid, allowed) = self.caller(&request);
-        let result = match allowed {
-            Ok(()) => self.checkpoint_audit().await,
-            Err(status) => Err(status),
-        };
         let audit = Call {
             uid,
             events: self.events.as_ref(),
             written: Vec::new(),
         };
-        self.answer("CheckpointAudit", audit, result).await
+        // A refusal (or a failure to audit the request) ends the call here.
+        let requested = allowed.map(|()| ((), "checkpoint requested".to_owned()));
+        self.answer("CheckpointAudit", audit, requested).await?;
+        let (response, _) = self.checkpoint_audit().await?;
+        Ok(Response::new(response))
     }
 
     async fn show_bundle(

@@ -5,6 +5,7 @@
 //! `--config`, else the built-in default.
 
 pub mod agent;
+pub mod audit;
 pub mod bundle;
 pub mod healthcheck;
 pub mod image;
@@ -54,6 +55,21 @@ pub enum Command {
     /// The kill switch: revoke a SPIFFE ID, image, binary, model or agent
     /// everywhere at once (`kill list`, `kill lift ID` to undo).
     Kill(kill::KillCommand),
+    /// The tamper-evident audit log: tail, export, verify, key, checkpoint.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// A command failed in a way its exit status tells apart (for example
+/// `audit verify`: 2 tampered, 3 unverifiable tail); `main` exits with
+/// `code` after printing `message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The process exit status.
+    pub code: u8,
+    /// What to print on stderr.
+    pub message: String,
 }
 
 /// Output format for commands that print records.
@@ -110,6 +126,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kill(cmd) => kill::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

@@ -1,0 +1,590 @@
+//! `hallmark-server audit tail | export | verify | key | checkpoint`.
+//!
+//! Verification runs here, in the CLI, not in the issuer: the issuer (over
+//! its admin socket) or an export file only supplies the entries, and the
+//! checkpoints are checked with the audit public key, pinned with `--key`.
+//!
+//! `audit verify` exits 0 when every record is covered by a valid
+//! checkpoint, 2 when it finds tampering, 3 when nothing is wrong but some
+//! records (or all, or none exist) are not signed by a checkpoint yet (an
+//! unverifiable tail), and 1 when it cannot run.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
+
+use hallmark_proto::admin::admin_client::AdminClient;
+use hallmark_proto::admin::{
+    AuditKeyRequest, CheckpointAuditRequest, ReadAuditRequest, audit_entry, read_audit_request,
+};
+use tonic::transport::Channel;
+
+use super::{AdminArgs, Exit, Output, print_json, rpc_error};
+use crate::audit::record::format_time;
+use crate::audit::verify::{Options, Report, Verdict, verify};
+use crate::audit::{AuditRecord, Entry, RecordHash, SignedCheckpoint, key};
+use crate::image::{PublicKey, SigningKey};
+
+/// Exit status of `audit verify` when it finds tampering.
+pub const EXIT_TAMPERED: u8 = 2;
+/// Exit status of `audit verify` when records are not signed yet.
+pub const EXIT_UNVERIFIABLE: u8 = 3;
+
+/// `audit` verbs.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest records (and checkpoints); `-f` keeps following.
+    Tail(TailArgs),
+    /// Write records and checkpoints as JSON lines, exactly as stored.
+    Export(ExportArgs),
+    /// Check the hash chain and the signed checkpoints.
+    Verify(VerifyArgs),
+    /// Print the audit public key (PEM) that verifies checkpoints.
+    Key(KeyArgs),
+    /// Sign a checkpoint over the newest record now.
+    Checkpoint(CheckpointArgs),
+}
+
+/// Flags of `audit tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// How many of the newest records to print first.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: u64,
+    /// Keep printing new records as they are written (until the issuer stops).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// `text`, or `json` for the raw JSON lines.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line: each record's canonical bytes as stored
+    /// and hashed, each checkpoint right after the record it covers.
+    #[default]
+    Jsonl,
+}
+
+/// Flags of `audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Start at a sequence number (`120`), a time (`2026-01-01T00:00:00Z`)
+    /// or an age (`1h`): the first record written since then.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: ExportFormat,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Flags of `audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify an `audit export` file instead of the running issuer's log.
+    #[arg(long, value_name = "FILE")]
+    pub from_export: Option<PathBuf>,
+    /// The audit public key (PEM, from `audit key`) to verify with. Without
+    /// it the key the issuer reports is used, which an attacker who
+    /// replaced the issuer's key file would also control.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Accept an export that starts after seq 1 (`audit export --since`):
+    /// what precedes its first record is not checked.
+    #[arg(long, requires = "from_export")]
+    pub partial: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Flags of `audit key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Read the key file of a (stopped or running) issuer's data directory
+    /// instead of asking the issuer.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `text` prints the PEM.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Flags of `audit checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// How to reach the issuer.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Runs an `audit` command.
+pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Tail(args) => tail(args).await,
+        AuditCommand::Export(args) => export(args).await,
+        AuditCommand::Verify(args) => verify_command(args).await,
+        AuditCommand::Key(args) => key_command(args).await,
+        AuditCommand::Checkpoint(args) => checkpoint(args).await,
+    }
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let mut client = args.admin.client().await?;
+    let request = ReadAuditRequest {
+        start: Some(read_audit_request::Start::Last(args.lines)),
+        follow: args.follow,
+    };
+    let mut stream = client
+        .read_audit(request)
+        .await
+        .map_err(|s| rpc_error("audit tail", s))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(entry) = stream.next().await {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // A follower ends when the issuer stops: not an error of ours.
+            Err(status) if args.follow && status.code() == tonic::Code::Unavailable => {
+                eprintln!("audit tail: {}", status.message());
+                return Ok(());
+            }
+            Err(status) => return Err(rpc_error("audit tail", status)),
+        };
+        let Some(entry) = from_proto(entry) else {
+            continue;
+        };
+        let line = match args.output {
+            Output::Json => String::from_utf8_lossy(entry.bytes()).into_owned(),
+            Output::Text => text_line(&entry),
+        };
+        writeln!(out, "{line}").context("cannot write to stdout")?;
+        out.flush().context("cannot write to stdout")?;
+    }
+    Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let start = match &args.since {
+        None => None,
+        Some(since) => Some(parse_since(since, SystemTime::now())?),
+    };
+    let mut client = args.admin.client().await?;
+    let entries = read_all(&mut client, start, "audit export").await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for entry in entries {
+        out.write_all(entry.bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .context("cannot write to stdout")?;
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}
+
+async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
+    let pinned = match &args.key {
+        Some(path) => Some(read_public_key(path)?),
+        None => None,
+    };
+    let (entries, source) = match &args.from_export {
+        Some(path) => (read_export(path)?, path.display().to_string()),
+        None => {
+            let mut client = args.admin.client().await?;
+            let entries = read_all(&mut client, None, "audit verify").await?;
+            (entries, "the issuer's audit log".to_owned())
+        }
+    };
+    let key = match pinned {
+        Some(key) => key,
+        None => {
+            let mut client = args.admin.client().await.context(
+                "no --key given, and the issuer cannot be asked for its audit key: pass --key FILE (the output of `hallmark-server audit key`)",
+            )?;
+            issuer_key(&mut client).await?
+        }
+    };
+    let options = Options {
+        allow_partial: args.partial,
+    };
+    let report = verify(entries, &key, options);
+    let pinned = args.key.is_some();
+    match args.output {
+        Output::Json => print_json(&report_json(&report, &key, pinned, &source))?,
+        Output::Text => print_report(&report, &key, pinned, &source),
+    }
+    match report.verdict {
+        Verdict::Verified => Ok(()),
+        Verdict::Tampered => Err(Exit {
+            code: EXIT_TAMPERED,
+            message: format!(
+                "audit log verification FAILED: {} problem{} found, first at seq {}",
+                report.problems.len(),
+                if report.problems.len() == 1 { "" } else { "s" },
+                report.problems[0]
+                    .seq
+                    .map_or_else(|| "?".to_owned(), |s| s.to_string())
+            ),
+        }
+        .into()),
+        Verdict::UnverifiableTail => Err(Exit {
+            code: EXIT_UNVERIFIABLE,
+            message: match report.tail {
+                Some(tail) => format!(
+                    "no tampering found, but seq {}..{} are not signed by a checkpoint yet (unverifiable tail)",
+                    tail.first_seq, tail.last_seq
+                ),
+                None => "no tampering found, but nothing is signed yet".to_owned(),
+            },
+        }
+        .into()),
+        Verdict::Empty => Err(Exit {
+            code: EXIT_UNVERIFIABLE,
+            message: "the audit log is empty: nothing is proven".to_owned(),
+        }
+        .into()),
+    }
+}
+
+async fn key_command(args: KeyArgs) -> anyhow::Result<()> {
+    let key = match &args.data_dir {
+        Some(dir) => {
+            let path = key::key_path(dir);
+            key::load(&path)?
+                .with_context(|| format!("{} does not exist", path.display()))?
+                .public_key()
+                .clone()
+        }
+        None => {
+            let mut client = args.admin.client().await?;
+            issuer_key(&mut client).await?
+        }
+    };
+    match args.output {
+        Output::Json => print_json(&json!({
+            "key_id": key.keyid(),
+            "algorithm": key.algorithm().to_string(),
+            "public_key_pem": key.to_pem(),
+        })),
+        Output::Text => {
+            print!("{}", key.to_pem());
+            Ok(())
+        }
+    }
+}
+
+async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
+    let mut client = args.admin.client().await?;
+    let response = client
+        .checkpoint_audit(CheckpointAuditRequest {})
+        .await
+        .map_err(|s| rpc_error("audit checkpoint", s))?
+        .into_inner();
+    let signed = if response.checkpoint.is_empty() {
+        None
+    } else {
+        Some(SignedCheckpoint::decode(&response.checkpoint).map_err(|e| {
+            anyhow::anyhow!("the issuer answered with an unreadable checkpoint: {e}")
+        })?)
+    };
+    match args.output {
+        Output::Json => print_json(&json!({
+            "created": response.created,
+            "checkpoint": signed.as_ref().map(|s| checkpoint_json(&s.checkpoint)),
+        })),
+        Output::Text => {
+            match &signed {
+                Some(s) => println!(
+                    "{} checkpoint at seq {} (head {})",
+                    if response.created {
+                        "Signed"
+                    } else {
+                        "Already current:"
+                    },
+                    s.checkpoint.seq,
+                    s.checkpoint.head
+                ),
+                None => println!("The audit log is empty: nothing to sign"),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn read_all(
+    client: &mut AdminClient<Channel>,
+    start: Option<read_audit_request::Start>,
+    what: &str,
+) -> anyhow::Result<Vec<Entry>> {
+    let mut stream = client
+        .read_audit(ReadAuditRequest {
+            start,
+            follow: false,
+        })
+        .await
+        .map_err(|s| rpc_error(what, s))?
+        .into_inner();
+    let mut entries = Vec::new();
+    while let Some(entry) = stream.next().await {
+        let entry = entry.map_err(|s| rpc_error(what, s))?;
+        entries.extend(from_proto(entry));
+    }
+    Ok(entries)
+}
+
+async fn issuer_key(client: &mut AdminClient<Channel>) -> anyhow::Result<PublicKey> {
+    let response = client
+        .audit_key(AuditKeyRequest {})
+        .await
+        .map_err(|s| rpc_error("audit key", s))?
+        .into_inner();
+    PublicKey::from_pem(&response.public_key_pem)
+        .map_err(|e| anyhow::anyhow!("the issuer's audit key is unreadable: {e}"))
+}
+
+fn from_proto(entry: hallmark_proto::admin::AuditEntry) -> Option<Entry> {
+    match entry.entry? {
+        audit_entry::Entry::Record(bytes) => Some(Entry::Record(bytes)),
+        audit_entry::Entry::Checkpoint(bytes) => Some(Entry::Checkpoint(bytes)),
+    }
+}
+
+/// Reads an export: one entry per line; the final newline is optional.
+fn read_export(path: &Path) -> anyhow::Result<Vec<Entry>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    Ok(lines.into_iter().map(Entry::from_line).collect())
+}
+
+/// A public key file: `PUBLIC KEY` PEM, or the private key file itself.
+fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --key {}", path.display()))?;
+    PublicKey::from_pem(&text)
+        .or_else(|_| SigningKey::from_pem(&text).map(|k| k.public_key().clone()))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--key {}: not a PUBLIC KEY PEM (use the output of `hallmark-server audit key`): {e}",
+                path.display()
+            )
+        })
+}
+
+/// `--since`: digits are a sequence number, an RFC 3339 time is a time,
+/// a duration (`90m`) is that long before `now`.
+fn parse_since(text: &str, now: SystemTime) -> anyhow::Result<read_audit_request::Start> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let seq: u64 = text
+            .parse()
+            .with_context(|| format!("--since {text}: sequence number too large"))?;
+        return Ok(read_audit_request::Start::SinceSeq(seq));
+    }
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(read_audit_request::Start::SinceTime(format_time(time)));
+    }
+    if let Ok(age) = humantime::parse_duration(text) {
+        let time = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        return Ok(read_audit_request::Start::SinceTime(format_time(time)));
+    }
+    anyhow::bail!(
+        "--since {text:?}: give a sequence number (120), a time (2026-01-01T00:00:00Z) or an age (1h)"
+    )
+}
+
+/// One entry as a line for people: `seq time kind key=value ...`.
+fn text_line(entry: &Entry) -> String {
+    match entry {
+        Entry::Record(bytes) => match AuditRecord::decode(bytes) {
+            Ok(record) => {
+                let fields: Vec<String> = record
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", field_text(v)))
+                    .collect();
+                format!(
+                    "{:>8}  {}  {}  {}",
+                    record.seq,
+                    format_time(record.time),
+                    record.kind,
+                    fields.join(" ")
+                )
+            }
+            Err(error) => format!(
+                "       ?  UNREADABLE RECORD ({error}): {}",
+                String::from_utf8_lossy(bytes)
+            ),
+        },
+        Entry::Checkpoint(bytes) => match SignedCheckpoint::decode(bytes) {
+            Ok(signed) => format!(
+                "{:>8}  {}  checkpoint  covers seq {} head={} key_id={}",
+                "--",
+                format_time(signed.checkpoint.time),
+                signed.checkpoint.seq,
+                signed.checkpoint.head,
+                signed.checkpoint.key_id
+            ),
+            Err(error) => format!("      --  UNREADABLE CHECKPOINT ({error})"),
+        },
+    }
+}
+
+fn field_text(value: &Value) -> String {
+    match value {
+        Value::String(s)
+            if !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('"') =>
+        {
+            s.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn checkpoint_json(checkpoint: &crate::audit::Checkpoint) -> Value {
+    json!({
+        "seq": checkpoint.seq,
+        "head": checkpoint.head.to_hex(),
+        "time": format_time(checkpoint.time),
+        "key_id": checkpoint.key_id,
+    })
+}
+
+fn report_json(report: &Report, key: &PublicKey, pinned: bool, source: &str) -> Value {
+    json!({
+        "result": report.verdict.as_str(),
+        "source": source,
+        "key_id": key.keyid(),
+        "key_pinned": pinned,
+        "records": report.records,
+        "first_seq": report.first_seq,
+        "last_seq": report.last_seq,
+        "head": report.head.as_ref().map(RecordHash::to_hex),
+        "checkpoints": report.checkpoints,
+        "last_checkpoint": report.last_checkpoint.as_ref().map(checkpoint_json),
+        "verified_through": report.verified_through,
+        "unverifiable_tail": report.tail.map(|t| json!({
+            "first_seq": t.first_seq,
+            "last_seq": t.last_seq,
+            "records": t.records,
+        })),
+        "partial": report.partial,
+        "problems": report.problems.iter().map(|p| json!({
+            "seq": p.seq,
+            "kind": p.kind.as_str(),
+            "position": p.position,
+            "message": p.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_report(report: &Report, key: &PublicKey, pinned: bool, source: &str) {
+    println!("Source          : {source}");
+    println!(
+        "Audit key       : {} ({})",
+        key.keyid(),
+        if pinned {
+            "pinned with --key"
+        } else {
+            "as reported by the issuer: pin it with --key"
+        }
+    );
+    let range = match (report.first_seq, report.last_seq) {
+        (Some(first), Some(last)) => format!(" (seq {first}..{last})"),
+        _ => String::new(),
+    };
+    println!("Records         : {}{range}", report.records);
+    println!("Checkpoints     : {}", report.checkpoints);
+    if report.partial {
+        println!(
+            "Partial export  : starts at seq {}; what precedes it is not checked",
+            report.first_seq.unwrap_or(0)
+        );
+    }
+    match (&report.last_checkpoint, report.verified_through) {
+        (Some(cp), Some(through)) => println!(
+            "Verified        : seq {}..{through} (newest valid checkpoint at seq {}, signed {})",
+            report.first_seq.unwrap_or(1),
+            cp.seq,
+            humantime::format_rfc3339_seconds(cp.time)
+        ),
+        _ => println!("Verified        : nothing"),
+    }
+    if let Some(tail) = report.tail {
+        println!(
+            "Unverifiable    : seq {}..{} ({} record{} after the newest checkpoint: they chain, but nothing signs them yet)",
+            tail.first_seq,
+            tail.last_seq,
+            tail.records,
+            if tail.records == 1 { "" } else { "s" }
+        );
+    }
+    for problem in &report.problems {
+        let seq = problem
+            .seq
+            .map_or_else(|| "?".to_owned(), |s| s.to_string());
+        let at = problem
+            .position
+            .map(|p| format!(" (entry {p})"))
+            .unwrap_or_default();
+        println!(
+            "PROBLEM         : seq {seq} {}{at}: {}",
+            problem.kind.as_str(),
+            problem.message
+        );
+    }
+    let verdict = match report.verdict {
+        Verdict::Verified => "VERIFIED",
+        Verdict::UnverifiableTail => "UNVERIFIABLE TAIL",
+        Verdict::Tampered => "TAMPERED",
+        Verdict::Empty => "EMPTY",
+    };
+    println!("Result          : {verdict}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn since_is_a_sequence_number_a_time_or_an_age() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        assert_eq!(
+            parse_since("120", now).unwrap(),
+            read_audit_request::Start::SinceSeq(120)
+        );
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00Z", now).unwrap(),
+            read_audit_request::Start::SinceTime("2026-01-01T00:00:00.000000000Z".into())
+        );
+        assert_eq!(
+            parse_since("1h", now).unwrap(),
+            read_audit_request::Start::SinceTime("2025-12-31T23:00:00.000000000Z".into())
+        );
+        assert!(parse_since("yesterday", now).is_err());
+    }
+}
