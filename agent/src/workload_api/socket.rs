@@ -153,3 +153,37 @@ fn peer_of(io: &UnixStream) -> io::Result<Peer> {
         process,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_accepted_connection_knows_and_pins_its_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let mut incoming = bind(&path).unwrap();
+        let client = UnixStream::connect(&path).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        let peer = accepted.connect_info();
+        assert_eq!(peer.pid, Some(i32::try_from(std::process::id()).unwrap()));
+        assert_eq!(peer.uid, own_uid());
+        let process = peer.process.unwrap();
+        assert_eq!(process.pid(), i32::try_from(std::process::id()).unwrap());
+        assert!(
+            process.has_pidfd(),
+            "SO_PEERPIDFD or pidfd_open pins the peer"
+        );
+        assert!(!process.exited());
+        drop(client);
+        // The socket is open to every local user; attestation decides who is who.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777);
+    }
+
+    fn own_uid() -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    }
+}
