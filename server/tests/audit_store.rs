@@ -1,0 +1,314 @@
+//! Tampering with the stored audit log, as someone who can write the
+//! issuer's database would: stop the issuer, edit its sled store, start it
+//! again, and `audit verify` (with the audit key pinned) must say which
+//! sequence number and what is wrong.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit_support;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use audit_support::{Node, Store};
+use hallmark_server::audit::{AuditRecord, Checkpoint, RecordHash, SignedCheckpoint};
+use hallmark_server::image::{Algorithm, SigningKey};
+
+/// An issuer that wrote some history and stopped cleanly (so a checkpoint
+/// covers all of it), and its audit public key.
+fn stopped_issuer() -> (Node, PathBuf) {
+    let mut node = Node::new("");
+    node.start();
+    for _ in 0..3 {
+        node.ok(&["token", "generate"]);
+    }
+    node.ok(&["agent", "list"]);
+    let key = node.save_key();
+    node.stop();
+    (node, key)
+}
+
+/// The first stored record of `kind`.
+fn first_of(store: &Store, kind: &str) -> u64 {
+    (1..=store.last_seq())
+        .find(|&seq| store.record(seq).kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} record"))
+}
+
+fn problems(report: &Value) -> Vec<(u64, String)> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["seq"].as_u64().unwrap(),
+                p["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Restarts the issuer and verifies with the pinned key: tampering found.
+fn tampered(node: &mut Node, key: &PathBuf) -> Value {
+    node.start();
+    let (code, report) = node.verify(key);
+    assert_eq!(code, 2, "{report:#}");
+    assert_eq!(report["result"], "tampered", "{report:#}");
+    report
+}
+
+#[test]
+fn untouched_history_verifies_after_a_restart_and_a_checkpoint() {
+    let (mut node, key) = stopped_issuer();
+    node.start();
+    // The restart's own records are not signed yet.
+    let (code, report) = node.verify(&key);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["result"], "unverifiable_tail");
+    assert!(problems(&report).is_empty());
+    let signed_before = report["verified_through"].as_u64().unwrap();
+    assert_eq!(report["unverifiable_tail"]["first_seq"], signed_before + 1);
+    node.ok(&["audit", "checkpoint"]);
+    let (code, report) = node.verify(&key);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["result"], "verified");
+    assert_eq!(report["verified_through"], report["last_seq"]);
+    assert_eq!(report["key_pinned"], true);
+}
+
+#[test]
+fn a_changed_record_is_named() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let seq = first_of(&store, "token_generated");
+    let mut record = store.record(seq);
+    record.fields.insert(
+        "spiffe_id".into(),
+        "spiffe://example.org/hallmark/agent/join_token/innocent".into(),
+    );
+    store.put(seq, &record.encode());
+    store.close();
+    let report = tampered(&mut node, &key);
+    assert_eq!(
+        problems(&report),
+        [(seq, "changed".to_owned())],
+        "{report:#}"
+    );
+    let message = report["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("seq {seq} was changed")),
+        "{message}"
+    );
+    assert!(report["verified_through"].is_null(), "{report:#}");
+}
+
+#[test]
+fn a_deleted_record_is_named() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let seq = first_of(&store, "token_generated");
+    store.remove(seq);
+    store.close();
+    let report = tampered(&mut node, &key);
+    assert_eq!(
+        problems(&report),
+        [(seq, "missing".to_owned())],
+        "{report:#}"
+    );
+}
+
+#[test]
+fn an_inserted_record_is_named() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let seq = first_of(&store, "token_generated");
+    // Make room by moving every later record up one key, then slip in a
+    // record that chains to its predecessor.
+    let last = store.last_seq();
+    for s in (seq..=last).rev() {
+        let bytes = store.get(s);
+        store.put(s + 1, &bytes);
+    }
+    let genuine = store.record(seq + 1);
+    let forged = AuditRecord {
+        kind: "agent_unbanned".into(),
+        ..genuine
+    };
+    store.put(seq, &forged.encode());
+    store.close();
+    let report = tampered(&mut node, &key);
+    let found = problems(&report);
+    assert_eq!(found[0], (seq, "inserted".to_owned()), "{report:#}");
+    // The shifted keys also leave one sequence number unused at the end.
+    assert!(
+        found[1..].iter().all(|(_, kind)| kind == "missing"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn reordered_records_are_named() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let seq = first_of(&store, "token_generated");
+    let (a, b) = (store.get(seq), store.get(seq + 1));
+    store.put(seq, &b);
+    store.put(seq + 1, &a);
+    store.close();
+    let report = tampered(&mut node, &key);
+    assert_eq!(
+        problems(&report),
+        [(seq, "reordered".to_owned())],
+        "{report:#}"
+    );
+}
+
+#[test]
+fn truncated_checkpointed_history_is_named() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let last = store.last_seq();
+    store.remove(last);
+    store.remove(last - 1);
+    store.close();
+    // The issuer numbers on after its checkpoint, so the cut stays visible.
+    let report = tampered(&mut node, &key);
+    assert_eq!(
+        problems(&report),
+        [(last - 1, "missing".to_owned())],
+        "{report:#}"
+    );
+    let message = report["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("seq {}..{last} are missing", last - 1)),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_truncated_unsigned_tail_is_an_unverifiable_tail_not_success() {
+    let mut node = Node::new("");
+    node.start();
+    node.ok(&["token", "generate"]);
+    node.ok(&["audit", "checkpoint"]);
+    node.ok(&["token", "generate"]);
+    node.ok(&["token", "generate"]);
+    let key = node.save_key();
+    // A crash leaves records after the newest checkpoint; cut two of them.
+    node.crash();
+    let store = Store::open(&node.data_dir());
+    let last = store.last_seq();
+    store.remove(last);
+    store.remove(last - 1);
+    store.close();
+    node.start();
+    let (code, report) = node.verify(&key);
+    assert_eq!(code, 3, "{report:#}");
+    assert_eq!(report["result"], "unverifiable_tail");
+    assert!(problems(&report).is_empty(), "{report:#}");
+    let through = report["verified_through"].as_u64().unwrap();
+    assert!(through < last - 1);
+    assert_eq!(report["unverifiable_tail"]["first_seq"], through + 1);
+}
+
+#[test]
+fn a_forged_or_missing_checkpoint_never_verifies() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let (cp_key, cp_bytes) = store.checkpoints.last().unwrap().unwrap();
+    let signed = SignedCheckpoint::decode(&cp_bytes).unwrap();
+    // Signed by someone else, claiming the audit key's id.
+    let forger =
+        SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+            .unwrap();
+    let mut forged = signed.checkpoint.clone().sign(&forger).unwrap();
+    forged.checkpoint.key_id = signed.checkpoint.key_id.clone();
+    store.checkpoints.insert(&cp_key, forged.encode()).unwrap();
+    store.close();
+    let report = tampered(&mut node, &key);
+    assert_eq!(
+        problems(&report),
+        [(signed.checkpoint.seq, "bad_signature".to_owned())],
+        "{report:#}"
+    );
+    node.stop();
+
+    // Without checkpoints nothing is proven: never "verified".
+    let store = Store::open(&node.data_dir());
+    store.checkpoints.clear().unwrap();
+    store.close();
+    node.start();
+    let (code, report) = node.verify(&key);
+    assert_eq!(code, 3, "{report:#}");
+    assert!(report["verified_through"].is_null());
+    assert_eq!(report["unverifiable_tail"]["first_seq"], 1);
+}
+
+#[test]
+fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
+    let (mut node, key) = stopped_issuer();
+    let store = Store::open(&node.data_dir());
+    let seq = first_of(&store, "token_generated");
+    // The attacker rewrites a record, rebuilds the chain after it, and
+    // re-signs every checkpoint with a key of their own, which they also
+    // put in place of the issuer's key file.
+    let attacker = SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap();
+    let signer = SigningKey::from_pkcs8_der(&attacker).unwrap();
+    let last = store.last_seq();
+    let mut prev = store.hash(seq - 1);
+    for s in seq..=last {
+        let mut record = store.record(s);
+        if s == seq {
+            record.fields.insert("uid".into(), 4242.into());
+        }
+        record.prev = prev;
+        let bytes = record.encode();
+        prev = RecordHash::of(&bytes);
+        store.put(s, &bytes);
+    }
+    let checkpoints: Vec<_> = store.checkpoints.iter().map(|e| e.unwrap()).collect();
+    for (cp_key, bytes) in checkpoints {
+        let old = SignedCheckpoint::decode(&bytes).unwrap().checkpoint;
+        let resigned = Checkpoint {
+            head: store.hash(old.seq),
+            key_id: signer.keyid().to_owned(),
+            ..old
+        }
+        .sign(&signer)
+        .unwrap();
+        store.checkpoints.insert(cp_key, resigned.encode()).unwrap();
+    }
+    store.close();
+    let key_file = node.data_dir().join("audit.key");
+    std::fs::remove_file(&key_file).unwrap();
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .unwrap();
+        file.write_all(SigningKey::pkcs8_pem(&attacker).as_bytes())
+            .unwrap();
+    }
+    node.start();
+    // Trusting whatever key the issuer now reports, the forgery passes...
+    let out = node.run(&["audit", "verify", "--output", "json"]);
+    let (_, unpinned) = audit_support::parse_report(&out);
+    assert!(problems(&unpinned).is_empty(), "{unpinned:#}");
+    assert_eq!(unpinned["key_pinned"], false);
+    // ...against the pinned key it does not.
+    let (code, report) = node.verify(&key);
+    assert_eq!(code, 2, "{report:#}");
+    assert!(
+        problems(&report)
+            .iter()
+            .all(|(_, kind)| kind == "unknown_key"),
+        "{report:#}"
+    );
+    assert!(!problems(&report).is_empty());
+}
