@@ -165,9 +165,7 @@ impl Revocation {
                 .split_once('@')
                 .is_some_and(|(name, _)| name == target),
             RevocationKind::Code => bound.code_sha256 == target,
-            RevocationKind::Model => {
-                bound.model_digest == Some(target) || bound.measured_model == Some(target)
-            }
+            RevocationKind::Model => bound.model_digest == Some(target),
             RevocationKind::Node => bound.node == target,
         }
     }
@@ -186,9 +184,6 @@ pub struct Bound<'a> {
     pub code_sha256: &'a str,
     /// The model digest the binding names.
     pub model_digest: Option<&'a str>,
-    /// The digest of the model the workload was measured with (the agent
-    /// knows it for the SVIDs it serves; relying parties do not).
-    pub measured_model: Option<&'a str>,
     /// The agent that obtained the credential.
     pub node: &'a str,
 }
@@ -211,7 +206,6 @@ impl<'a> Bound<'a> {
                 .and_then(|b| b.get("model"))
                 .and_then(|m| m.get("digest"))
                 .and_then(serde_json::Value::as_str),
-            measured_model: None,
             node: text("node"),
         }
     }
@@ -344,7 +338,6 @@ mod tests {
             image: "invoice@1.0.0",
             code_sha256: "c0de",
             model_digest: Some("sha256:aa"),
-            measured_model: Some("sha256:bb"),
             node: NODE,
         }
     }
@@ -369,8 +362,7 @@ mod tests {
         assert!(covers(RevocationKind::Code, "c0de"));
         assert!(!covers(RevocationKind::Code, "c0d"));
         assert!(covers(RevocationKind::Model, "sha256:aa"));
-        assert!(covers(RevocationKind::Model, "sha256:bb"));
-        assert!(!covers(RevocationKind::Model, "sha256:cc"));
+        assert!(!covers(RevocationKind::Model, "sha256:bb"));
         assert!(covers(RevocationKind::Node, NODE));
         assert!(!covers(
             RevocationKind::Node,
@@ -397,13 +389,7 @@ mod tests {
             "node": NODE,
         });
         let b = Bound::from_binding("spiffe://example.org/invoice", Some(&claims));
-        assert_eq!(
-            b,
-            Bound {
-                measured_model: None,
-                ..bound()
-            }
-        );
+        assert_eq!(b, bound());
         let none = Bound::from_binding("spiffe://example.org/invoice", None);
         assert_eq!(none.image, "");
         assert_eq!(none.model_digest, None);

@@ -14,6 +14,9 @@
 mod agent;
 mod attestation;
 mod common;
+mod kill;
+mod kill_issuer;
+mod kill_node;
 mod mint;
 mod node_api;
 mod quickstart;

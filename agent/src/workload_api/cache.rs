@@ -28,8 +28,6 @@ pub struct WorkloadSvid {
     pub code_sha256: String,
     /// The model digest the SVID binds, if its image names one.
     pub model_digest: Option<String>,
-    /// The digest of the model the workload was measured with, if any.
-    pub measured_model: Option<String>,
     /// The agent that obtained it (the binding's `node`).
     pub node: String,
 }
@@ -42,7 +40,6 @@ impl WorkloadSvid {
             image: &self.image,
             code_sha256: &self.code_sha256,
             model_digest: self.model_digest.as_deref(),
-            measured_model: self.measured_model.as_deref(),
             node: &self.node,
         }
     }
@@ -204,7 +201,6 @@ mod tests {
             not_after: start + Duration::from_secs(life),
             code_sha256: "c0de".into(),
             model_digest: None,
-            measured_model: None,
             node: "spiffe://example.org/hallmark/agent/join_token/ab".into(),
         }
     }

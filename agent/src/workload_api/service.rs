@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use hallmark_ca::jwt::validate_jwt_svid;
 use hallmark_ca::key::CaKey;
 use hallmark_proto::evidence_digest;
 use hallmark_proto::node::WorkloadEvidence;
@@ -174,7 +175,6 @@ impl WorkloadService {
                         .and_then(|b| b.pointer("/model/digest"))
                         .and_then(serde_json::Value::as_str)
                         .map(str::to_owned),
-                    measured_model: evidence.model.as_ref().map(|m| m.digest.clone()),
                     node: text("node").unwrap_or_else(|| self.agent_id()),
                     chain: node.chain,
                     image: minted.image,
@@ -384,25 +384,38 @@ impl SpiffeWorkloadApi for WorkloadService {
             return Err(revoked(&own));
         }
         let evidence = self.measure(&caller).await?;
+        let audience = wanted
+            .audience
+            .iter()
+            .find(|a| !a.is_empty())
+            .cloned()
+            .unwrap_or_default();
         let minted = self
             .agent
             .mint_jwt(evidence.clone(), wanted.audience, wanted.spiffe_id)
             .await?;
-        // A revocation may have arrived while the issuer was minting.
+        // A revocation may have arrived while the issuer was minting: the
+        // tokens' own `hallmark` claims say what they are bound to.
         let revocations = self.agent.revocations().unwrap_or_default();
-        let node = self.agent_id();
+        let (bundle, now, node) = (self.agent.bundle(), self.agent.now(), self.agent_id());
         let mut withheld = None;
         let svids: Vec<Jwtsvid> = minted
             .svids
             .into_iter()
             .filter(|s| {
-                let bound = Bound {
-                    spiffe_id: &s.spiffe_id,
-                    image: &s.image,
-                    code_sha256: &evidence.exe_sha256,
-                    model_digest: None,
-                    measured_model: evidence.model.as_ref().map(|m| m.digest.as_str()),
-                    node: &node,
+                let claims = validate_jwt_svid(&s.token, &audience, &bundle, now)
+                    .ok()
+                    .map(|v| v.claims);
+                let binding = claims.as_ref().and_then(|c| c.get("hallmark"));
+                let bound = match binding {
+                    Some(_) => Bound::from_binding(&s.spiffe_id, binding),
+                    None => Bound {
+                        spiffe_id: &s.spiffe_id,
+                        image: &s.image,
+                        code_sha256: &evidence.exe_sha256,
+                        model_digest: None,
+                        node: &node,
+                    },
                 };
                 match revocations.covering(&bound) {
                     None => true,

@@ -67,7 +67,8 @@ pub struct TargetArgs {
     /// Every workload running the executable with this SHA-256 (64 hex).
     #[arg(long, value_name = "SHA256")]
     pub code: Option<String>,
-    /// Every workload bound to, or measured with, this model digest (sha256:<hex>).
+    /// Every credential bound to this model digest (sha256:<hex>), i.e. of
+    /// every image that requires the model.
     #[arg(long, value_name = "DIGEST")]
     pub model: Option<String>,
     /// An agent (spiffe://<td>/hallmark/agent/...): refused by the issuer,

@@ -141,12 +141,6 @@ impl RevocationIndex {
                     .model
                     .as_ref()
                     .and_then(|m| self.get(RevocationKind::Model, m.digest.as_str()))
-            })
-            .or_else(|| {
-                evidence
-                    .model
-                    .as_ref()
-                    .and_then(|m| self.get(RevocationKind::Model, &m.digest))
             });
         debug_assert!(found.is_none_or(|r| r.target.matches(image, evidence, node)));
         found

@@ -57,8 +57,7 @@ pub enum RevocationTarget {
     },
     /// Every credential of a workload running this executable.
     Code(Sha256Hex),
-    /// Every credential bound to this model, and of every workload whose
-    /// measured model has this digest.
+    /// Every credential bound to this model: of every image that requires it.
     Model(TreeDigestStr),
     /// The agent itself and every credential minted through it.
     Node(SpiffeId),
@@ -267,16 +266,14 @@ impl RevocationTarget {
                 image.name == *name && version.as_ref().is_none_or(|v| image.version == *v)
             }
             RevocationTarget::Code(digest) => evidence.exe_sha256 == digest.as_str(),
-            RevocationTarget::Model(digest) => {
-                image
-                    .model
-                    .as_ref()
-                    .is_some_and(|m| m.digest.as_str() == digest.as_str())
-                    || evidence
-                        .model
-                        .as_ref()
-                        .is_some_and(|m| m.digest == digest.as_str())
-            }
+            // What the credential binds, not what was measured: an image
+            // that does not require a model mints without binding one, and a
+            // model revocation must mean the same to the issuer, the agents
+            // and relying parties, who only see the binding.
+            RevocationTarget::Model(digest) => image
+                .model
+                .as_ref()
+                .is_some_and(|m| m.digest.as_str() == digest.as_str()),
             RevocationTarget::Node(agent) => node == agent,
         }
     }
@@ -520,12 +517,10 @@ mod tests {
             [false, true, false]
         );
         assert_eq!(hits(&parse("code", CODE).unwrap()), [true, true, true]);
-        // The image binds the model, and the workload measured it for all three.
-        assert_eq!(hits(&parse("model", MODEL).unwrap()), [true, true, true]);
-        let model = parse("model", MODEL).unwrap();
-        assert!(!model.matches(&ledger, &evidence(Some(OTHER)), &node));
-        assert!(!model.matches(&ledger, &evidence(None), &node));
-        assert!(model.matches(&invoice, &evidence(None), &node));
+        // Only the image that binds the model, although the workload was
+        // measured with it for all three.
+        assert_eq!(hits(&parse("model", MODEL).unwrap()), [true, false, false]);
+        assert!(!parse("model", OTHER).unwrap().matches(&invoice, &ev, &node));
         let revoked_node = RevocationTarget::Node(node.clone());
         assert_eq!(hits(&revoked_node), [true, true, true]);
         assert!(!revoked_node.matches(&invoice, &ev, &other_node));
