@@ -125,6 +125,11 @@ pub struct Revocation {
     pub target: RevocationTarget,
     /// The operator's reason.
     pub reason: String,
+    /// Creation order: 1 for the first revocation of this issuer, then one
+    /// more for each (times have whole seconds; this orders kills made in
+    /// the same second).
+    #[serde(default)]
+    pub seq: u64,
     /// Creation time, seconds since the Unix epoch.
     pub created_at: u64,
     /// The operator's uid, from the admin socket's peer credentials.
@@ -229,6 +234,7 @@ mod tests {
                 crate::image::types::Sha256Hex::new(&"1".repeat(64)).unwrap(),
             ),
             reason: "leaked".into(),
+            seq: 1,
             created_at: 5,
             created_by_uid: Some(1000),
             lifted: None,

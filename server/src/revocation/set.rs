@@ -176,12 +176,13 @@ impl std::ops::Deref for RevocationGuard<'_> {
 }
 
 /// The kill switch's state: the store holds the truth, memory the set in
-/// force, and one writer at a time moves both.
+/// force, and one writer at a time moves both (the writer lock holds the
+/// next creation sequence number).
 pub struct Revocations {
     store: Arc<dyn Store>,
     in_force: RwLock<Arc<RevocationIndex>>,
     published: watch::Sender<Arc<RevocationIndex>>,
-    writer: Mutex<()>,
+    writer: Mutex<u64>,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -195,7 +196,9 @@ impl std::fmt::Debug for Revocations {
 impl Revocations {
     /// Loads the revocations in force from the store.
     pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let index = Arc::new(RevocationIndex::new(store.revocations()?));
+        let stored = store.revocations()?;
+        let next_seq = stored.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
+        let index = Arc::new(RevocationIndex::new(stored));
         if !index.is_empty() {
             tracing::info!(in_force = index.len(), "revocations loaded");
         }
@@ -203,7 +206,7 @@ impl Revocations {
             store,
             in_force: RwLock::new(index.clone()),
             published: watch::channel(index).0,
-            writer: Mutex::new(()),
+            writer: Mutex::new(next_seq),
         })
     }
 
@@ -226,7 +229,7 @@ impl Revocations {
     /// Every revocation on record, lifted ones included, oldest first.
     pub fn list(&self) -> Result<Vec<Revocation>, StoreError> {
         let mut all = self.store.revocations()?;
-        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        all.sort_by(|a, b| (a.seq, a.created_at, &a.id).cmp(&(b.seq, b.created_at, &b.id)));
         Ok(all)
     }
 
@@ -239,7 +242,7 @@ impl Revocations {
         uid: Option<u32>,
         now: u64,
     ) -> Result<Revocation, RevocationError> {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next_seq = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.current();
         if let Some(existing) = current.for_target(&target) {
             return Err(RevocationError::AlreadyRevoked(Box::new(existing.clone())));
@@ -251,11 +254,13 @@ impl Revocations {
                 id: RevocationId::generate(),
                 target: target.clone(),
                 reason: reason.clone(),
+                seq: *next_seq,
                 created_at: now,
                 created_by_uid: uid,
                 lifted: None,
             };
             if self.store.put_revocation_if_absent(&revocation)? {
+                *next_seq += 1;
                 let next = current
                     .iter()
                     .cloned()
@@ -371,6 +376,27 @@ mod tests {
         set.create(code('1'), "for real".into(), None, 15).unwrap();
         assert_eq!(set.list().unwrap().len(), 2);
         assert_eq!(set.list().unwrap()[0].id, made.id, "oldest first");
+    }
+
+    #[test]
+    fn kills_in_the_same_second_are_listed_in_the_order_they_were_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let made: Vec<RevocationId> = {
+            let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+            let set = Revocations::load(store).unwrap();
+            ['1', '2', '3', '4']
+                .into_iter()
+                .map(|c| set.create(code(c), "r".into(), None, 7).unwrap().id)
+                .collect()
+        };
+        // Also across a restart: numbering resumes after the highest.
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let set = Revocations::load(store).unwrap();
+        let last = set.create(code('5'), "r".into(), None, 7).unwrap();
+        let listed: Vec<RevocationId> = set.list().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(listed[..4], made[..]);
+        assert_eq!(listed[4], last.id);
+        assert_eq!(last.seq, 5);
     }
 
     #[test]

@@ -94,6 +94,7 @@ mod tests {
             id: RevocationId::parse("0123456789abcdef").unwrap(),
             target: RevocationTarget::Node(agent.clone()),
             reason: "stolen laptop".into(),
+            seq: 1,
             created_at: 9,
             created_by_uid: Some(0),
             lifted: None,
