@@ -614,8 +614,8 @@ mod tests {
             ),
             "{err}"
         );
-        let err = resolve("trust_domain = \"example.org\"\n[audit]\ninterval = \"1m\"\n")
-            .unwrap_err();
+        let err =
+            resolve("trust_domain = \"example.org\"\n[audit]\ninterval = \"1m\"\n").unwrap_err();
         assert!(err.to_string().contains("interval"), "{err}");
     }
 

@@ -17,10 +17,10 @@ use hallmark_proto::node::node_server::NodeServer;
 
 use crate::admin::socket::SocketError;
 use crate::admin::{AdminApi, AdminApiParts, socket};
+use crate::audit::{AuditError, AuditLog, Observed};
 use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
-use crate::audit::{AuditError, AuditLog, Observed};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::node::{NodeApi, NodeApiParts, listener};

@@ -82,7 +82,10 @@ async fn same_payload_is_idempotent_and_a_later_cosignature_is_kept() {
             _ => None,
         })
         .collect();
-    assert_eq!(registered, ["created", "unchanged", "cosigned", "unchanged"]);
+    assert_eq!(
+        registered,
+        ["created", "unchanged", "cosigned", "unchanged"]
+    );
 }
 
 #[tokio::test]

@@ -161,11 +161,9 @@ impl NodeApi {
                     code_sha256: evidence.exe_sha256.clone(),
                     model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
                     node: agent.spiffe_id.clone(),
-                    ttl_secs: svid
-                        .not_after
-                        .duration_since(svid.not_before)
-                        .unwrap_or_default()
-                        .as_secs(),
+                    // The lifetime granted from now (not_before is backdated
+                    // for clock skew, so not_after - not_before is longer).
+                    ttl_secs: ttl.as_secs(),
                 }),
             );
             svids.push(WorkloadX509Svid {

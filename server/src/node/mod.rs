@@ -38,9 +38,9 @@ use hallmark_proto::node::{
     SyncResponse, attest_response,
 };
 
+use crate::audit::AuditError;
 use crate::authority::Authority;
 use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
-use crate::audit::AuditError;
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
 use crate::issuance::matcher::Matcher;

@@ -21,7 +21,9 @@ use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 pub use audit::{Appended, AuditStore, StoreFuture};
 pub use sled_store::SledStore;
-pub use sled_store::audit::{CHECKPOINTS_TREE as AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as AUDIT_RECORDS_TREE};
+pub use sled_store::audit::{
+    CHECKPOINTS_TREE as AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as AUDIT_RECORDS_TREE,
+};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
