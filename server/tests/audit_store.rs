@@ -7,7 +7,7 @@
 
 mod audit_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -51,7 +51,7 @@ fn problems(report: &Value) -> Vec<(u64, String)> {
 }
 
 /// Restarts the issuer and verifies with the pinned key: tampering found.
-fn tampered(node: &mut Node, key: &PathBuf) -> Value {
+fn tampered(node: &mut Node, key: &Path) -> Value {
     node.start();
     let (code, report) = node.verify(key);
     assert_eq!(code, 2, "{report:#}");
