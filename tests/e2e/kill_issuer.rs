@@ -168,7 +168,7 @@ async fn every_sync_stream_is_told_at_once_and_a_revoked_agent_is_refused_everyw
     // B is told and keeps its stream, its calls, its identity.
     let told = next_sync(&mut b_sync).await.unwrap();
     assert!(!told.snapshot);
-    assert_eq!(told.revocations, [pushed.clone()]);
+    assert_eq!(told.revocations, std::slice::from_ref(pushed));
     assert_eq!(
         mint(&mut b, &env).await.unwrap(),
         ["alpha@1.0.0", "beta@1.0.0"]

@@ -342,7 +342,7 @@ mod tests {
         assert!(sub.has_changed().unwrap());
         assert_eq!(sub.borrow_and_update().len(), 1);
         assert_eq!(set.current().for_target(&code('1')).unwrap().id, made.id);
-        assert_eq!(store.revocations().unwrap(), [made.clone()]);
+        assert_eq!(store.revocations().unwrap(), std::slice::from_ref(&made));
 
         // The same target again is refused while in force; nothing stored.
         let err = set.create(code('1'), "again".into(), None, 11).unwrap_err();
