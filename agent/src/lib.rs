@@ -5,7 +5,8 @@
 //! half-life, re-attested when refused if x509pop is configured), and follows
 //! the trust bundle over the issuer's `Sync` stream with reconnection and
 //! jittered backoff. The SPIFFE Workload API it serves to local workloads
-//! builds on this.
+//! builds on this, and enforces the kill switch's revocations (see
+//! [`revocation`]), which it also relays to relying parties.
 //!
 //! This crate owns the agent's I/O, configuration, daemon and CLI; it does
 //! not mint or verify certificates itself (`hallmark-ca`) nor define how a
