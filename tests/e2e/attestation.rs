@@ -165,12 +165,9 @@ async fn a_process_that_exited_after_connecting_is_denied() {
         rustix::process::PidfdFlags::empty(),
     )
     .unwrap();
-    let stolen = rustix::process::pidfd_getfd(
-        &pidfd,
-        fd,
-        rustix::process::PidfdGetfdFlags::empty(),
-    )
-    .unwrap();
+    let stolen =
+        rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty())
+            .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -271,8 +268,9 @@ async fn a_uid_over_its_hashing_budget_gets_resource_exhausted() {
     // Budget: this executable plus 1000 bytes, and no file may be larger.
     let exe_size = std::fs::metadata("/proc/self/exe").unwrap().len();
     let budget = exe_size + 1000;
-    let agent_toml =
-        format!("[workload]\nmax_file_size = {budget}\nhash_budget = {budget}\nhash_budget_window = \"10years\"\n");
+    let agent_toml = format!(
+        "[workload]\nmax_file_size = {budget}\nhash_budget = {budget}\nhash_budget_window = \"10years\"\n"
+    );
     let d = deploy_with(Variant {
         agent_toml: &agent_toml,
         ..Variant::default()
