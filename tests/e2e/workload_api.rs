@@ -107,8 +107,11 @@ pub struct Variant<'a> {
     /// (relative path, content); `app/...` is the app tree.
     pub files: &'a [(&'a str, &'a [u8])],
     /// The evidence source (default: the real /proc attestor).
-    pub evidence: Option<Box<dyn FnOnce(&AgentSettings) -> Arc<dyn EvidenceSource> + 'a>>,
+    pub evidence: Option<MakeEvidence<'a>>,
 }
+
+/// Builds the agent's evidence source from its settings.
+pub type MakeEvidence<'a> = Box<dyn FnOnce(&AgentSettings) -> Arc<dyn EvidenceSource> + 'a>;
 
 /// An issuer, an agent serving the Workload API, and a model directory
 /// registered for this test process.

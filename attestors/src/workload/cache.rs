@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -36,6 +36,9 @@ pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 pub(crate) const CACHE_CAPACITY: usize = 100_000;
 
 const CHUNK: usize = 256 * 1024;
+
+/// Reads of one file before it is reported as changed.
+const READ_ATTEMPTS: usize = 3;
 
 /// Files whose ctime is younger than this are hashed but not cached.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
@@ -89,6 +92,13 @@ impl FileCache {
     /// Hashes the open `file`, whose metadata was `meta` when it was chosen,
     /// from the cache when it is known, else reading it after charging its
     /// size to `uid`'s budget.
+    ///
+    /// A digest counts only if the file's identity was the same before and
+    /// after the whole read. Metadata can move without the content moving
+    /// (a hard link made or removed changes the ctime: build tools do that
+    /// to executables), so a read that saw the identity change is retried
+    /// a few times from the start with the new identity, as long as the size
+    /// is the one listed; then the file is reported as changed.
     pub(crate) fn digest_open(
         &self,
         file: &mut File,
@@ -96,9 +106,32 @@ impl FileCache {
         uid: u32,
         budget: &HashBudget,
     ) -> io::Result<[u8; 32]> {
+        let mut meta = meta.clone();
+        for _ in 0..READ_ATTEMPTS {
+            if let Some(digest) = self.digest_once(file, &meta, uid, budget)? {
+                return Ok(digest);
+            }
+            file.seek(SeekFrom::Start(0))?;
+            let now = file.metadata()?;
+            if now.len() != meta.len() {
+                break;
+            }
+            meta = now;
+        }
+        Err(changed_error())
+    }
+
+    /// One read; `None` when the identity moved during it.
+    fn digest_once(
+        &self,
+        file: &mut File,
+        meta: &Metadata,
+        uid: u32,
+        budget: &HashBudget,
+    ) -> io::Result<Option<[u8; 32]>> {
         let key = file_key(meta);
         if let Some(hit) = self.lock().get(&key) {
-            return Ok(*hit);
+            return Ok(Some(*hit));
         }
         budget.charge(uid, meta.len()).map_err(io::Error::other)?;
         let mut hasher = Sha256::new();
@@ -117,11 +150,11 @@ impl FileCache {
         }
         let file = reader.into_inner();
         if total != meta.len() || file_key(&file.metadata()?) != key {
-            return Err(changed_error());
+            return Ok(None);
         }
         let digest: [u8; 32] = hasher.finalize().into();
         if !self.settled(meta) {
-            return Ok(digest);
+            return Ok(Some(digest));
         }
         let mut entries = self.lock();
         if entries.len() >= CACHE_CAPACITY
@@ -130,7 +163,7 @@ impl FileCache {
             entries.remove(&victim);
         }
         entries.insert(key, digest);
-        Ok(digest)
+        Ok(Some(digest))
     }
 
     /// Whether the file's last change is older than the racy window.
@@ -168,8 +201,13 @@ impl FileHasher for CachingHasher<'_> {
         let mut file = File::open(path)?;
         let opened = file.metadata()?;
         // The file opened must be the one listed (no swap for a symlink or
-        // another file in between) and unchanged since it was listed.
-        if !opened.is_file() || file_key(&opened) != file_key(meta) {
+        // another file in between) and still of the size the digest line
+        // records; the digest is taken under the identity it has now.
+        if !opened.is_file()
+            || opened.dev() != meta.dev()
+            || opened.ino() != meta.ino()
+            || opened.len() != meta.len()
+        {
             return Err(changed_error());
         }
         self.cache
@@ -244,6 +282,29 @@ mod tests {
         let after = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
         assert_ne!(before.digest, after.digest);
         assert_eq!(after, digest_tree(dir.path(), &limits).unwrap());
+    }
+
+    #[test]
+    fn a_metadata_only_change_between_listing_and_reading_is_not_a_content_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent-bin");
+        std::fs::write(&file, b"binary").unwrap();
+        let listed = std::fs::symlink_metadata(&file).unwrap();
+        // A build tool hard-links the file: its ctime moves, its content not.
+        std::fs::hard_link(&file, dir.path().join("uplifted")).unwrap();
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        let budget = HashBudget::unlimited();
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1,
+        };
+        let digest = hasher.sha256(&file, &listed).unwrap();
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b"binary")));
+        // A real rewrite to another size is a change.
+        let listed = std::fs::symlink_metadata(&file).unwrap();
+        std::fs::write(&file, b"binary v2").unwrap();
+        assert!(hasher.sha256(&file, &listed).is_err());
     }
 
     #[test]
