@@ -18,7 +18,7 @@ use hallmark_attestors::workload::{FileCache, ProcRoot};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, X509svidRequest};
 
-use crate::workload_api::{Variant, deploy_with, raw_client, with_header};
+use crate::workload_api::{Variant, assert_status, deploy_with, raw_client, with_header};
 
 /// The first message of a new `FetchX509SVID` stream.
 async fn first_x509(
@@ -77,12 +77,7 @@ async fn an_interpreted_agent_is_bound_by_its_app_tree() {
     )
     .unwrap();
     let err = first_x509(&d.socket).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("app tree mismatch"),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::PermissionDenied, "app tree mismatch");
 
     // Restored, then the script itself changed: refused again.
     std::fs::write(
@@ -93,12 +88,7 @@ async fn an_interpreted_agent_is_bound_by_its_app_tree() {
     first_x509(&d.socket).await.unwrap();
     std::fs::write(app.join("agent.py"), b"print('pay everyone')\n").unwrap();
     let err = first_x509(&d.socket).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("app tree mismatch"),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::PermissionDenied, "app tree mismatch");
     d.agent.shutdown().await;
 }
 
@@ -110,8 +100,7 @@ async fn a_process_running_as_another_uid_is_denied() {
     })
     .await;
     let err = first_x509(&d.socket).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("uid mismatch"), "{}", err.message());
+    assert_status(&err, Code::PermissionDenied, "uid mismatch");
     d.agent.shutdown().await;
 }
 
@@ -195,8 +184,7 @@ async fn a_process_that_exited_after_connecting_is_denied() {
         }))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("exited"), "{}", err.message());
+    assert_status(&err, Code::PermissionDenied, "exited");
     d.agent.shutdown().await;
 }
 
@@ -254,12 +242,7 @@ async fn a_recycled_pid_loses_the_identity_of_the_process_that_connected() {
         .await
         .expect("the agent notices within its liveness interval")
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("now names another process"),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::PermissionDenied, "now names another process");
     d.agent.shutdown().await;
 }
 
@@ -280,11 +263,6 @@ async fn a_uid_over_its_hashing_budget_gets_resource_exhausted() {
     // A new 2000-byte file in the model: more than the uid has left.
     std::fs::write(d.model_dir.join("adapter.bin"), vec![9u8; 2000]).unwrap();
     let err = first_x509(&d.socket).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(
-        err.message().contains("hash 2000 bytes"),
-        "{}",
-        err.message()
-    );
+    assert_status(&err, Code::ResourceExhausted, "hash 2000 bytes");
     d.agent.shutdown().await;
 }

@@ -215,6 +215,16 @@ pub async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
     SpiffeWorkloadApiClient::new(channel)
 }
 
+/// `err` has `code` and its message names `needle`.
+pub fn assert_status(err: &tonic::Status, code: Code, needle: &str) {
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().contains(needle),
+        "{needle}: {}",
+        err.message()
+    );
+}
+
 pub fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
