@@ -79,6 +79,18 @@ pub struct AgentConfig {
     pub x509pop: Option<X509PopSection>,
     /// Workload attestation: attestors in use and hashing limits.
     pub workload: Option<WorkloadSection>,
+    /// Prometheus metrics and health endpoints.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `IP:port` to serve `/metrics`, `/live` and `/ready` on (HTTP, no
+    /// authentication: keep it on loopback or a node-local address).
+    /// Without it the endpoint is off.
+    pub address: Option<String>,
 }
 
 /// `[workload]`.
@@ -155,6 +167,8 @@ pub struct AgentSettings {
     pub sync_backoff_max: Duration,
     /// Workload attestation.
     pub workload: WorkloadSettings,
+    /// Where to serve metrics and health (`None`: off).
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Time (tests pass a manual clock).
     pub clock: Arc<dyn Clock>,
 }
@@ -342,6 +356,13 @@ impl AgentSettings {
                 reason: "must be at least 100ms".into(),
             });
         }
+        let metrics_address = match file.metrics.and_then(|m| m.address) {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "metrics.address",
+                reason: format!("{text:?} is not an IP:port address, e.g. \"127.0.0.1:9091\""),
+            })?),
+        };
         Ok(Self {
             trust_domain,
             server_address,
@@ -357,6 +378,7 @@ impl AgentSettings {
             x509pop: file.x509pop,
             sync_backoff_max,
             workload: WorkloadSettings::resolve(file.workload.unwrap_or_default())?,
+            metrics_address,
             clock: Arc::new(SystemClock),
         })
     }
@@ -367,6 +389,28 @@ mod tests {
     use super::*;
 
     const BASE: &str = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\n";
+
+    #[test]
+    fn metrics_are_off_unless_configured() {
+        let off = AgentSettings::from_toml_str(&format!(
+            "{BASE}[bootstrap]\ninsecure_bootstrap = true\n"
+        ))
+        .unwrap();
+        assert_eq!(off.metrics_address, None);
+        let on = AgentSettings::from_toml_str(&format!(
+            "{BASE}[bootstrap]\ninsecure_bootstrap = true\n[metrics]\naddress = \"127.0.0.1:9091\"\n"
+        ))
+        .unwrap();
+        assert_eq!(on.metrics_address, Some("127.0.0.1:9091".parse().unwrap()));
+        let err = AgentSettings::from_toml_str(&format!(
+            "{BASE}[bootstrap]\ninsecure_bootstrap = true\n[metrics]\naddress = \"9091\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "metrics.address", .. }),
+            "{err}"
+        );
+    }
 
     #[test]
     fn example_config_parses() {

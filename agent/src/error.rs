@@ -55,6 +55,9 @@ pub enum AgentError {
     /// TLS configuration failed.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// The metrics endpoint could not be started.
+    #[error("{0}")]
+    Metrics(String),
 }
 
 impl AgentError {

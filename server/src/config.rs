@@ -88,6 +88,19 @@ pub struct ServerConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Prometheus metrics and health endpoints.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]` in `server.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `IP:port` to serve `/metrics`, `/live` and `/ready` on (HTTP, no
+    /// authentication: keep it on loopback or a cluster-internal address).
+    /// Without it the endpoint is off.
+    pub address: Option<String>,
 }
 
 /// `[audit]` in `server.toml`.
@@ -176,6 +189,8 @@ pub struct ServerOverrides {
     pub bind_address: Option<String>,
     /// `--admin-socket`.
     pub admin_socket: Option<PathBuf>,
+    /// `--metrics-address`.
+    pub metrics_address: Option<String>,
 }
 
 /// Validated settings: everything the daemon needs, checked.
@@ -205,6 +220,8 @@ pub struct ServerSettings {
     pub signature_policy: SignaturePolicy,
     /// How often to sign an audit checkpoint.
     pub audit_checkpoint_interval: Duration,
+    /// Where to serve metrics and health (`None`: off).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -350,6 +367,13 @@ impl ServerSettings {
                 reason: "must be at least 1s".into(),
             });
         }
+        let metrics_address = match flags.metrics_address.or(file.metrics.address) {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                key: "metrics.address",
+                reason: format!("{text:?} is not an IP:port address, e.g. \"127.0.0.1:9090\""),
+            })?),
+        };
         Ok(Self {
             trust_domain,
             data_dir,
@@ -363,6 +387,7 @@ impl ServerSettings {
             trusted_signers: Arc::new(trusted_signers),
             signature_policy,
             audit_checkpoint_interval,
+            metrics_address,
         })
     }
 
@@ -383,6 +408,7 @@ impl ServerSettings {
             trusted_signers: Arc::new(TrustedSigners::new()),
             signature_policy: SignaturePolicy::default(),
             audit_checkpoint_interval: DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
+            metrics_address: None,
         }
     }
 }
@@ -617,6 +643,39 @@ mod tests {
         let err =
             resolve("trust_domain = \"example.org\"\n[audit]\ninterval = \"1m\"\n").unwrap_err();
         assert!(err.to_string().contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_configured_and_the_flag_wins() {
+        assert_eq!(
+            resolve("trust_domain = \"example.org\"\n")
+                .unwrap()
+                .metrics_address,
+            None
+        );
+        let file = ServerConfig::from_toml_str(
+            "trust_domain = \"example.org\"\n[metrics]\naddress = \"127.0.0.1:9090\"\n",
+        )
+        .unwrap();
+        let settings = ServerSettings::resolve(file.clone(), ServerOverrides::default()).unwrap();
+        assert_eq!(
+            settings.metrics_address,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let flags = ServerOverrides {
+            metrics_address: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let settings = ServerSettings::resolve(file, flags).unwrap();
+        assert_eq!(settings.metrics_address, Some("127.0.0.1:0".parse().unwrap()));
+        let err = resolve("trust_domain = \"example.org\"\n[metrics]\naddress = \"localhost\"\n")
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { key: "metrics.address", .. }),
+            "{err}"
+        );
+        let err = resolve("trust_domain = \"example.org\"\n[metrics]\nport = 9090\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod convert;
 pub mod events;
 pub mod image;
 pub mod issuance;
+pub mod metrics;
 pub mod node;
 pub mod revocation;
 pub mod server;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -23,6 +24,7 @@ use crate::config::ServerSettings;
 use crate::convert::unix_secs;
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
+use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::revocation::Revocations;
 use crate::store::{SledStore, Store, StoreError};
@@ -61,6 +63,15 @@ pub enum ServerError {
     /// The audit log could not be opened or written.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The metrics address could not be bound.
+    #[error("metrics.address {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running issuer.
@@ -75,6 +86,9 @@ pub struct ServerHandle {
     audit: AuditLog,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    metrics: Arc<ServerMetrics>,
+    serving: Arc<AtomicBool>,
+    metrics_endpoint: Option<hallmark_metrics::Endpoint>,
 }
 
 /// Starts the issuer with the system clock.
@@ -139,6 +153,7 @@ async fn start_observed(
     let images = Arc::new(ImageSet::default());
     images.replace(load_matcher(&*dyn_store, &image_policy)?);
     let revocations = Arc::new(Revocations::load(dyn_store.clone())?);
+    let metrics = Arc::new(ServerMetrics::new());
     let node_api = NodeApi::new(NodeApiParts {
         authority: authority.clone(),
         store: dyn_store.clone(),
@@ -151,6 +166,7 @@ async fn start_observed(
         images: images.clone(),
         revocations: revocations.clone(),
         shutdown: shutdown_rx.clone(),
+        metrics: metrics.clone(),
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
     let (node_addr, incoming) =
@@ -172,9 +188,33 @@ async fn start_observed(
         owner_uid: Some(admin_socket.owner_uid),
         images: images.clone(),
         image_policy: image_policy.clone(),
-        revocations,
+        revocations: revocations.clone(),
         audit: audit.clone(),
+        metrics: metrics.clone(),
     });
+
+    let serving = Arc::new(AtomicBool::new(false));
+    let metrics_endpoint = match settings.metrics_address {
+        None => None,
+        Some(addr) => {
+            let state = IssuerState {
+                serving: serving.clone(),
+                authority: authority.clone(),
+                images: images.clone(),
+                revocations,
+                clock: clock.clone(),
+            };
+            let registry = Arc::new(metrics.registry(state.clone()));
+            let mut down = shutdown_rx.clone();
+            let endpoint = hallmark_metrics::serve(addr, registry, Arc::new(state), async move {
+                shutdown_signalled(&mut down).await;
+            })
+            .await
+            .map_err(|source| ServerError::Metrics { addr, source })?;
+            tracing::info!(address = %endpoint.local_addr(), "serving /metrics, /live and /ready");
+            Some(endpoint)
+        }
+    };
 
     let mut tasks = Vec::new();
     let mut down = shutdown_rx.clone();
@@ -220,6 +260,7 @@ async fn start_observed(
             .run_checkpoints(settings.audit_checkpoint_interval, shutdown_rx),
     ));
 
+    serving.store(true, Ordering::Release);
     tracing::info!(
         trust_domain = %settings.trust_domain,
         node_api = %node_addr,
@@ -236,6 +277,9 @@ async fn start_observed(
         audit,
         shutdown,
         tasks,
+        metrics,
+        serving,
+        metrics_endpoint,
     })
 }
 
@@ -352,11 +396,25 @@ impl ServerHandle {
         &self.audit
     }
 
+    /// The issuer's metrics.
+    pub fn metrics(&self) -> &Arc<ServerMetrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics`, `/live` and `/ready` are served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint
+            .as_ref()
+            .map(hallmark_metrics::Endpoint::local_addr)
+    }
+
     /// Stops serving: long-lived streams end with `Unavailable`, in-flight
     /// calls get a grace period, the admin socket is removed, an
     /// `issuer_stopping` record and a checkpoint covering it are written,
     /// and the store is flushed and closed before this returns.
     pub async fn shutdown(mut self) {
+        // Not ready from now on: a load balancer stops sending new work.
+        self.serving.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
         self.audit.stop_followers();
         for task in self.tasks.drain(..) {
@@ -367,6 +425,9 @@ impl ServerHandle {
             }
         }
         let _ = std::fs::remove_file(&self.admin_socket);
+        if let Some(endpoint) = self.metrics_endpoint.take() {
+            endpoint.stopped().await;
+        }
         let stopping = self.upkeep.events.record(SecurityEvent::IssuerStopping {
             version: env!("CARGO_PKG_VERSION"),
         });

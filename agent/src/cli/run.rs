@@ -23,6 +23,9 @@ pub struct RunArgs {
     /// Data directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Serve `/metrics`, `/live` and `/ready` on this `IP:port`.
+    #[arg(long)]
+    pub metrics_address: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long)]
     pub log_format: Option<String>,
@@ -59,6 +62,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if args.join_token.is_some() {
         file.join_token = args.join_token.clone();
+    }
+    if let Some(address) = &args.metrics_address {
+        file.metrics = Some(crate::config::MetricsSection {
+            address: Some(address.clone()),
+        });
     }
     let settings = AgentSettings::resolve(file)?;
     let agent = Agent::start(settings)

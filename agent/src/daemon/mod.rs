@@ -39,6 +39,7 @@ use crate::attest::AttestMethod;
 use crate::client::tls_config;
 use crate::config::{AgentSettings, Bootstrap};
 use crate::error::AgentError;
+use crate::metrics::{AgentMetrics, AgentState};
 use crate::persist::{DataDir, NodeSvid, load_bundle_file};
 use crate::workload_api::evidence::{AttestationHints, EvidenceSource};
 use crate::workload_api::service::WorkloadService;
@@ -78,6 +79,7 @@ pub struct AgentHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     socket: Option<std::path::PathBuf>,
+    metrics_endpoint: Option<hallmark_metrics::Endpoint>,
 }
 
 pub(crate) struct Inner {
@@ -97,6 +99,8 @@ pub(crate) struct Inner {
     /// A mutual-TLS channel to the issuer, reused while the node SVID it was
     /// opened with is current.
     channel: tokio::sync::Mutex<Option<(String, NodeClient<Channel>)>>,
+    /// Counters, gauges and latencies.
+    metrics: Arc<AgentMetrics>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -207,6 +211,7 @@ impl Agent {
             hints: std::sync::RwLock::new(Arc::new(AttestationHints::default())),
             revocations: watch::channel(revocations).0,
             channel: tokio::sync::Mutex::new(None),
+            metrics: Arc::new(AgentMetrics::new()),
         });
         match resumed {
             Some(svid) => {
@@ -224,6 +229,26 @@ impl Agent {
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let metrics_endpoint = match inner.settings.metrics_address {
+            None => None,
+            Some(addr) => {
+                let state = AgentState {
+                    status: inner.status.subscribe(),
+                    revocations: inner.revocations.subscribe(),
+                    clock: inner.settings.clock.clone(),
+                };
+                let registry = Arc::new(inner.metrics.registry(state.clone()));
+                let mut down = shutdown_rx.clone();
+                let endpoint =
+                    hallmark_metrics::serve(addr, registry, Arc::new(state), async move {
+                        signalled(&mut down).await;
+                    })
+                    .await
+                    .map_err(|e| AgentError::Metrics(format!("metrics.address {addr}: {e}")))?;
+                tracing::info!(address = %endpoint.local_addr(), "serving /metrics, /live and /ready");
+                Some(endpoint)
+            }
+        };
         let mut tasks = vec![
             tokio::spawn(inner.clone().identity_loop(shutdown_rx.clone())),
             tokio::spawn(inner.clone().sync_loop(shutdown_rx.clone())),
@@ -260,6 +285,7 @@ impl Agent {
             shutdown,
             tasks,
             socket,
+            metrics_endpoint,
         })
     }
 }
@@ -295,6 +321,18 @@ impl AgentHandle {
         self.socket.as_deref()
     }
 
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.inner.metrics
+    }
+
+    /// Where `/metrics`, `/live` and `/ready` are served, if configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_endpoint
+            .as_ref()
+            .map(hallmark_metrics::Endpoint::local_addr)
+    }
+
     /// Stops the background tasks, closes connections, removes the socket.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -306,6 +344,9 @@ impl AgentHandle {
         }
         if let Some(path) = &self.socket {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(endpoint) = self.metrics_endpoint.take() {
+            endpoint.stopped().await;
         }
     }
 }
@@ -327,6 +368,11 @@ impl Inner {
     /// Sleeps until the agent's clock reads `deadline`.
     pub(crate) async fn sleep_until(&self, deadline: SystemTime) {
         sleep_until(&*self.settings.clock, deadline).await;
+    }
+
+    /// The agent's metrics.
+    pub(crate) fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
     }
 
     /// The current trust bundle.

@@ -85,6 +85,32 @@ impl SvidSet {
         }
     }
 
+    /// When the first of its SVIDs expires.
+    pub fn expires_at(&self) -> SystemTime {
+        self.svids
+            .iter()
+            .map(|s| s.not_after)
+            .min()
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// The SVIDs still valid at `now` (past their half-life or not);
+    /// `None` when every one has expired.
+    pub fn unexpired(&self, now: SystemTime) -> Option<SvidSet> {
+        let svids: Vec<WorkloadSvid> = self
+            .svids
+            .iter()
+            .filter(|s| now < s.not_after)
+            .cloned()
+            .collect();
+        if svids.is_empty() {
+            return None;
+        }
+        let mut set = SvidSet::new(svids);
+        set.withheld = self.withheld;
+        Some(set)
+    }
+
     /// The set without the SVIDs `revocations` covers, and the first
     /// revocation that removed one; `None` when it covers none of them.
     pub fn without_revoked(&self, revocations: &RevocationSet) -> Option<(SvidSet, Revocation)> {
@@ -134,6 +160,18 @@ impl SvidCache {
     pub fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<SvidSet>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(key).filter(|set| now < set.renew_at).cloned()
+    }
+
+    /// The SVIDs cached for `key` that have not expired, even past their
+    /// half-life: what the agent serves while the issuer is unreachable.
+    /// The same `Arc` while the whole set is still valid.
+    pub fn get_unexpired(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<SvidSet>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let set = entries.get(key)?;
+        if set.svids.iter().all(|s| now < s.not_after) && !set.svids.is_empty() {
+            return Some(set.clone());
+        }
+        set.unexpired(now).map(Arc::new)
     }
 
     /// Stores a set, dropping entries whose SVIDs all expired.
@@ -291,5 +329,34 @@ mod tests {
         );
         cache.forget_process(7, 1);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn unexpired_svids_stay_available_past_half_life_until_they_expire() {
+        let t0 = SystemTime::now();
+        let cache = SvidCache::default();
+        let key = CacheKey {
+            pid: 7,
+            start_time: 1,
+            evidence_digest: "d".into(),
+        };
+        let set = Arc::new(SvidSet::new(vec![svid(t0, 300), svid(t0, 200)]));
+        assert_eq!(set.expires_at(), t0 + Duration::from_secs(200));
+        cache.insert(key.clone(), set.clone(), t0);
+        let late = t0 + Duration::from_secs(160);
+        assert!(cache.get(&key, late).is_none(), "past half-life: not fresh");
+        let stale = cache.get_unexpired(&key, late).unwrap();
+        assert!(Arc::ptr_eq(&stale, &set), "the same set while all valid");
+        let one_left = cache
+            .get_unexpired(&key, t0 + Duration::from_secs(250))
+            .unwrap();
+        assert_eq!(one_left.svids.len(), 1);
+        assert_eq!(one_left.expires_at(), t0 + Duration::from_secs(300));
+        assert!(
+            cache
+                .get_unexpired(&key, t0 + Duration::from_secs(300))
+                .is_none(),
+            "expired SVIDs are never served"
+        );
     }
 }

@@ -67,6 +67,10 @@ impl Revocations for RevocationService {
         let service = self.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _open = service
+                .agent
+                .metrics()
+                .stream(crate::metrics::StreamMethod::WatchRevocations);
             let mut revocations = service.agent.revocations_receiver();
             let mut status = service.agent.status_receiver();
             let mut down = service.shutdown.clone();

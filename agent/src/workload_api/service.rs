@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -42,12 +42,18 @@ use super::socket::Peer;
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
 };
+use crate::backoff::Backoff;
 use crate::daemon::{Inner, signalled};
+use crate::metrics::{Source, StreamMethod};
 use crate::persist::NodeSvid;
 use crate::revocation::{Bound, RevocationSet, revoked};
 
 /// How often a streaming workload is checked for having exited.
 const LIVENESS_POLL: Duration = Duration::from_secs(1);
+/// First and longest wait between renewal attempts while the issuer is
+/// unreachable and cached SVIDs are served.
+const STALE_RETRY_BASE: Duration = Duration::from_millis(500);
+const STALE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The Workload API service.
 #[derive(Clone)]
@@ -113,12 +119,15 @@ impl WorkloadService {
             .map_err(|e| e.to_status())
     }
 
-    /// The caller's current X.509-SVIDs: from the cache while fresh, else
-    /// minted for keys generated here.
+    /// The caller's current X.509-SVIDs and where they came from: from the
+    /// cache while fresh, else minted for keys generated here. While the
+    /// issuer is unreachable (`Unavailable`), cached SVIDs past their
+    /// half-life are served until they expire; then the caller gets the
+    /// `Unavailable` (fail closed).
     async fn x509_svids(
         &self,
         caller: &Caller,
-    ) -> Result<(WorkloadEvidence, Arc<SvidSet>), Status> {
+    ) -> Result<(WorkloadEvidence, Arc<SvidSet>, Source), Status> {
         if let Some(own) = self.agent.own_revocation() {
             return Err(revoked(&own));
         }
@@ -130,8 +139,33 @@ impl WorkloadService {
             evidence_digest: evidence_digest(&evidence),
         };
         if let Some(set) = self.cache.get(&key, now) {
-            return Ok((evidence, self.enforce(set)?));
+            return Ok((evidence, self.enforce(set)?, Source::Cache));
         }
+        match self.mint_x509_set(&evidence).await {
+            Ok(set) => {
+                // A revocation may have arrived while the issuer was minting.
+                let set = self.enforce(set)?;
+                self.cache.insert(key, set.clone(), now);
+                Ok((evidence, set, Source::Issuer))
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                let Some(cached) = self.cache.get_unexpired(&key, self.agent.now()) else {
+                    return Err(status);
+                };
+                tracing::warn!(
+                    pid = caller.pid,
+                    error = %status.message(),
+                    "issuer unavailable: serving cached SVIDs until they expire"
+                );
+                Ok((evidence, self.enforce(cached)?, Source::StaleCache))
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Mints X.509-SVIDs for `evidence`, one per matching image, for keys
+    /// generated here.
+    async fn mint_x509_set(&self, evidence: &WorkloadEvidence) -> Result<Arc<SvidSet>, Status> {
         let mut wanted = 1;
         loop {
             let keys: Vec<CaKey> = (0..wanted)
@@ -187,11 +221,76 @@ impl WorkloadService {
                     "no gold image matches this workload",
                 ));
             }
-            // A revocation may have arrived while the issuer was minting.
-            let set = self.enforce(Arc::new(SvidSet::new(svids)))?;
-            self.cache.insert(key, set.clone(), now);
-            return Ok((evidence, set));
+            return Ok(Arc::new(SvidSet::new(svids)));
         }
+    }
+
+    /// `FetchJWTSVID`: JWT-SVIDs are minted per call (they are not cached).
+    async fn jwt_svids(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        check_security_header(request.metadata())?;
+        let caller = caller(&request)?;
+        let wanted = request.into_inner();
+        if wanted.audience.iter().all(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if let Some(own) = self.agent.own_revocation() {
+            return Err(revoked(&own));
+        }
+        let evidence = self.measure(&caller).await?;
+        let audience = wanted
+            .audience
+            .iter()
+            .find(|a| !a.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let minted = self
+            .agent
+            .mint_jwt(evidence.clone(), wanted.audience, wanted.spiffe_id)
+            .await?;
+        // A revocation may have arrived while the issuer was minting: the
+        // tokens' own `hallmark` claims say what they are bound to.
+        let revocations = self.agent.revocations().unwrap_or_default();
+        let (bundle, now, node) = (self.agent.bundle(), self.agent.now(), self.agent_id());
+        let mut withheld = None;
+        let svids: Vec<Jwtsvid> = minted
+            .svids
+            .into_iter()
+            .filter(|s| {
+                let claims = validate_jwt_svid(&s.token, &audience, &bundle, now)
+                    .ok()
+                    .map(|v| v.claims);
+                let binding = claims.as_ref().and_then(|c| c.get("hallmark"));
+                let bound = match binding {
+                    Some(_) => Bound::from_binding(&s.spiffe_id, binding),
+                    None => Bound {
+                        spiffe_id: &s.spiffe_id,
+                        image: &s.image,
+                        code_sha256: &evidence.exe_sha256,
+                        model_digest: None,
+                        node: &node,
+                    },
+                };
+                match revocations.covering(&bound) {
+                    None => true,
+                    Some(revocation) => {
+                        withheld.get_or_insert_with(|| revocation.clone());
+                        false
+                    }
+                }
+            })
+            .map(|s| Jwtsvid {
+                spiffe_id: s.spiffe_id,
+                svid: s.token,
+                hint: s.image,
+            })
+            .collect();
+        if let (true, Some(revocation)) = (svids.is_empty(), &withheld) {
+            return Err(revoked(revocation));
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
     }
 
     fn x509_response(&self, set: &SvidSet) -> X509svidResponse {
@@ -220,21 +319,49 @@ impl WorkloadService {
         let mut sequence = status.borrow_and_update().bundle_sequence;
         let mut revocations = self.agent.revocations_receiver();
         let mut known = revocations.borrow_and_update().clone();
+        let metrics = self.agent.metrics();
+        let _open = metrics.stream(StreamMethod::FetchX509Svid);
+        let mut retry = Backoff::new(STALE_RETRY_BASE, STALE_RETRY_MAX);
+        let mut sent: Option<Arc<SvidSet>> = None;
         loop {
-            let (evidence, mut set) = match self.x509_svids(&caller).await {
+            let started = Instant::now();
+            let (evidence, mut set, source) = match self.x509_svids(&caller).await {
                 Ok(found) => found,
-                Err(refusal) => {
+                Err(mut refusal) => {
+                    metrics.failed("x509", refusal.code(), started.elapsed());
+                    if refusal.code() == tonic::Code::Unavailable && sent.is_some() {
+                        // Fail closed: what the workload holds has expired
+                        // (or is about to) and cannot be renewed.
+                        metrics.expired();
+                        refusal = Status::unavailable(format!(
+                            "the cached SVIDs expired and could not be renewed: {}",
+                            refusal.message()
+                        ));
+                    }
                     // The standard: a workload with no identity gets PermissionDenied.
                     let _ = tx.send(Err(refusal)).await;
                     return;
                 }
             };
-            if tx.send(Ok(self.x509_response(&set))).await.is_err() {
-                return;
+            metrics.fetched("x509", source, started.elapsed());
+            if !sent.as_ref().is_some_and(|s| same_svids(s, &set)) {
+                if tx.send(Ok(self.x509_response(&set))).await.is_err() {
+                    return;
+                }
+                sent = Some(set.clone());
             }
+            // Measure again at half-life; while the issuer is unreachable,
+            // retry with backoff until the SVIDs expire.
+            let (wake_at, retry_in) = if source == Source::StaleCache {
+                (set.expires_at(), Some(retry.next_delay()))
+            } else {
+                retry.reset();
+                (set.renew_at, None)
+            };
             loop {
                 tokio::select! {
-                    () = self.agent.sleep_until(set.renew_at) => break,
+                    () = self.agent.sleep_until(wake_at) => break,
+                    () = sleep_opt(retry_in) => break,
                     changed = status.changed() => {
                         if changed.is_err() {
                             return;
@@ -293,6 +420,7 @@ impl WorkloadService {
                             if tx.send(Ok(self.x509_response(&set))).await.is_err() {
                                 return;
                             }
+                            sent = Some(set.clone());
                         }
                     }
                     () = tx.closed() => return,
@@ -366,6 +494,7 @@ impl SpiffeWorkloadApi for WorkloadService {
             agent,
             self.shutdown.clone(),
             x509_bundles_response,
+            StreamMethod::FetchX509Bundles,
         ))))
     }
 
@@ -374,67 +503,19 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        check_security_header(request.metadata())?;
-        let caller = caller(&request)?;
-        let wanted = request.into_inner();
-        if wanted.audience.iter().all(String::is_empty) {
-            return Err(Status::invalid_argument("audience must be specified"));
+        let started = Instant::now();
+        let result = self.jwt_svids(request).await;
+        match &result {
+            Ok(_) => self
+                .agent
+                .metrics()
+                .fetched("jwt", Source::Issuer, started.elapsed()),
+            Err(status) => self
+                .agent
+                .metrics()
+                .failed("jwt", status.code(), started.elapsed()),
         }
-        if let Some(own) = self.agent.own_revocation() {
-            return Err(revoked(&own));
-        }
-        let evidence = self.measure(&caller).await?;
-        let audience = wanted
-            .audience
-            .iter()
-            .find(|a| !a.is_empty())
-            .cloned()
-            .unwrap_or_default();
-        let minted = self
-            .agent
-            .mint_jwt(evidence.clone(), wanted.audience, wanted.spiffe_id)
-            .await?;
-        // A revocation may have arrived while the issuer was minting: the
-        // tokens' own `hallmark` claims say what they are bound to.
-        let revocations = self.agent.revocations().unwrap_or_default();
-        let (bundle, now, node) = (self.agent.bundle(), self.agent.now(), self.agent_id());
-        let mut withheld = None;
-        let svids: Vec<Jwtsvid> = minted
-            .svids
-            .into_iter()
-            .filter(|s| {
-                let claims = validate_jwt_svid(&s.token, &audience, &bundle, now)
-                    .ok()
-                    .map(|v| v.claims);
-                let binding = claims.as_ref().and_then(|c| c.get("hallmark"));
-                let bound = match binding {
-                    Some(_) => Bound::from_binding(&s.spiffe_id, binding),
-                    None => Bound {
-                        spiffe_id: &s.spiffe_id,
-                        image: &s.image,
-                        code_sha256: &evidence.exe_sha256,
-                        model_digest: None,
-                        node: &node,
-                    },
-                };
-                match revocations.covering(&bound) {
-                    None => true,
-                    Some(revocation) => {
-                        withheld.get_or_insert_with(|| revocation.clone());
-                        false
-                    }
-                }
-            })
-            .map(|s| Jwtsvid {
-                spiffe_id: s.spiffe_id,
-                svid: s.token,
-                hint: s.image,
-            })
-            .collect();
-        if let (true, Some(revocation)) = (svids.is_empty(), &withheld) {
-            return Err(revoked(revocation));
-        }
-        Ok(Response::new(JwtsvidResponse { svids }))
+        result
     }
 
     #[tracing::instrument(skip_all)]
@@ -448,6 +529,7 @@ impl SpiffeWorkloadApi for WorkloadService {
             agent,
             self.shutdown.clone(),
             jwt_bundles_response,
+            StreamMethod::FetchJwtBundles,
         ))))
     }
 
@@ -465,6 +547,24 @@ impl SpiffeWorkloadApi for WorkloadService {
         })?;
         validate_jwt_svid_request(request.get_ref(), &bundle, &revocations, self.agent.now())
             .map(Response::new)
+    }
+}
+
+/// Whether two sets hold the same SVIDs (the same leaf certificates).
+fn same_svids(a: &SvidSet, b: &SvidSet) -> bool {
+    a.svids.len() == b.svids.len()
+        && a
+            .svids
+            .iter()
+            .zip(&b.svids)
+            .all(|(x, y)| x.chain.first() == y.chain.first())
+}
+
+/// Sleeps for `delay`, or forever without one.
+async fn sleep_opt(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -510,9 +610,11 @@ fn bundle_stream<T: Send + 'static>(
     agent: Arc<Inner>,
     mut down: watch::Receiver<bool>,
     render: fn(&hallmark_ca::bundle::Bundle) -> T,
+    method: StreamMethod,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let _open = agent.metrics().stream(method);
         let mut status = agent.status_receiver();
         let mut sequence = status.borrow_and_update().bundle_sequence;
         if tx.send(Ok(render(&agent.bundle()))).await.is_err() {

@@ -57,7 +57,14 @@ impl AdminApi {
         let until = if follow {
             Until::Live
         } else {
-            Until::Fixed(durable)
+            // Checkpoints signed after this call are left out with their
+            // records; every checkpoint already stored is served, even one
+            // beyond the newest record (that is what truncation looks like).
+            let stored = log.last_stored_checkpoint().map_err(read_status)?;
+            Until::Fixed {
+                records: durable,
+                checkpoints: durable.max(stored),
+            }
         };
         tokio::spawn(serve(log, from, until, tx));
         let outcome = format!(
@@ -78,9 +85,7 @@ impl AdminApi {
     }
 
     /// `CheckpointAudit`: signs now, or reports the newest checkpoint.
-    pub(super) async fn checkpoint_audit(
-        &self,
-    ) -> Result<(CheckpointAuditResponse, String), Status> {
+    pub(super) async fn checkpoint_audit(&self) -> Result<CheckpointAuditResponse, Status> {
         let created = self.audit.checkpoint().await.map_err(read_status)?;
         let (newest, made) = match created {
             Some(signed) => (Some(signed.encode()), true),
@@ -94,27 +99,24 @@ impl AdminApi {
                 false,
             ),
         };
-        let checkpointed = self.audit.state().checkpointed;
-        let outcome = if made {
-            format!("signed an audit checkpoint at seq {checkpointed}")
-        } else {
-            format!("the audit checkpoint at seq {checkpointed} is current")
-        };
-        Ok((
-            CheckpointAuditResponse {
-                created: made,
-                checkpoint: newest.unwrap_or_default(),
-            },
-            outcome,
-        ))
+        Ok(CheckpointAuditResponse {
+            created: made,
+            checkpoint: newest.unwrap_or_default(),
+        })
     }
 }
 
 /// How far a `ReadAudit` stream reads.
 #[derive(Debug, Clone, Copy)]
 enum Until {
-    /// Records up to this sequence number, then the stream ends.
-    Fixed(u64),
+    /// Records and checkpoints up to these sequence numbers, then the
+    /// stream ends.
+    Fixed {
+        /// Last record.
+        records: u64,
+        /// Last checkpoint.
+        checkpoints: u64,
+    },
     /// Everything that becomes durable, until the issuer stops.
     Live,
 }
@@ -129,12 +131,15 @@ async fn serve(
     let mut merge = Merge::new(from);
     loop {
         let now = *state.borrow_and_update();
-        let limit = match until {
-            Until::Fixed(seq) => seq,
-            Until::Live => now.durable,
+        let (records, checkpoints) = match until {
+            Until::Fixed {
+                records,
+                checkpoints,
+            } => (records, checkpoints),
+            Until::Live => (now.durable, now.durable),
         };
         loop {
-            let (entries, done) = match merge.next_page(&log, limit) {
+            let (entries, done) = match merge.next_page(&log, records, checkpoints) {
                 Ok(page) => page,
                 Err(error) => {
                     let _ = tx.send(Err(read_status(error))).await;
@@ -150,7 +155,7 @@ async fn serve(
                 break;
             }
         }
-        if matches!(until, Until::Fixed(_)) {
+        if matches!(until, Until::Fixed { .. }) {
             return;
         }
         if now.stopping {

@@ -59,6 +59,7 @@ impl AdminApi {
         if let RevocationTarget::Node(agent) = &revocation.target {
             self.forget_node_svids(agent);
         }
+        self.metrics.kill_created(revocation.target.kind());
         call.record(SecurityEvent::KillCreated {
             id: revocation.id.to_string(),
             target: revocation.target.to_string(),
@@ -92,6 +93,7 @@ impl AdminApi {
             .revocations
             .lift(&id, reason.clone(), uid, unix_secs(self.clock.now()))
             .map_err(revocation_status)?;
+        self.metrics.kill_lifted(revocation.target.kind());
         call.record(SecurityEvent::KillLifted {
             id: revocation.id.to_string(),
             target: revocation.target.to_string(),

@@ -587,7 +587,7 @@ impl Admin for AdminApi {
         // A refusal (or a failure to audit the request) ends the call here.
         let requested = allowed.map(|()| ((), "checkpoint requested".to_owned()));
         self.answer("CheckpointAudit", audit, requested).await?;
-        let (response, _) = self.checkpoint_audit().await?;
+        let response = self.checkpoint_audit().await?;
         Ok(Response::new(response))
     }
 

@@ -13,7 +13,9 @@ use hallmark_ca::clock::Clock;
 
 use super::AuditError;
 use super::key;
-use super::record::{AuditRecord, Checkpoint, RecordHash, SignedCheckpoint};
+use super::record::{
+    AuditRecord, Checkpoint, RecordHash, SignedCheckpoint, encode_body, encode_with_body,
+};
 use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::image::{PublicKey, SigningKey};
 use crate::store::{Appended, AuditStore};
@@ -196,33 +198,30 @@ impl AuditLog {
 
     fn append_parts(&self, kind: String, fields: Map<String, Value>) -> Result<u64, AuditError> {
         let inner = &self.inner;
+        // Everything that does not depend on the record's place in the log
+        // is encoded before the lock, to keep the lock short.
+        let body = encode_body(&kind, &fields);
         let mut chain = inner.chain.lock().map_err(|_| AuditError::Poisoned)?;
         if let Some(seq) = chain.conflict {
             return Err(AuditError::Conflict(seq));
         }
-        let record = AuditRecord {
-            seq: chain.next,
-            time: inner.clock.now(),
-            kind,
-            fields,
-            prev: chain.head,
-        };
-        let bytes = record.encode();
-        match inner.store.append_audit_record(record.seq, &bytes)? {
+        let seq = chain.next;
+        let bytes = encode_with_body(&body, chain.head, seq, inner.clock.now());
+        match inner.store.append_audit_record(seq, &bytes)? {
             Appended::Appended => {}
             Appended::Exists => {
-                chain.conflict = Some(record.seq);
+                chain.conflict = Some(seq);
                 tracing::error!(
                     target: "hallmark::audit",
-                    seq = record.seq,
+                    seq,
                     "an audit record this issuer did not write is in the store: appending stops; run `hallmark-server audit verify`"
                 );
-                return Err(AuditError::Conflict(record.seq));
+                return Err(AuditError::Conflict(seq));
             }
         }
         chain.next += 1;
         chain.head = RecordHash::of(&bytes);
-        Ok(record.seq)
+        Ok(seq)
     }
 
     /// Resolves once record `seq` (and every record before it) is durable.
@@ -309,6 +308,16 @@ impl AuditLog {
     /// Up to [`PAGE`] stored records from sequence number `from`, in order.
     pub fn records(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
         Ok(self.inner.store.audit_records(from, PAGE)?)
+    }
+
+    /// The sequence number the newest stored checkpoint covers (0: none),
+    /// whether or not it verifies.
+    pub fn last_stored_checkpoint(&self) -> Result<u64, AuditError> {
+        Ok(self
+            .inner
+            .store
+            .last_audit_checkpoint()?
+            .map_or(0, |(seq, _)| seq))
     }
 
     /// Up to [`PAGE`] stored checkpoints covering `from` or later, in order.

@@ -110,7 +110,7 @@ pub fn export(log: &AuditLog, from: u64) -> Result<Vec<Entry>, AuditError> {
     let mut out = Vec::new();
     let mut merge = Merge::new(from);
     loop {
-        let (entries, done) = merge.next_page(log, u64::MAX)?;
+        let (entries, done) = merge.next_page(log, u64::MAX, u64::MAX)?;
         out.extend(entries);
         if done {
             return Ok(out);
@@ -136,25 +136,27 @@ impl Merge {
         }
     }
 
-    /// The next entries, with records up to `until` (the durable head, so a
-    /// record a crash could still take away is never served); `true` once
-    /// no record up to `until` is left. Checkpoints past the last record
-    /// are served once the records are exhausted.
+    /// The next entries, with records up to `records_until` (a durable
+    /// head, so that a record a crash could still take away is never
+    /// served) and checkpoints up to `checkpoints_until`; `true` once no
+    /// record up to `records_until` is left. Checkpoints past the last
+    /// record are served once the records are exhausted: a checkpoint
+    /// beyond every stored record is how truncation shows.
     pub fn next_page(
         &mut self,
         log: &AuditLog,
-        until: u64,
+        records_until: u64,
+        checkpoints_until: u64,
     ) -> Result<(Vec<Entry>, bool), AuditError> {
         let records: Vec<(u64, Vec<u8>)> = log
             .records(self.next_record)?
             .into_iter()
-            .take_while(|(seq, _)| *seq <= until)
+            .take_while(|(seq, _)| *seq <= records_until)
             .collect();
         let records_done = records.len() < PAGE;
-        let bound = if records_done {
-            u64::MAX
-        } else {
-            records.last().map_or(until, |(seq, _)| *seq)
+        let bound = match records.last() {
+            Some((seq, _)) if !records_done => (*seq).min(checkpoints_until),
+            _ => checkpoints_until,
         };
         let mut checkpoints: Vec<(u64, Vec<u8>)> = Vec::new();
         loop {

@@ -92,13 +92,8 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The canonical bytes: what is stored, exported as one line, and hashed.
     pub fn encode(&self) -> Vec<u8> {
-        let mut object = Map::new();
-        object.insert("fields".into(), Value::Object(self.fields.clone()));
-        object.insert("kind".into(), Value::String(self.kind.clone()));
-        object.insert("prev".into(), Value::String(self.prev.to_hex()));
-        object.insert("seq".into(), Value::from(self.seq));
-        object.insert("time".into(), Value::String(format_time(self.time)));
-        encode_value(&Value::Object(object))
+        let body = encode_body(&self.kind, &self.fields);
+        encode_with_body(&body, self.prev, self.seq, self.time)
     }
 
     /// Reads a record, requiring exactly the canonical encoding.
@@ -144,6 +139,43 @@ impl AuditRecord {
         }
         Ok(record)
     }
+}
+
+/// The part of a record's canonical bytes that does not depend on its
+/// place in the log (`"fields":{...},"kind":"..."`), so the log can encode
+/// it before taking its lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EncodedBody(Vec<u8>);
+
+/// Encodes `fields` and `kind` (see [`EncodedBody`]).
+pub(crate) fn encode_body(kind: &str, fields: &Map<String, Value>) -> EncodedBody {
+    let mut out = b"\"fields\":".to_vec();
+    out.extend_from_slice(&encode_value(&Value::Object(fields.clone())));
+    out.extend_from_slice(b",\"kind\":");
+    out.extend_from_slice(&encode_value(&Value::String(kind.to_owned())));
+    EncodedBody(out)
+}
+
+/// A record's canonical bytes from its encoded body and its place in the
+/// log. The members are written in their sorted order (`fields`, `kind`,
+/// `prev`, `seq`, `time`), which is what canonical JSON requires.
+pub(crate) fn encode_with_body(
+    body: &EncodedBody,
+    prev: RecordHash,
+    seq: u64,
+    time: SystemTime,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.0.len() + 160);
+    out.push(b'{');
+    out.extend_from_slice(&body.0);
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(prev.to_hex().as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"time\":\"");
+    out.extend_from_slice(format_time(time).as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
 }
 
 /// The signed statement "the log's record `seq` hashes to `head`".
@@ -410,6 +442,14 @@ mod tests {
             };
             let bytes = record.encode();
             prop_assert!(!bytes.contains(&b'\n'), "one line per record");
+            // The assembled bytes are exactly the generic canonical JSON.
+            let mut object = Map::new();
+            object.insert("fields".into(), Value::Object(record.fields.clone()));
+            object.insert("kind".into(), Value::String(record.kind.clone()));
+            object.insert("prev".into(), Value::String(record.prev.to_hex()));
+            object.insert("seq".into(), Value::from(record.seq));
+            object.insert("time".into(), Value::String(format_time(record.time)));
+            prop_assert_eq!(&bytes, &encode_value(&Value::Object(object)));
             prop_assert_eq!(AuditRecord::decode(&bytes).unwrap(), record);
         }
     }

@@ -25,6 +25,9 @@ pub struct RunArgs {
     /// Admin socket path.
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
+    /// Serve `/metrics`, `/live` and `/ready` on this `IP:port`.
+    #[arg(long)]
+    pub metrics_address: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long)]
     pub log_format: Option<String>,
@@ -67,6 +70,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address.clone(),
         admin_socket: args.admin_socket.clone(),
+        metrics_address: args.metrics_address.clone(),
     };
     let settings = ServerSettings::resolve(file, overrides)?;
     let server = crate::server::start(settings)

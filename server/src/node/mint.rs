@@ -8,7 +8,7 @@
 //! would protect nothing while its signature check costs about three
 //! signings per SVID on the hot path.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::Status;
 
@@ -26,6 +26,7 @@ use crate::events::{Recorded, SecurityEvent};
 use crate::issuance::binding::{binding_json, binding_object};
 use crate::issuance::evidence_digest;
 use crate::issuance::matcher::{Candidate, NodeContext};
+use crate::metrics::RefusalReason;
 use crate::revocation::RevocationIndex;
 use crate::store::NodeRecord;
 
@@ -42,6 +43,7 @@ impl NodeApi {
         agent: &NodeRecord,
         request: MintX509SvidsRequest,
     ) -> Result<MintX509SvidsResponse, Status> {
+        let started = Instant::now();
         let mut records = Vec::new();
         let outcome = self.mint_x509_now(agent, &request, &mut records);
         self.audit_bad_request(
@@ -51,7 +53,11 @@ impl NodeApi {
             request.evidence.as_ref(),
             &mut records,
         );
-        deliver(outcome, records).await
+        let signed = outcome.is_ok();
+        let delivered = deliver(outcome, records).await;
+        self.count("x509", signed, delivered.as_ref().map(|r| r.svids.len()));
+        self.metrics.mint_latency("x509", started.elapsed());
+        delivered
     }
 
     /// `MintJwtSvid`: the tokens are returned only once their audit records
@@ -61,6 +67,7 @@ impl NodeApi {
         agent: &NodeRecord,
         request: MintJwtSvidRequest,
     ) -> Result<MintJwtSvidResponse, Status> {
+        let started = Instant::now();
         let mut records = Vec::new();
         let outcome = self.mint_jwt_now(agent, &request, &mut records);
         self.audit_bad_request(
@@ -70,7 +77,22 @@ impl NodeApi {
             request.evidence.as_ref(),
             &mut records,
         );
-        deliver(outcome, records).await
+        let signed = outcome.is_ok();
+        let delivered = deliver(outcome, records).await;
+        self.count("jwt", signed, delivered.as_ref().map(|r| r.svids.len()));
+        self.metrics.mint_latency("jwt", started.elapsed());
+        delivered
+    }
+
+    /// Counts a delivered mint; a signed one whose audit record could not
+    /// be written was withheld, so it counts as refused (refusals are
+    /// counted where they are decided).
+    fn count(&self, kind: &'static str, signed: bool, delivered: Result<usize, &Status>) {
+        match delivered {
+            Ok(n) => self.metrics.minted(kind, n),
+            Err(_) if signed => self.metrics.refused(kind, RefusalReason::AuditUnavailable),
+            Err(_) => {}
+        }
     }
 
     /// A refusal that no constraint check recorded (malformed evidence or
@@ -87,6 +109,8 @@ impl NodeApi {
         if let Err(status) = outcome
             && records.is_empty()
         {
+            self.metrics
+                .refused(kind, RefusalReason::of_status(status.code()));
             records.push(self.events.record(SecurityEvent::SvidRefused {
                 kind,
                 node: agent.spiffe_id.clone(),
@@ -289,6 +313,8 @@ impl NodeApi {
             .current()
             .match_evidence(evidence, node, revocations, self.clock.now())
             .map_err(|no_match| {
+                self.metrics
+                    .refused(kind, RefusalReason::of_no_match(&no_match));
                 let reason = no_match.to_string();
                 records.push(self.events.record(SecurityEvent::SvidRefused {
                     kind,

@@ -44,6 +44,7 @@ use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
 use crate::issuance::matcher::Matcher;
+use crate::metrics::ServerMetrics;
 use crate::revocation::{RevocationIndex, Revocations, revoked_status};
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
 
@@ -80,6 +81,7 @@ pub struct NodeApiInner {
     images: Arc<ImageSet>,
     revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl std::ops::Deref for NodeApi {
@@ -114,6 +116,8 @@ pub struct NodeApiParts {
     pub revocations: Arc<Revocations>,
     /// Becomes `true` when the issuer shuts down: long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// Counters, gauges and latencies.
+    pub metrics: Arc<ServerMetrics>,
 }
 
 impl NodeApi {
@@ -131,6 +135,7 @@ impl NodeApi {
             images,
             revocations,
             shutdown,
+            metrics,
         } = parts;
         Self {
             inner: Arc::new(NodeApiInner {
@@ -145,6 +150,7 @@ impl NodeApi {
                 images,
                 revocations,
                 shutdown,
+                metrics,
             }),
         }
     }
@@ -309,13 +315,17 @@ impl Node for NodeApi {
                         None => Ok(()),
                     };
                     match audited {
-                        Ok(()) => Ok(AttestResponse {
-                            step: Some(attest_response::Step::Result(result)),
-                        }),
+                        Ok(()) => {
+                            api.metrics.attestation(attestor.as_str(), true);
+                            Ok(AttestResponse {
+                                step: Some(attest_response::Step::Result(result)),
+                            })
+                        }
                         Err(error) => Err(audit_status("the node SVID was not issued", &error)),
                     }
                 }
                 Err(refusal) => {
+                    api.metrics.attestation(refusal.attestor, false);
                     let audited = api
                         .events
                         .record(SecurityEvent::NodeAttestationRefused {
@@ -426,7 +436,10 @@ impl Node for NodeApi {
         let images = self.images.clone();
         let mut generations = images.subscribe();
         let (tx, rx) = mpsc::channel(8);
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            // Counted while this task serves the stream.
+            let _connected = metrics.sync_stream();
             let snapshot = bundles.borrow_and_update().clone();
             generations.borrow_and_update();
             let revocations = kills.borrow_and_update().clone();

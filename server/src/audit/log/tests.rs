@@ -351,3 +351,34 @@ fn record_kinds_and_fields_come_from_the_event() {
     assert_eq!(kind, "agent_banned");
     assert_eq!(fields["uid"], 1000);
 }
+
+#[tokio::test]
+async fn the_checkpoint_task_signs_new_records_and_ends_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::open(dir.path());
+    let log = AuditLog::open_in(dir.path(), store, clock()).unwrap();
+    log.record(event(1)).await.unwrap();
+    let mut state = log.subscribe();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(
+        log.clone()
+            .run_checkpoints(Duration::from_millis(5), stopped),
+    );
+    // Waits for the event, not for a time: the first tick signs seq 1.
+    while state.borrow_and_update().checkpointed < 1 {
+        state.changed().await.unwrap();
+    }
+    log.record(event(2)).await.unwrap();
+    while state.borrow_and_update().checkpointed < 2 {
+        state.changed().await.unwrap();
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let (seq, bytes) = log.inner.store.last_audit_checkpoint().unwrap().unwrap();
+    assert_eq!(seq, 2);
+    assert!(
+        SignedCheckpoint::decode(&bytes)
+            .unwrap()
+            .verify(log.public_key())
+    );
+}
