@@ -407,7 +407,13 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            matches!(err, ConfigError::Invalid { key: "metrics.address", .. }),
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "metrics.address",
+                    ..
+                }
+            ),
             "{err}"
         );
     }

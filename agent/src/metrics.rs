@@ -139,10 +139,10 @@ impl AgentMetrics {
         let latency_family: Family<Labels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         Self {
-            streams: StreamMethod::ALL.map(|m| child(&streams_family, vec![("method", m.as_str())])),
-            fetches: TYPES.map(|t| {
-                SOURCES.map(|s| child(&fetches_family, vec![("type", t), ("source", s)]))
-            }),
+            streams: StreamMethod::ALL
+                .map(|m| child(&streams_family, vec![("method", m.as_str())])),
+            fetches: TYPES
+                .map(|t| SOURCES.map(|s| child(&fetches_family, vec![("type", t), ("source", s)]))),
             errors: TYPES
                 .map(|t| CODES.map(|c| child(&errors_family, vec![("type", t), ("code", c)]))),
             latency: TYPES.map(|t| child(&latency_family, vec![("type", t)])),

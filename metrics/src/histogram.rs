@@ -130,7 +130,10 @@ mod tests {
         histogram.observe(Duration::from_secs(3)); // +Inf
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
-        assert!(text.contains("# TYPE t_latency_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE t_latency_seconds histogram"),
+            "{text}"
+        );
         assert!(text.contains("t_latency_seconds_count 4\n"), "{text}");
         assert!(text.contains("t_latency_seconds_sum 3.0515\n"), "{text}");
         assert!(

@@ -369,10 +369,15 @@ impl ServerSettings {
         }
         let metrics_address = match flags.metrics_address.or(file.metrics.address) {
             None => None,
-            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-                key: "metrics.address",
-                reason: format!("{text:?} is not an IP:port address, e.g. \"127.0.0.1:9090\""),
-            })?),
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "metrics.address",
+                        reason: format!(
+                            "{text:?} is not an IP:port address, e.g. \"127.0.0.1:9090\""
+                        ),
+                    })?,
+            ),
         };
         Ok(Self {
             trust_domain,
@@ -667,11 +672,20 @@ mod tests {
             ..Default::default()
         };
         let settings = ServerSettings::resolve(file, flags).unwrap();
-        assert_eq!(settings.metrics_address, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            settings.metrics_address,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
         let err = resolve("trust_domain = \"example.org\"\n[metrics]\naddress = \"localhost\"\n")
             .unwrap_err();
         assert!(
-            matches!(err, ConfigError::Invalid { key: "metrics.address", .. }),
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "metrics.address",
+                    ..
+                }
+            ),
             "{err}"
         );
         let err = resolve("trust_domain = \"example.org\"\n[metrics]\nport = 9090\n").unwrap_err();

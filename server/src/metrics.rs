@@ -236,15 +236,22 @@ impl ServerMetrics {
         let kills_lifted_family = Family::<Labels, Counter>::default();
         let minted = SVID_TYPES.map(|t| child(&minted_family, vec![("type", t)]));
         let refused = SVID_TYPES.map(|t| {
-            RefusalReason::ALL.map(|r| child(&refused_family, vec![("type", t), ("reason", r.as_str())]))
+            RefusalReason::ALL
+                .map(|r| child(&refused_family, vec![("type", t), ("reason", r.as_str())]))
         });
         let mint_latency = SVID_TYPES.map(|t| child(&latency_family, vec![("type", t)]));
         let attestations = ATTESTORS.map(|a| {
-            ["accepted", "refused"]
-                .map(|result| child(&attestations_family, vec![("attestor", a), ("result", result)]))
+            ["accepted", "refused"].map(|result| {
+                child(
+                    &attestations_family,
+                    vec![("attestor", a), ("result", result)],
+                )
+            })
         });
-        let kills_created = KILL_KINDS.map(|k| child(&kills_created_family, vec![("kind", k.as_str())]));
-        let kills_lifted = KILL_KINDS.map(|k| child(&kills_lifted_family, vec![("kind", k.as_str())]));
+        let kills_created =
+            KILL_KINDS.map(|k| child(&kills_created_family, vec![("kind", k.as_str())]));
+        let kills_lifted =
+            KILL_KINDS.map(|k| child(&kills_lifted_family, vec![("kind", k.as_str())]));
         Self {
             minted,
             refused,
@@ -504,7 +511,11 @@ mod tests {
         let mut registry = Registry::with_prefix("hallmark_server");
         registry.register("svids_minted", "m", metrics.minted_family.clone());
         registry.register("svids_refused", "r", metrics.refused_family.clone());
-        registry.register("node_attestations", "a", metrics.attestations_family.clone());
+        registry.register(
+            "node_attestations",
+            "a",
+            metrics.attestations_family.clone(),
+        );
         registry.register("kills_created", "k", metrics.kills_created_family.clone());
         registry.register("mint_duration_seconds", "l", metrics.latency_family.clone());
         let mut text = String::new();

@@ -553,8 +553,7 @@ impl SpiffeWorkloadApi for WorkloadService {
 /// Whether two sets hold the same SVIDs (the same leaf certificates).
 fn same_svids(a: &SvidSet, b: &SvidSet) -> bool {
     a.svids.len() == b.svids.len()
-        && a
-            .svids
+        && a.svids
             .iter()
             .zip(&b.svids)
             .all(|(x, y)| x.chain.first() == y.chain.first())

@@ -176,20 +176,18 @@ impl NodeApi {
                     extensions: std::slice::from_ref(&binding),
                 })
                 .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            records.push(
-                self.events.record(SecurityEvent::SvidMinted {
-                    kind: "x509",
-                    id: svid.serial.clone(),
-                    spiffe_id: image.spiffe_id.clone(),
-                    image: image.image_ref(),
-                    code_sha256: evidence.exe_sha256.clone(),
-                    model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
-                    node: agent.spiffe_id.clone(),
-                    // The lifetime granted from now (not_before is backdated
-                    // for clock skew, so not_after - not_before is longer).
-                    ttl_secs: ttl.as_secs(),
-                }),
-            );
+            records.push(self.events.record(SecurityEvent::SvidMinted {
+                kind: "x509",
+                id: svid.serial.clone(),
+                spiffe_id: image.spiffe_id.clone(),
+                image: image.image_ref(),
+                code_sha256: evidence.exe_sha256.clone(),
+                model_digest: image.model.as_ref().map(|m| m.digest.as_str().to_owned()),
+                node: agent.spiffe_id.clone(),
+                // The lifetime granted from now (not_before is backdated
+                // for clock skew, so not_after - not_before is longer).
+                ttl_secs: ttl.as_secs(),
+            }));
             svids.push(WorkloadX509Svid {
                 svid: Some(svid_to_proto(&svid)),
                 image: image.image_ref(),
