@@ -41,6 +41,7 @@ use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
 use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet};
+use crate::metrics::ServerMetrics;
 use crate::node::{NodeEvent, store_status};
 use crate::revocation::{Revocations, to_admin_proto};
 use crate::store::{JoinTokenRecord, NodeRecord, Store};
@@ -64,6 +65,7 @@ pub struct AdminApi {
     image_policy: Arc<ImagePolicy>,
     revocations: Arc<Revocations>,
     audit: AuditLog,
+    metrics: Arc<ServerMetrics>,
 }
 
 /// What the admin API is built from.
@@ -93,6 +95,8 @@ pub struct AdminApiParts {
     pub revocations: Arc<Revocations>,
     /// The audit log (read by `audit tail`, `export`, `verify`).
     pub audit: AuditLog,
+    /// Counters (kills created and lifted).
+    pub metrics: Arc<ServerMetrics>,
 }
 
 impl AdminApi {
@@ -111,8 +115,10 @@ impl AdminApi {
             image_policy,
             revocations,
             audit,
+            metrics,
         } = parts;
         Self {
+            metrics,
             audit,
             revocations,
             images,
