@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::bundle::SharedBundle;
 use crate::id::SpiffeId;
 use crate::util::{parse_cert, serial_hex};
-use crate::verify::{Usage, VerifyError, leaf_spiffe_id, verify_x509_svid};
+use crate::verify::{Usage, VerifiedSvid, VerifyError, leaf_spiffe_id, verify_x509_svid};
 
 mod resolver;
 
@@ -53,11 +53,64 @@ impl rustls::time_provider::TimeProvider for ClockTimeProvider {
 /// The predicate deciding which authenticated client SPIFFE IDs may connect.
 pub type Authorizer = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
 
+/// Why an [`SvidAuthorizer`] refused a verified SVID. Its `Display` becomes
+/// the handshake error's message on the side that refused.
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
+/// Decides whether a peer whose SVID verified (chain, usage, validity,
+/// trust domain) is accepted, seeing the whole [`VerifiedSvid`] (SPIFFE ID,
+/// serial, expiry and binding), and says why not. Relying parties build
+/// these from an authorization policy (the root `hallmark` crate's
+/// `Policy`).
+pub type SvidAuthorizer = Arc<dyn Fn(&VerifiedSvid) -> Result<(), Refusal> + Send + Sync>;
+
+/// What a verifier checks once the chain verified.
+#[derive(Clone)]
+enum Check {
+    /// Nothing: trust on first use (only [`SpiffeServerVerifier::trust_on_first_use`]).
+    Nothing,
+    /// The peer's SPIFFE ID is exactly this one.
+    Exactly(SpiffeId),
+    /// A predicate over the SPIFFE ID.
+    Id(Authorizer),
+    /// An authorizer over the whole SVID.
+    Svid(SvidAuthorizer),
+}
+
+impl Check {
+    fn apply(&self, svid: VerifiedSvid) -> Result<(), rustls::Error> {
+        match self {
+            Check::Nothing => Ok(()),
+            Check::Exactly(expected) if svid.spiffe_id == *expected => Ok(()),
+            Check::Id(authorize) if authorize(&svid.spiffe_id) => Ok(()),
+            Check::Exactly(_) | Check::Id(_) => {
+                Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)))
+            }
+            Check::Svid(authorize) => authorize(&svid).map_err(|refusal| {
+                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::from(
+                    refusal,
+                ))))
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Check::Nothing => f.write_str("Nothing"),
+            Check::Exactly(id) => f.debug_tuple("Exactly").field(id).finish(),
+            Check::Id(_) => f.write_str("Id(..)"),
+            Check::Svid(_) => f.write_str("Svid(..)"),
+        }
+    }
+}
+
 /// Verifies TLS client certificates as X.509-SVIDs of the bundle's trust
 /// domain, then applies an authorization predicate.
 pub struct SpiffeClientVerifier {
     bundle: SharedBundle,
-    authorize: Authorizer,
+    check: Check,
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -73,8 +126,24 @@ impl SpiffeClientVerifier {
     ) -> SpiffeClientVerifier {
         SpiffeClientVerifier {
             bundle,
-            authorize,
+            check: Check::Id(authorize),
             mandatory,
+            algorithms: ring_algorithms(),
+        }
+    }
+
+    /// A verifier over `bundle` that requires a client certificate and
+    /// hands every verified client SVID to `authorize`; a refusal fails the
+    /// handshake with the refusal as the error's message
+    /// (`CertificateError::Other`).
+    pub fn with_svid_authorizer(
+        bundle: SharedBundle,
+        authorize: SvidAuthorizer,
+    ) -> SpiffeClientVerifier {
+        SpiffeClientVerifier {
+            bundle,
+            check: Check::Svid(authorize),
+            mandatory: true,
             algorithms: ring_algorithms(),
         }
     }
@@ -84,6 +153,7 @@ impl fmt::Debug for SpiffeClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpiffeClientVerifier")
             .field("bundle", &self.bundle)
+            .field("check", &self.check)
             .field("mandatory", &self.mandatory)
             .finish_non_exhaustive()
     }
@@ -112,9 +182,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         let bundle = self.bundle.load();
         let svid = verify_x509_svid(&chain, &bundle, Usage::ClientAuth, system_time(now))
             .map_err(to_rustls)?;
-        if !(self.authorize)(&svid.spiffe_id) {
-            return Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)));
-        }
+        self.check.apply(svid)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -142,11 +210,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 }
 
 /// Verifies a TLS server's certificate as the X.509-SVID of one expected
-/// SPIFFE ID. The DNS server name is ignored (SVIDs carry no DNS name).
+/// SPIFFE ID, or of any SVID an [`SvidAuthorizer`] accepts. The DNS server
+/// name is ignored (SVIDs carry no DNS name).
 pub struct SpiffeServerVerifier {
     bundle: SharedBundle,
-    /// `None`: trust on first use (no chain or identity check).
-    expected: Option<SpiffeId>,
+    /// [`Check::Nothing`]: trust on first use (no chain or identity check).
+    check: Check,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -155,7 +224,21 @@ impl SpiffeServerVerifier {
     pub fn new(bundle: SharedBundle, expected: SpiffeId) -> SpiffeServerVerifier {
         SpiffeServerVerifier {
             bundle,
-            expected: Some(expected),
+            check: Check::Exactly(expected),
+            algorithms: ring_algorithms(),
+        }
+    }
+
+    /// A verifier over `bundle` that hands every verified server SVID to
+    /// `authorize`; a refusal fails the handshake with the refusal as the
+    /// error's message (`CertificateError::Other`).
+    pub fn with_svid_authorizer(
+        bundle: SharedBundle,
+        authorize: SvidAuthorizer,
+    ) -> SpiffeServerVerifier {
+        SpiffeServerVerifier {
+            bundle,
+            check: Check::Svid(authorize),
             algorithms: ring_algorithms(),
         }
     }
@@ -167,7 +250,7 @@ impl SpiffeServerVerifier {
     pub fn trust_on_first_use(bundle: SharedBundle) -> SpiffeServerVerifier {
         SpiffeServerVerifier {
             bundle,
-            expected: None,
+            check: Check::Nothing,
             algorithms: ring_algorithms(),
         }
     }
@@ -177,7 +260,7 @@ impl fmt::Debug for SpiffeServerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpiffeServerVerifier")
             .field("bundle", &self.bundle)
-            .field("expected", &self.expected)
+            .field("check", &self.check)
             .finish_non_exhaustive()
     }
 }
@@ -191,16 +274,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(expected) = &self.expected else {
+        if let Check::Nothing = self.check {
             return Ok(ServerCertVerified::assertion());
-        };
+        }
         let chain = chain_of(end_entity, intermediates);
         let bundle = self.bundle.load();
         let svid = verify_x509_svid(&chain, &bundle, Usage::ServerAuth, system_time(now))
             .map_err(to_rustls)?;
-        if svid.spiffe_id != *expected {
-            return Err(to_rustls(VerifyError::Unauthorized(svid.spiffe_id)));
-        }
+        self.check.apply(svid)?;
         Ok(ServerCertVerified::assertion())
     }
 
