@@ -72,7 +72,8 @@
 //! auditing costs far less than one fsync per mint.
 //!
 //! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use hallmark_server::audit::{AuditLog, verify};
 //! use hallmark_server::events::{EventSink, SecurityEvent};
