@@ -20,5 +20,6 @@ mod kill_node;
 mod mint;
 mod node_api;
 mod quickstart;
+mod resilience;
 mod workload_api;
 mod x509pop_fixture;
