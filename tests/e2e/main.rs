@@ -14,6 +14,7 @@
 mod agent;
 mod attestation;
 mod common;
+mod examples;
 mod kill;
 mod kill_issuer;
 mod kill_node;
