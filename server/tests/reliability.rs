@@ -28,7 +28,7 @@ use hallmark_proto::node::MintX509SvidsRequest;
 use hallmark_server::image::{Algorithm, Envelope, GoldImage, SigningKey, canonical};
 
 use audit_support::{attest, evidence, node_client};
-use ops_support::{Daemon, WAIT};
+use ops_support::{Daemon, WAIT, http_get, metric};
 
 const SVC: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const OTHER: &str = "3333333333333333333333333333333333333333333333333333333333333333";
@@ -257,6 +257,32 @@ async fn kill_9_during_sustained_minting_loses_nothing_acknowledged() {
         "{}",
         refused.message()
     );
+
+    // The restarted issuer's metrics count exactly that (a new process
+    // starts from zero): one mint, one refusal by a kill, one Sync stream.
+    let (status, body) = http_get(daemon.metrics_addr.unwrap(), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for (series, value) in [
+        ("hallmark_server_svids_minted_total{type=\"x509\"}", 1.0),
+        (
+            "hallmark_server_svids_refused_total{type=\"x509\",reason=\"revoked\"}",
+            1.0,
+        ),
+        (
+            "hallmark_server_svids_refused_total{type=\"x509\",reason=\"code_digest_unknown\"}",
+            0.0,
+        ),
+        (
+            "hallmark_server_mint_duration_seconds_count{type=\"x509\"}",
+            2.0,
+        ),
+        ("hallmark_server_sync_streams", 1.0),
+        ("hallmark_server_revocations_in_force", 1.0),
+        ("hallmark_server_images_registered", 2.0),
+        ("hallmark_server_ready", 1.0),
+    ] {
+        assert_eq!(metric(&body, series), Some(value), "{series} in\n{body}");
+    }
 
     // An agent restarted on its data directory keeps its node identity:
     // no token, same SPIFFE ID.
