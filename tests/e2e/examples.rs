@@ -44,31 +44,31 @@ mod mtls;
 mod watch;
 
 /// How long to wait for a condition before calling it a hang.
-const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(60);
 /// SVID lifetime of the examples' images: the leaf is backdated 30 s, so
 /// half-life (rotation) comes about 2 s after each mint.
 const X509_TTL: u64 = 34;
-const MODEL: &str = "demo-model";
+pub const MODEL: &str = "demo-model";
 
 /// An issuer (system clock: rotations happen in real time) and an agent,
 /// with gold images for this test process.
-struct ExampleEnv {
+pub struct ExampleEnv {
     _dir: TempDir,
     server: Option<ServerHandle>,
-    admin_socket: PathBuf,
-    agent: Option<AgentHandle>,
-    endpoint: Endpoint,
+    pub admin_socket: PathBuf,
+    pub agent: Option<AgentHandle>,
+    pub endpoint: Endpoint,
 }
 
 /// One gold image for this process: `name` at `spiffe://example.org/<name>`
 /// binding the demo model at `model_version`.
-struct Image<'a> {
-    name: &'a str,
-    model_version: &'a str,
+pub struct Image<'a> {
+    pub name: &'a str,
+    pub model_version: &'a str,
 }
 
 impl ExampleEnv {
-    async fn start(images: &[Image<'_>]) -> ExampleEnv {
+    pub async fn start(images: &[Image<'_>]) -> ExampleEnv {
         let dir = tempfile::tempdir().unwrap();
         let key =
             SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
@@ -147,7 +147,7 @@ impl ExampleEnv {
 
     /// `hallmark-server kill --image NAME`; returns the revocation id once
     /// the agent enforces it.
-    async fn kill_image(&self, name: &str) -> String {
+    pub async fn kill_image(&self, name: &str) -> String {
         let watch = Revocations::watch(&self.endpoint).await.unwrap();
         let revocation = admin(&self.admin_socket)
             .await
@@ -170,7 +170,7 @@ impl ExampleEnv {
         revocation.id
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(agent) = self.agent.take() {
             agent.shutdown().await;
         }
@@ -180,7 +180,7 @@ impl ExampleEnv {
     }
 }
 
-async fn admin(socket: &std::path::Path) -> AdminClient<tonic::transport::Channel> {
+pub async fn admin(socket: &std::path::Path) -> AdminClient<tonic::transport::Channel> {
     AdminClient::new(
         hallmark_server::admin::socket::connect(socket)
             .await
@@ -188,7 +188,7 @@ async fn admin(socket: &std::path::Path) -> AdminClient<tonic::transport::Channe
     )
 }
 
-fn id(name: &str) -> SpiffeId {
+pub fn id(name: &str) -> SpiffeId {
     SpiffeId::parse(&format!("spiffe://example.org/{name}")).unwrap()
 }
 

@@ -21,6 +21,7 @@ mod kill_node;
 mod mint;
 mod node_api;
 mod quickstart;
+mod relying_party;
 mod resilience;
 mod workload_api;
 mod x509pop_fixture;
