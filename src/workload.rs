@@ -173,8 +173,8 @@ pub struct SvidInfo {
 pub struct X509State {
     /// The current SVID; `None` once the agent withdrew it.
     pub svid: Option<SvidInfo>,
-    /// Messages applied so far (the first one is 1): it grows on every
-    /// rotation and bundle change.
+    /// Changes applied so far (the first SVID is 1): it grows on every
+    /// rotation, bundle change and withdrawal.
     pub updates: u64,
     /// Why the identity is gone, while it is (a kill, a changed binary or
     /// model: the agent's `PermissionDenied` message).
@@ -352,24 +352,14 @@ async fn follow_x509(
                         Err(error) => {
                             // The selected identity is not (or no longer) in
                             // the set: it was withdrawn.
-                            resolver.clear();
-                            state.send_modify(|s| {
-                                s.svid = None;
-                                s.updates += 1;
-                                s.withdrawn = Some(error.to_string());
-                            });
+                            withdraw(&resolver, &state, &error.to_string());
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
                     if status.code() == tonic::Code::PermissionDenied {
-                        resolver.clear();
-                        state.send_modify(|s| {
-                            s.svid = None;
-                            s.updates += 1;
-                            s.withdrawn = Some(status.message().to_owned());
-                        });
+                        withdraw(&resolver, &state, status.message());
                     }
                     break;
                 }
@@ -384,18 +374,27 @@ async fn follow_x509(
                     break;
                 }
                 Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                    resolver.clear();
-                    state.send_if_modified(|s| {
-                        let changed = s.svid.is_some();
-                        s.svid = None;
-                        s.withdrawn = Some(status.message().to_owned());
-                        changed
-                    });
+                    withdraw(&resolver, &state, status.message());
                 }
                 Err(_) => {}
             }
         }
     }
+}
+
+/// The identity is gone: nothing to present any more. Watchers are told
+/// once, not again on every refused reconnection.
+fn withdraw(resolver: &SvidCertResolver, state: &watch::Sender<X509State>, reason: &str) {
+    resolver.clear();
+    state.send_if_modified(|s| {
+        if s.svid.is_none() && s.withdrawn.as_deref() == Some(reason) {
+            return false;
+        }
+        s.svid = None;
+        s.updates += 1;
+        s.withdrawn = Some(reason.to_owned());
+        true
+    });
 }
 
 async fn follow_jwt(

@@ -193,8 +193,8 @@ impl Policy {
         Policy::from_rule(Rule::Scope(scope.to_owned()))
     }
 
-    /// Both this and `other` hold. Revocations of either are kept (this
-    /// one's first).
+    /// Both this and `other` hold. The result consults this policy's
+    /// revocations, or else `other`'s.
     pub fn and(self, other: Policy) -> Policy {
         let revocations = self.revocations.clone().or(other.revocations.clone());
         let mut rules = Vec::new();
@@ -216,7 +216,9 @@ impl Policy {
         }
     }
 
-    /// This or `other` holds.
+    /// This or `other` holds. The result consults this policy's
+    /// revocations, or else `other`'s: a revoked credential is refused
+    /// whichever alternative it satisfies.
     pub fn or(self, other: Policy) -> Policy {
         let revocations = self.revocations.clone().or(other.revocations.clone());
         let mut rules = Vec::new();
