@@ -279,3 +279,83 @@ fn resolver_refuses_a_key_that_is_not_the_leafs() {
     resolver.clear();
     assert!(!resolver.has_certs());
 }
+
+#[test]
+fn svid_authorizers_see_the_whole_verified_svid_and_their_refusal_is_the_error() {
+    use hallmark_ca::tls::{Refusal, SvidAuthorizer};
+    use hallmark_ca::verify::VerifiedSvid;
+
+    let ca = ca();
+    let s = setup(&ca);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let only_agents: SvidAuthorizer = Arc::new(move |svid: &VerifiedSvid| {
+        record.lock().unwrap().push(svid.clone());
+        if svid.spiffe_id.has_path_prefix("/hallmark/agent") {
+            Ok(())
+        } else {
+            Err(Refusal::from(format!("{} is not an agent", svid.spiffe_id)))
+        }
+    });
+    let only_server: SvidAuthorizer = Arc::new(|svid: &VerifiedSvid| {
+        if svid.spiffe_id == id("/hallmark/server") {
+            Ok(())
+        } else {
+            Err("not the issuer".into())
+        }
+    });
+    let handshake = |client_cert: &SvidCertResolver| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::with_svid_authorizer(
+                s.server_bundle.clone(),
+                Arc::clone(&only_agents),
+            )))
+            .with_cert_resolver(Arc::new(s.server_cert.clone()));
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::with_svid_authorizer(
+                s.client_bundle.clone(),
+                Arc::clone(&only_server),
+            )))
+            .with_client_cert_resolver(Arc::new(client_cert.clone()));
+        let mut client = ClientConnection::new(
+            Arc::new(client_config),
+            ServerName::try_from("ignored.invalid").unwrap(),
+        )
+        .unwrap();
+        let mut server = ServerConnection::new(Arc::new(server_config)).unwrap();
+        drive(&mut client, &mut server)
+    };
+
+    handshake(&s.client_cert).unwrap();
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].spiffe_id, id("/hallmark/agent/join_token/t1"));
+        assert_eq!(
+            seen[0].serial,
+            hallmark_ca::tls::leaf_serial(s.client_cert.current().unwrap().cert[0].as_ref())
+                .unwrap()
+        );
+    }
+    let err = handshake(&resolver_for(&ca, "/workloads/w")).unwrap_err();
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            assert_eq!(
+                other.0.to_string(),
+                "spiffe://example.org/workloads/w is not an agent"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Mandatory: no certificate, no handshake.
+    assert!(matches!(
+        handshake(&SvidCertResolver::new()),
+        Err(rustls::Error::NoCertificatesPresented)
+    ));
+}
