@@ -15,6 +15,7 @@
 mod attest;
 pub mod listener;
 mod mint;
+mod sync;
 
 pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
@@ -34,18 +35,17 @@ use hallmark_ca::tls::{leaf_serial, peer_spiffe_id};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     AttestRequest, AttestResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest,
-    MintX509SvidsResponse, PathHints, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
+    MintX509SvidsResponse, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
     SyncResponse, attest_response,
 };
 
 use crate::audit::AuditError;
 use crate::authority::Authority;
-use crate::convert::{bundle_to_proto, svid_to_proto, unix_secs};
+use crate::convert::{svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
-use crate::issuance::matcher::Matcher;
 use crate::metrics::ServerMetrics;
-use crate::revocation::{RevocationIndex, Revocations, revoked_status};
+use crate::revocation::{Revocations, revoked_status};
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
 
 /// Something that changed about an agent, told to its open streams.
@@ -194,56 +194,6 @@ impl NodeApi {
             )));
         }
         Ok(record)
-    }
-}
-
-/// A `Sync` message: every message carries the full current state.
-fn sync_message(
-    snapshot: bool,
-    bundle: &hallmark_ca::bundle::Bundle,
-    matcher: &Matcher,
-    revocations: &RevocationIndex,
-) -> SyncResponse {
-    SyncResponse {
-        snapshot,
-        revocations: revocations.to_proto().to_vec(),
-        bundle: Some(bundle_to_proto(bundle)),
-        env_names: matcher.env_names().iter().cloned().collect(),
-        path_hints: matcher
-            .all_path_hints()
-            .into_iter()
-            .map(|(code, app, model)| {
-                (
-                    code,
-                    PathHints {
-                        app_paths: app.into_iter().collect(),
-                        model_paths: model.into_iter().collect(),
-                    },
-                )
-            })
-            .collect(),
-    }
-}
-
-/// Sends one full-state `Sync` message; `false` when the stream is over:
-/// the agent went away, or the revocations in the message name it (it has
-/// been told, and is now refused).
-async fn send_state(
-    tx: &mpsc::Sender<Result<SyncResponse, Status>>,
-    agent: &SpiffeId,
-    message: SyncResponse,
-    revocations: &RevocationIndex,
-) -> bool {
-    if tx.send(Ok(message)).await.is_err() {
-        return false;
-    }
-    match revocations.node(agent) {
-        None => true,
-        Some(revocation) => {
-            tracing::warn!(%agent, id = %revocation.id, "agent revoked: its sync stream ends");
-            let _ = tx.send(Err(revoked_status(agent, revocation))).await;
-            false
-        }
     }
 }
 
@@ -427,73 +377,20 @@ impl Node for NodeApi {
     ) -> Result<Response<Self::SyncStream>, Status> {
         // Subscribed before authenticating: a kill that lands in between is
         // in the first message, and the stream ends right after it.
-        let mut kills = self.revocations.subscribe();
+        let kills = self.revocations.subscribe();
         let record = self.authenticate(&request)?;
-        let agent = record.spiffe_id;
-        let mut bundles = self.authority.subscribe();
-        let mut node_events = self.node_events.subscribe();
-        let mut shutdown = self.shutdown.clone();
         let images = self.images.clone();
-        let mut generations = images.subscribe();
-        let (tx, rx) = mpsc::channel(8);
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            // Counted while this task serves the stream.
-            let _connected = metrics.sync_stream();
-            let snapshot = bundles.borrow_and_update().clone();
-            generations.borrow_and_update();
-            let revocations = kills.borrow_and_update().clone();
-            let first = sync_message(true, &snapshot, &images.current(), &revocations);
-            if !send_state(&tx, &agent, first, &revocations).await {
-                return;
-            }
-            tracing::debug!(%agent, "sync stream opened");
-            loop {
-                tokio::select! {
-                    changed = bundles.changed() => {
-                        if changed.is_err() {
-                            // The issuer is shutting down.
-                            let _ = tx.send(Err(Status::unavailable("issuer shutting down"))).await;
-                            return;
-                        }
-                        bundles.borrow_and_update();
-                    }
-                    changed = generations.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        generations.borrow_and_update();
-                    }
-                    changed = kills.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    event = node_events.recv() => match event {
-                        Ok(NodeEvent::Removed { agent: removed, reason }) if removed == agent => {
-                            let _ = tx.send(Err(Status::permission_denied(format!(
-                                "agent {agent} was {reason}"
-                            )))).await;
-                            return;
-                        }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    () = crate::server::shutdown_signalled(&mut shutdown) => {
-                        let _ = tx.send(Err(Status::unavailable("issuer shutting down"))).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                }
-                // Something changed: send the full current state.
-                let bundle = bundles.borrow().clone();
-                let revocations = kills.borrow_and_update().clone();
-                let update = sync_message(false, &bundle, &images.current(), &revocations);
-                if !send_state(&tx, &agent, update, &revocations).await {
-                    return;
-                }
-            }
+        let generations = images.subscribe();
+        let stream = sync::sync_stream(sync::SyncFeeds {
+            agent: record.spiffe_id,
+            kills,
+            bundles: self.authority.subscribe(),
+            node_events: self.node_events.subscribe(),
+            shutdown: self.shutdown.clone(),
+            images,
+            generations,
+            _connected: self.metrics.sync_stream(),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 }
