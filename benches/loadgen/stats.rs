@@ -160,6 +160,24 @@ fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`
+/// (`self` for this process).
+pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// How many file descriptors a process has open (connections included).
+pub(crate) fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Operations per second over `elapsed`.
 pub(crate) fn rate(count: usize, elapsed: Duration) -> f64 {
     if elapsed.is_zero() {
@@ -193,6 +211,11 @@ mod tests {
         s.push(Duration::from_millis(3));
         assert_eq!(s.summary().p50, Duration::from_millis(3));
         assert_eq!(s.summary().max, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn own_cpu_time_is_read() {
+        assert!(cpu_time("self").is_some());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::Options;
 use crate::issuer::Issuer;
 use crate::mint::{CODE, print_rss};
 use crate::node::Target;
-use crate::stats::{Rss, Samples, load_average, rate};
+use crate::stats::{Rss, Samples, cpu_time, load_average, open_fds, rate};
 
 /// Longest wait for every stream to deliver one message.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,6 +70,11 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
         attest_time.as_secs_f64(),
         rate(n, attest_time)
     );
+
+    // The connections are up (mutual TLS, HTTP/2), no stream yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attested = issuer.rss();
+    let attested_fds = open_fds(issuer.pid());
 
     // One task per stream: it stamps every message the moment it arrives.
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -144,6 +149,7 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
     // Let allocations settle (connection buffers, first-message state).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let connected = issuer.rss();
+    let connected_fds = open_fds(issuer.pid());
     let load_start = load_average();
 
     let mut kills = Vec::new();
@@ -153,6 +159,10 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
     let mut all_lifts = Samples::default();
     let mut missed = 0usize;
     let mut dead = vec![false; n];
+    let server_pid = issuer.pid().to_string();
+    let cpu = |pid: &str| cpu_time(pid).unwrap_or_default();
+    let mut server_cpu = Duration::ZERO;
+    let mut loadgen_cpu = Duration::ZERO;
     for round in 0..options.kills {
         while let Ok(event) = rx.try_recv() {
             if let Event::Ended { agent, why } = event
@@ -162,11 +172,14 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
                 eprintln!("agent {agent}: {why}");
             }
         }
+        let (server_before, own_before) = (cpu(&server_pid), cpu("self"));
         let t0 = Instant::now();
         let id = issuer.kill_spiffe_id(&spiffe_id).await?;
         rpcs.push(t0.elapsed());
         let (samples, lost) =
             propagation(&mut rx, &mut dead, t0, |ids: &[String]| ids.contains(&id)).await;
+        server_cpu += cpu(&server_pid).saturating_sub(server_before);
+        loadgen_cpu += cpu("self").saturating_sub(own_before);
         missed += lost;
         let kill = samples.summary();
         eprintln!("kill {round}: {kill}{}", lost_note(lost));
@@ -207,6 +220,13 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
     for (i, k) in kills.iter().enumerate() {
         println!("    kill {i}: {k}");
     }
+    let per_kill = |total: Duration| total / u32::try_from(options.kills.max(1)).unwrap_or(1);
+    println!(
+        "    CPU per kill (10 ms ticks): server {:?} ({:.1} us per stream), load generator {:?}",
+        per_kill(server_cpu),
+        per_kill(server_cpu).as_secs_f64() * 1e6 / n as f64,
+        per_kill(loadgen_cpu)
+    );
     println!("  lift propagation: {lift}");
     println!("  CreateRevocation RPC itself: {}", rpcs.summary());
     if missed > 0 {
@@ -214,10 +234,17 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
             "  MISSED: {missed} agent deliveries did not arrive within {PROPAGATION_TIMEOUT:?}"
         );
     }
-    match (idle, connected) {
-        (Some(i), Some(c)) => println!("  server RSS: idle {i}; with {n} streams {c}"),
+    match (idle, attested, connected) {
+        (Some(i), Some(a), Some(c)) => println!(
+            "  server RSS: idle {i}; {n} agents connected, no stream {a}; with {n} streams {c}"
+        ),
         _ => println!("  server RSS: unknown"),
     }
+    println!(
+        "  server open files: {} with the agents connected, {} with the streams",
+        attested_fds.unwrap_or(0),
+        connected_fds.unwrap_or(0)
+    );
     print_rss(&issuer, end);
     println!("  load average: {load_start} (before the kills), {load_end} (end)");
 
@@ -238,8 +265,14 @@ pub(crate) async fn run_sync(options: &Options) -> anyhow::Result<Value> {
         "lift_propagation": lift.to_json(),
         "lift_propagation_per_lift": lifts.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "kill_rpc": rpcs.summary().to_json(),
+        "cpu_per_kill_ms": {
+            "server": per_kill(server_cpu).as_secs_f64() * 1e3,
+            "loadgen": per_kill(loadgen_cpu).as_secs_f64() * 1e3,
+        },
         "missed": missed,
         "server_idle": idle.map(Rss::to_json),
+        "server_attested": attested.map(Rss::to_json),
+        "server_open_files": { "attested": attested_fds, "streams": connected_fds },
         "server_connected": connected.map(Rss::to_json),
         "server_end": end.map(Rss::to_json),
         "loadgen": Rss::of_self().map(Rss::to_json),
