@@ -266,3 +266,44 @@ async fn a_uid_over_its_hashing_budget_gets_resource_exhausted() {
     assert_status(&err, Code::ResourceExhausted, "hash 2000 bytes");
     d.agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_short_lived_svid_rotates_at_half_its_life_from_issue_not_from_its_backdated_start() {
+    // Leaves are backdated for clock skew: counting half-life from notBefore
+    // would put the rotation of a 20 s SVID in the past on arrival, and the
+    // agent would mint again and again.
+    let d = deploy_with(Variant {
+        top: "x509_ttl = 20",
+        manual_clock: true,
+        ..Variant::default()
+    })
+    .await;
+    // Once the CA is older than the backdate, leaves start 30 s in the past.
+    d._server.clock.advance(Duration::from_secs(60));
+    let mut raw = raw_client(&d.socket).await;
+    let mut stream = raw
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let serial = |m: &hallmark_proto::workload::X509svidResponse| {
+        let (_, cert) = x509_parser::parse_x509_certificate(&m.svids[0].x509_svid).unwrap();
+        cert.raw_serial_as_string()
+    };
+    let first = serial(&stream.message().await.unwrap().unwrap());
+    // Past half of the 20 s granted: the stream rotates once.
+    d._server.clock.advance(Duration::from_secs(11));
+    let second = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the SVID rotates at half-life")
+        .unwrap()
+        .unwrap();
+    assert_ne!(serial(&second), first);
+    let minted = crate::common::audit_records(&d._server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted" && r["fields"]["svid_type"] == "x509")
+        .count();
+    assert_eq!(minted, 2, "one SVID at the start, one at the rotation");
+    d.agent.shutdown().await;
+}

@@ -272,3 +272,24 @@ pub fn cross_verify(chain: &[Vec<u8>], key: &CaKey, bundle: &Bundle, now: System
 pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64
 }
+
+/// Every audit record so far, as JSON.
+pub async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
+    let mut stream = server
+        .admin()
+        .await
+        .read_audit(hallmark_proto::admin::ReadAuditRequest {
+            start: None,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(entry) = stream.message().await.unwrap() {
+        if let Some(hallmark_proto::admin::audit_entry::Entry::Record(bytes)) = entry.entry {
+            records.push(serde_json::from_slice(&bytes).unwrap());
+        }
+    }
+    records
+}

@@ -321,27 +321,6 @@ async fn refusals_name_the_failed_constraint() {
     }
 }
 
-/// Every audit record so far, as JSON.
-async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
-    let mut stream = server
-        .admin()
-        .await
-        .read_audit(hallmark_proto::admin::ReadAuditRequest {
-            start: None,
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(entry) = stream.message().await.unwrap() {
-        if let Some(hallmark_proto::admin::audit_entry::Entry::Record(bytes)) = entry.entry {
-            records.push(serde_json::from_slice(&bytes).unwrap());
-        }
-    }
-    records
-}
-
 #[tokio::test]
 async fn node_constraints_and_mutual_tls_apply_to_minting() {
     let server = TestServer::start().await;

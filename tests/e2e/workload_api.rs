@@ -59,6 +59,7 @@ pub fn own_exe_sha256() -> String {
 fn image_for_this_process(
     model_dir: &Path,
     model_digest: &str,
+    top: &str,
     code_extra: &str,
     extra: &str,
 ) -> GoldImage {
@@ -71,6 +72,7 @@ fn image_for_this_process(
         purpose = "end-to-end tests"
         risk_tier = "low"
         not_after = 2099-12-31
+        {top}
         [code]
         sha256 = ["{}"]
         {code_extra}
@@ -97,6 +99,10 @@ pub struct Deployment {
 /// How [`deploy_with`] varies the standard deployment.
 #[derive(Default)]
 pub struct Variant<'a> {
+    /// Top-level lines of the image manifest (e.g. `x509_ttl = 20`).
+    pub top: &'a str,
+    /// The agent runs on the issuer's manual clock.
+    pub manual_clock: bool,
     /// Lines added to the image's `[code]` table.
     pub code_extra: &'a str,
     /// Tables appended to the image manifest.
@@ -147,7 +153,8 @@ pub async fn deploy_with(variant: Variant<'_>) -> Deployment {
     let code_extra = variant
         .code_extra
         .replace("{dir}", &server.path("").display().to_string());
-    let image = image_for_this_process(&model_dir, &digest, &code_extra, variant.extra);
+    let image =
+        image_for_this_process(&model_dir, &digest, variant.top, &code_extra, variant.extra);
     let envelope = Envelope::sign(&canonical::encode(&image), &key)
         .unwrap()
         .to_json();
@@ -172,6 +179,9 @@ pub async fn deploy_with(variant: Variant<'_>) -> Deployment {
     );
     let mut settings = AgentSettings::from_toml_str(&toml).unwrap();
     settings.join_token = Some(server.token().await);
+    if variant.manual_clock {
+        settings.clock = Arc::new(server.clock.clone());
+    }
     let agent = match variant.evidence {
         // The agent measures this process with its default /proc attestor.
         None => Agent::start(settings).await.unwrap(),

@@ -20,7 +20,10 @@ pub struct WorkloadSvid {
     pub key_pkcs8: Vec<u8>,
     /// `name@version` of the gold image (served as the hint).
     pub image: String,
-    /// Start of validity.
+    /// Where its lifetime counts from for rotation: the certificate's
+    /// notBefore, or when the agent received it if that is later (the
+    /// issuer backdates leaves for clock skew, and half of a backdated
+    /// lifetime could already be over on arrival).
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
@@ -136,6 +139,15 @@ impl SvidSet {
             (set, revocation)
         })
     }
+}
+
+/// Where an SVID's lifetime counts from for rotation: its notBefore, or
+/// when it was received if that is later. The issuer backdates leaves for
+/// clock skew; half of a backdated lifetime can be over on arrival (a 20 s
+/// SVID backdated 30 s), and counting from notBefore would rotate at once,
+/// again and again.
+pub fn rotation_start(not_before: SystemTime, received_at: SystemTime) -> SystemTime {
+    not_before.max(received_at)
 }
 
 /// Cache key: the process and what it was measured to be.
@@ -303,6 +315,19 @@ mod tests {
         cache.forget_withheld();
         assert!(cache.get(&key(1), now).is_none());
         assert!(!cache.get(&key(3), now).unwrap().withheld);
+    }
+
+    #[test]
+    fn a_backdated_short_svid_rotates_at_half_its_life_from_arrival() {
+        let received = SystemTime::now();
+        let backdated = received - Duration::from_secs(30);
+        let mut svid = svid(backdated, 50); // notBefore -30 s, notAfter +20 s
+        svid.not_before = rotation_start(svid.not_before, received);
+        let set = SvidSet::new(vec![svid]);
+        assert_eq!(set.renew_at, received + Duration::from_secs(10));
+        // A leaf that is not backdated keeps its own start.
+        let later = received + Duration::from_secs(5);
+        assert_eq!(rotation_start(later, received), later);
     }
 
     #[test]

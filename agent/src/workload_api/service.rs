@@ -36,7 +36,7 @@ use hallmark_proto::workload::{
     X509svid, X509svidRequest, X509svidResponse,
 };
 
-use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid};
+use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid, rotation_start};
 use super::evidence::{Caller, EvidenceSource};
 use super::socket::Peer;
 use super::{
@@ -212,7 +212,7 @@ impl WorkloadService {
                     node: text("node").unwrap_or_else(|| self.agent_id()),
                     chain: node.chain,
                     image: minted.image,
-                    not_before: node.not_before,
+                    not_before: rotation_start(node.not_before, self.agent.now()),
                     not_after: node.not_after,
                 });
             }
