@@ -137,3 +137,36 @@ proptest! {
         prop_assert_eq!(encode_value(&v), bytes);
     }
 }
+
+/// The escaping rules one character at a time, as the module docs state
+/// them: what the run-copying `write_string` must agree with.
+fn escaped_by_chars(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+proptest! {
+    #[test]
+    fn strings_escape_exactly_the_documented_characters(
+        s in "(\\PC|[\u{0}-\u{1f}\"\\\\\u{7f}])*",
+    ) {
+        let bytes = encode_value(&serde_json::Value::String(s.clone()));
+        prop_assert_eq!(String::from_utf8(bytes.clone()).unwrap(), escaped_by_chars(&s));
+        let back: String = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(back, s);
+    }
+}
