@@ -20,7 +20,7 @@ use hallmark_proto::node::{MintJwtSvidRequest, MintX509SvidsRequest, WorkloadEvi
 
 use crate::issuer::Issuer;
 use crate::node::Target;
-use crate::stats::{Rss, Samples, load_average, rate};
+use crate::stats::{Rss, Samples, cpu_time, load_average, rate};
 use crate::{Mode, Options};
 
 /// The executable digest the simulated workloads present (the images allow it).
@@ -93,6 +93,7 @@ pub(crate) async fn run_mint(options: &Options) -> anyhow::Result<Value> {
     let x509 = options.mode == Mode::MintX509;
     let clients: Arc<Vec<_>> = Arc::new(agents.iter().map(|a| a.client.clone()).collect());
     let load_start = load_average();
+    let cpu = CpuMeter::start(&issuer, options.warmup);
     let (window, tally) = closed_loop(options, move |worker, n| {
         let mut client = clients[worker % clients.len()].clone();
         let keys = keys.clone();
@@ -122,6 +123,7 @@ pub(crate) async fn run_mint(options: &Options) -> anyhow::Result<Value> {
         }
     })
     .await?;
+    let (server_cpu, own_cpu) = cpu.stop().await;
     let load_end = load_average();
     let server = issuer.rss();
     let summary = tally.samples.summary();
@@ -145,6 +147,7 @@ pub(crate) async fn run_mint(options: &Options) -> anyhow::Result<Value> {
         println!("  first error: {e}");
     }
     println!("  latency per call: {summary}");
+    print_cpu(server_cpu, own_cpu, window, calls);
     print_rss(&issuer, server);
     println!("  load average: {load_start} (start), {load_end} (end)");
     let report = json!({
@@ -159,6 +162,7 @@ pub(crate) async fn run_mint(options: &Options) -> anyhow::Result<Value> {
         "calls_per_s": rate(calls, window),
         "credentials_per_s": rate(tally.credentials, window),
         "latency": summary.to_json(),
+        "cpu_cores": { "server": cores(server_cpu, window), "loadgen": cores(own_cpu, window) },
         "server": server.map(Rss::to_json),
         "loadgen": Rss::of_self().map(Rss::to_json),
         "load_average": { "start": load_start, "end": load_end },
@@ -182,6 +186,7 @@ pub(crate) async fn run_attest(options: &Options) -> anyhow::Result<Value> {
     };
     let next = Arc::new(AtomicUsize::new(0));
     let load_start = load_average();
+    let cpu = CpuMeter::start(&issuer, options.warmup);
     let pool = (target.clone(), tokens.clone(), next.clone());
     let (window, tally) = closed_loop(options, move |_, _| {
         let (target, tokens, next) = (pool.0.clone(), pool.1.clone(), pool.2.clone());
@@ -193,6 +198,7 @@ pub(crate) async fn run_attest(options: &Options) -> anyhow::Result<Value> {
         }
     })
     .await?;
+    let (server_cpu, own_cpu) = cpu.stop().await;
     let load_end = load_average();
     let server = issuer.rss();
     let summary = tally.samples.summary();
@@ -216,6 +222,7 @@ pub(crate) async fn run_attest(options: &Options) -> anyhow::Result<Value> {
         println!("  first error: {e}");
     }
     println!("  latency (TLS connect + Attest): {summary}");
+    print_cpu(server_cpu, own_cpu, window, tally.samples.len());
     print_rss(&issuer, server);
     println!("  load average: {load_start} (start), {load_end} (end)");
     let report = json!({
@@ -229,6 +236,7 @@ pub(crate) async fn run_attest(options: &Options) -> anyhow::Result<Value> {
         "first_error": tally.first_error,
         "attestations_per_s": rate(tally.samples.len(), window),
         "latency": summary.to_json(),
+        "cpu_cores": { "server": cores(server_cpu, window), "loadgen": cores(own_cpu, window) },
         "server": server.map(Rss::to_json),
         "loadgen": Rss::of_self().map(Rss::to_json),
         "load_average": { "start": load_start, "end": load_end },
@@ -245,6 +253,60 @@ pub(crate) fn print_rss(issuer: &Issuer, server: Option<Rss>) {
     if let Some(own) = Rss::of_self() {
         println!("  load generator RSS: {own}");
     }
+}
+
+/// CPU used by the issuer and by this process over the measured window
+/// (sampled when the warm-up ends and when the window closes).
+pub(crate) struct CpuMeter {
+    server_pid: String,
+    start: tokio::task::JoinHandle<(Duration, Duration)>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(issuer: &Issuer, warmup: Duration) -> CpuMeter {
+        let server_pid = issuer.pid().to_string();
+        let pid = server_pid.clone();
+        let start = tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            (
+                cpu_time(&pid).unwrap_or_default(),
+                cpu_time("self").unwrap_or_default(),
+            )
+        });
+        CpuMeter { server_pid, start }
+    }
+
+    /// (issuer, load generator) CPU time since the warm-up ended.
+    pub(crate) async fn stop(self) -> (Duration, Duration) {
+        let (server, own) = (
+            cpu_time(&self.server_pid).unwrap_or_default(),
+            cpu_time("self").unwrap_or_default(),
+        );
+        let (server_start, own_start) = self.start.await.unwrap_or_default();
+        (
+            server.saturating_sub(server_start),
+            own.saturating_sub(own_start),
+        )
+    }
+}
+
+/// Cores kept busy: CPU time over wall time.
+pub(crate) fn cores(cpu: Duration, window: Duration) -> f64 {
+    if window.is_zero() {
+        return 0.0;
+    }
+    (cpu.as_secs_f64() / window.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn print_cpu(server: Duration, own: Duration, window: Duration, calls: usize) {
+    let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / calls.max(1) as f64;
+    println!(
+        "  CPU: issuer {:.2} cores ({:.0} us per call), load generator {:.2} cores ({:.0} us per call)",
+        cores(server, window),
+        per_call(server),
+        cores(own, window),
+        per_call(own)
+    );
 }
 
 /// The token pool is used up: the worker stops.
