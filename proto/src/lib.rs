@@ -4,13 +4,16 @@
 //! This crate owns the wire types only: the SPIFFE Workload API exactly as the
 //! standard defines it ([`workload`]), the node API between agents and the
 //! issuer ([`node`]), the operator admin API ([`admin`]), and Hallmark's
-//! Workload API extension for relying parties ([`revocations`]). It knows
-//! nothing about certificates, attestation or I/O.
+//! Workload API extension for relying parties ([`revocations`]), and the
+//! codec the generated code uses ([`codec`]: prost with small buffers). It
+//! knows nothing about certificates, attestation or I/O.
 //!
 //! ```
 //! use hallmark_proto::workload::X509svidRequest;
 //! let _request = X509svidRequest {};
 //! ```
+
+pub mod codec;
 
 /// The SPIFFE Workload API (`/SpiffeWorkloadAPI/*`), as the standard defines it.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
