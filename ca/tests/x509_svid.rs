@@ -89,6 +89,10 @@ fn check_leaf(svid: &X509Svid, ca: &X509Authority, workload: &Workload, ttl: Dur
         svid.serial,
         hallmark_ca::tls::leaf_serial(svid.leaf_der()).unwrap()
     );
+    // The node API's single parse gives the same ID and serial.
+    let (id, serial) = hallmark_ca::tls::peer_id_and_serial(svid.leaf_der()).unwrap();
+    assert_eq!(id, svid.spiffe_id);
+    assert_eq!(serial, svid.serial);
     // authorityKeyIdentifier = the CA's subjectKeyIdentifier.
     let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
     let ski = ca_cert

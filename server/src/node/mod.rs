@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use hallmark_attestors::node::x509pop::X509PopVerifier;
 use hallmark_ca::clock::Clock;
 use hallmark_ca::id::{SpiffeId, TrustDomain};
-use hallmark_ca::tls::{leaf_serial, peer_spiffe_id};
+use hallmark_ca::tls::peer_id_and_serial;
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     AttestRequest, AttestResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest,
@@ -166,11 +166,10 @@ impl NodeApi {
         let leaf = certs.first().ok_or_else(|| {
             Status::unauthenticated("no client certificate presented: attest first")
         })?;
-        let agent = peer_spiffe_id(std::slice::from_ref(leaf)).map_err(|e| {
+        // One parse for both: this runs on every call.
+        let (agent, serial) = peer_id_and_serial(leaf.as_ref()).map_err(|e| {
             Status::unauthenticated(format!("client certificate is not an SVID: {e}"))
         })?;
-        let serial = leaf_serial(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(format!("client certificate unreadable: {e}")))?;
         let record = self
             .store
             .node(&agent)
