@@ -23,21 +23,36 @@ benches=(crypto_limits attestation matcher workload_api report)
 results=target/bench-results
 mkdir -p "$results"
 
-# Build everything first, so no compilation overlaps a measurement.
+# Build everything first, then run the built executables directly: a
+# `cargo bench` per step would rebuild whatever someone changed meanwhile,
+# in the middle of the measurements.
 bench_args=()
 for b in "${benches[@]}"; do bench_args+=(--bench "$b"); done
-cargo bench --no-run "${bench_args[@]}"
+cargo bench --no-run --message-format=json-render-diagnostics "${bench_args[@]}" \
+    > "$results/build.json"
+executable() {
+    grep '"reason":"compiler-artifact"' "$results/build.json" |
+        grep '"kind":\["bench"\]' | grep "\"name\":\"$1\"" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1
+}
+declare -A exe
+for b in "${benches[@]}"; do
+    exe[$b]=$(executable "$b")
+    [[ -x ${exe[$b]} ]] || { echo "no executable for bench $b" >&2; exit 1; }
+done
+# Where criterion writes and the report reads.
+export CRITERION_HOME=${CARGO_TARGET_DIR:-target}/criterion
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average before: $load_before"
 
-cargo bench --bench crypto_limits -- "${criterion[@]}"
-cargo bench --bench attestation -- "${criterion[@]}"
-cargo bench --bench matcher -- "${criterion[@]}"
-cargo bench --bench workload_api -- "${workload[@]}" --json "$results/workload_api.json"
+"${exe[crypto_limits]}" --bench "${criterion[@]}"
+"${exe[attestation]}" --bench "${criterion[@]}"
+"${exe[matcher]}" --bench "${criterion[@]}"
+"${exe[workload_api]}" --bench "${workload[@]}" --json "$results/workload_api.json"
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-cargo bench --bench report -- \
+"${exe[report]}" --bench \
     --workload "$results/workload_api.json" \
     --load-before "$load_before" \
     --write BENCHMARKS.md
