@@ -293,3 +293,45 @@ pub async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
     }
     records
 }
+
+/// A loopback TCP relay to the issuer that can be cut (every connection
+/// dropped, new ones refused: the issuer is unreachable) and restored.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn to(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, _) = tokio::sync::watch::channel(true);
+        let gates = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut gate = gates.subscribe();
+                if !*gate.borrow_and_update() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = gate.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}

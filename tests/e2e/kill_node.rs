@@ -4,59 +4,15 @@
 //! serves from its cache, and must apply it before anything else when it is
 //! back.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tonic::Code;
 
 use hallmark_proto::workload::X509svidRequest;
 
+use crate::common::Relay;
 use crate::kill::*;
 use crate::x509pop_fixture::ProvisioningCa;
-
-/// A loopback relay to the issuer that can be cut (every connection
-/// dropped, new ones refused) and restored.
-struct Relay {
-    addr: SocketAddr,
-    open: watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn to(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (open, _) = watch::channel(true);
-        let gates = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut gate = gates.subscribe();
-                if !*gate.borrow_and_update() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = gate.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, open }
-    }
-
-    fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.open.send_replace(true);
-    }
-}
 
 /// Waits for a WatchRevocations message satisfying `check`; returns it.
 async fn watch_until(

@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use tonic::Code;
 
 use hallmark_agent::Agent;
@@ -20,50 +19,8 @@ use hallmark_agent::config::AgentSettings;
 use hallmark_agent::metrics::Source;
 use hallmark_proto::workload::{X509svidRequest, X509svidResponse};
 
-use crate::common::TRUST_DOMAIN;
+use crate::common::{Relay, TRUST_DOMAIN};
 use crate::kill::{ALPHA, BETA, KillEnv, TestAgent, WAIT, fetched_ids, with_header};
-
-/// A loopback TCP relay to the issuer: `cut` drops every connection and
-/// refuses new ones (the issuer is unreachable), `restore` lets them in.
-struct Relay {
-    addr: SocketAddr,
-    open: watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn to(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (open, _) = watch::channel(true);
-        let gates = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut gate = gates.subscribe();
-                if !*gate.borrow_and_update() {
-                    continue; // dropped: the agent sees the connection fail
-                }
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = gate.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, open }
-    }
-
-    fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.open.send_replace(true);
-    }
-}
 
 /// An agent on the issuer's manual clock, reaching it through `relay`.
 async fn agent_on_clock(env: &KillEnv, relay: &Relay) -> TestAgent {
