@@ -3,7 +3,7 @@
 //! an SVID) halve issuance throughput?
 //!
 //! - `audit/append`: one record appended under the log's lock (hash chain,
-//!   canonical JSON, the sled insert), not yet durable.
+//!   canonical JSON, the copy into the journal buffer), not yet durable.
 //! - `audit/durable_1`: append and wait until durable, one caller at a
 //!   time: every record pays a full store flush (the worst case).
 //! - `audit/durable_64`: 64 callers at once, as concurrent mints do: they
@@ -15,7 +15,8 @@
 //! - `mint/x509` and `mint/x509_append`: one caller, mint alone and mint
 //!   plus the append (no wait), the per-mint CPU cost of the record.
 //!
-//! The store is sled in a temp dir on the same disk as the issuer's data.
+//! The store is the audit journal files in a temp dir on the same disk as
+//! the issuer's data.
 //! Every benchmark reports elements (records or SVIDs) per second.
 
 // A bench crate has no public API to document.
@@ -40,7 +41,7 @@ use hallmark_ca::manager::{CaConfig, CaManager};
 use hallmark_ca::x509::{SvidExtension, SvidRequest};
 use hallmark_server::audit::AuditLog;
 use hallmark_server::events::{EventSink, SecurityEvent};
-use hallmark_server::store::SledStore;
+use hallmark_server::store::FileAuditStore;
 
 /// Concurrent callers in the group-commit cases.
 const CALLERS: usize = 64;
@@ -70,7 +71,7 @@ impl Fixture {
             .prefix("hallmark-audit-bench-")
             .tempdir()
             .unwrap();
-        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store = Arc::new(FileAuditStore::open(dir.path(), None).unwrap());
         let log = AuditLog::open_in(dir.path(), store, Arc::new(SystemClock)).unwrap();
         let td = TrustDomain::new("example.org").unwrap();
         let ca = CaManager::generate(CaConfig::new(td.clone()), SystemTime::now()).unwrap();

@@ -27,7 +27,7 @@ use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::revocation::Revocations;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{FileAuditStore, SledStore, Store, StoreError};
 
 /// How long shutdown waits for in-flight calls before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -123,7 +123,8 @@ async fn start_observed(
 ) -> Result<ServerHandle, ServerError> {
     let store = Arc::new(SledStore::open(&settings.data_dir)?);
     let dyn_store: Arc<dyn Store> = store.clone();
-    let audit = AuditLog::open_in(&settings.data_dir, store.clone(), clock.clone())?;
+    let audit_store = Arc::new(FileAuditStore::open(&settings.data_dir, Some(&store))?);
+    let audit = AuditLog::open_in(&settings.data_dir, audit_store, clock.clone())?;
     let events: Arc<dyn EventSink> = match observer {
         Some(observer) => Arc::new(Observed::new(audit.clone(), observer)),
         None => Arc::new(audit.clone()),

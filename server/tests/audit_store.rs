@@ -217,7 +217,7 @@ fn a_truncated_unsigned_tail_is_an_unverifiable_tail_not_success() {
 fn a_forged_or_missing_checkpoint_never_verifies() {
     let (mut node, key) = stopped_issuer();
     let store = Store::open(&node.data_dir());
-    let (cp_key, cp_bytes) = store.checkpoints.last().unwrap().unwrap();
+    let (cp_key, cp_bytes) = store.checkpoints().pop().unwrap();
     let signed = SignedCheckpoint::decode(&cp_bytes).unwrap();
     // Signed by someone else, claiming the audit key's id.
     let forger =
@@ -225,7 +225,7 @@ fn a_forged_or_missing_checkpoint_never_verifies() {
             .unwrap();
     let mut forged = signed.checkpoint.clone().sign(&forger).unwrap();
     forged.checkpoint.key_id = signed.checkpoint.key_id.clone();
-    store.checkpoints.insert(&cp_key, forged.encode()).unwrap();
+    store.put_checkpoint(cp_key, &forged.encode());
     store.close();
     let report = tampered(&mut node, &key);
     assert_eq!(
@@ -237,7 +237,7 @@ fn a_forged_or_missing_checkpoint_never_verifies() {
 
     // Without checkpoints nothing is proven: never "verified".
     let store = Store::open(&node.data_dir());
-    store.checkpoints.clear().unwrap();
+    store.clear_checkpoints();
     store.close();
     node.start();
     let (code, report) = node.verify(&key);
@@ -268,7 +268,7 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
         prev = RecordHash::of(&bytes);
         store.put(s, &bytes);
     }
-    let checkpoints: Vec<_> = store.checkpoints.iter().map(|e| e.unwrap()).collect();
+    let checkpoints = store.checkpoints();
     for (cp_key, bytes) in checkpoints {
         let old = SignedCheckpoint::decode(&bytes).unwrap().checkpoint;
         let resigned = Checkpoint {
@@ -278,7 +278,7 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
         }
         .sign(&signer)
         .unwrap();
-        store.checkpoints.insert(cp_key, resigned.encode()).unwrap();
+        store.put_checkpoint(cp_key, &resigned.encode());
     }
     store.close();
     let key_file = node.data_dir().join("audit.key");

@@ -191,8 +191,12 @@ impl AuditLog {
             .record_parts()
             .map_err(|e| AuditError::Encode(e.to_string()))?;
         let seq = self.append_parts(kind, fields)?;
-        let _span = tracing::info_span!("audit", seq).entered();
-        crate::events::log_event(event);
+        // `svid_minted` logs at debug only: skip its span too unless enabled.
+        let minted = matches!(event, SecurityEvent::SvidMinted { .. });
+        if !minted || tracing::enabled!(target: "hallmark::audit", tracing::Level::DEBUG) {
+            let _span = tracing::info_span!("audit", seq).entered();
+            crate::events::log_event(event);
+        }
         Ok(seq)
     }
 

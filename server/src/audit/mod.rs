@@ -1,7 +1,9 @@
 //! The tamper-evident audit log.
 //!
 //! Every [`SecurityEvent`](crate::events::SecurityEvent) becomes one
-//! append-only record in the store; each record holds the SHA-256 of the
+//! append-only record in the audit files (`audit/records.log` and
+//! `audit/checkpoints.log` in the data directory, one `<seq> <canonical
+//! JSON>` line each; [`crate::store::FileAuditStore`]); each record holds the SHA-256 of the
 //! record before it, and the issuer signs checkpoints over the newest
 //! record with a dedicated audit key. `hallmark-server audit verify` checks
 //! the chain and the checkpoints ([`verify`]).
@@ -51,8 +53,8 @@
 //! # The audit key
 //!
 //! An Ed25519 key in `audit.key` in the data directory (PKCS#8 PEM, 0600,
-//! written atomically), never in the database ([`key`]). Someone who can
-//! rewrite the database can change, remove, insert or reorder records, but
+//! written atomically), never beside the records ([`key`]). Someone who can
+//! rewrite the data directory's records can change, remove, insert or reorder records, but
 //! cannot sign a checkpoint over the result: `audit verify` names the first
 //! sequence number that no longer fits. What such a person *can* do is
 //! change records after the newest checkpoint, which nothing signs yet:
@@ -63,9 +65,9 @@
 //! # Writing is part of the operation
 //!
 //! Appending takes a short lock: the sequence number, time and `prev` are
-//! assigned and the record is inserted under it, so sequence numbers are
+//! assigned and the record is copied into the journal's buffer under it, so sequence numbers are
 //! gap-free and strictly increasing however many callers race. The record
-//! is durable once the store has flushed; callers await that before they
+//! is durable once the store has written and `fdatasync`ed it; callers await that before they
 //! answer (an SVID is not returned, an admin call reports the failure if
 //! the record cannot be written). Concurrent callers share flushes: one
 //! flush makes every record appended before it durable (group commit), so
@@ -77,10 +79,10 @@
 //! use std::sync::Arc;
 //! use hallmark_server::audit::{AuditLog, verify};
 //! use hallmark_server::events::{EventSink, SecurityEvent};
-//! use hallmark_server::store::SledStore;
+//! use hallmark_server::store::FileAuditStore;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Arc::new(SledStore::open(dir.path())?);
+//! let store = Arc::new(FileAuditStore::open(dir.path(), None)?);
 //! let clock = Arc::new(hallmark_ca::clock::SystemClock);
 //! let log = AuditLog::open_in(dir.path(), store, clock)?;
 //! log.record(SecurityEvent::IssuerStopping { version: "demo" }).await?;

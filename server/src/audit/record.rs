@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::canonical::encode_value;
+use crate::image::canonical::{encode_value, write_object, write_string};
 use crate::image::{PublicKey, SigningKey};
 
 /// The bytes that precede a checkpoint's canonical body in the message the
@@ -149,10 +149,11 @@ pub(crate) struct EncodedBody(Vec<u8>);
 
 /// Encodes `fields` and `kind` (see [`EncodedBody`]).
 pub(crate) fn encode_body(kind: &str, fields: &Map<String, Value>) -> EncodedBody {
-    let mut out = b"\"fields\":".to_vec();
-    out.extend_from_slice(&encode_value(&Value::Object(fields.clone())));
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"\"fields\":");
+    write_object(&mut out, fields);
     out.extend_from_slice(b",\"kind\":");
-    out.extend_from_slice(&encode_value(&Value::String(kind.to_owned())));
+    write_string(&mut out, kind);
     EncodedBody(out)
 }
 

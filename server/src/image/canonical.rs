@@ -140,26 +140,31 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            // Sort here rather than trust the map's order: serde_json keeps
-            // insertion order when another crate enables `preserve_order`.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(out, k);
-                out.push(b':');
-                write_value(out, v);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map),
     }
 }
 
-fn write_string(out: &mut Vec<u8>, s: &str) {
+/// Appends the canonical encoding of the object `map` to `out` (what
+/// [`encode_value`] does for `Value::Object`, without building one).
+pub(crate) fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>) {
+    // Sort here rather than trust the map's order: serde_json keeps
+    // insertion order when another crate enables `preserve_order`.
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, k);
+        out.push(b':');
+        write_value(out, v);
+    }
+    out.push(b'}');
+}
+
+/// Appends the canonical encoding of the string `s` to `out`.
+pub(crate) fn write_string(out: &mut Vec<u8>, s: &str) {
     // Every character that needs an escape is ASCII, and no byte of a
     // multi-byte UTF-8 sequence is, so the string is copied in runs of
     // bytes between escapes (audit records are encoded on every mint).

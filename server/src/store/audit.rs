@@ -43,8 +43,9 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` records with sequence numbers `>= from`, in order.
     fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
-    /// Stores the checkpoint covering record `seq` (replacing one at the
-    /// same `seq`). Not durable until a later [`AuditStore::flush_audit`].
+    /// Stores the checkpoint covering record `seq`; an error if one covering
+    /// `seq` or a later record is stored. Not durable until a later
+    /// [`AuditStore::flush_audit`].
     fn put_audit_checkpoint(&self, seq: u64, checkpoint: &[u8]) -> Result<(), StoreError>;
 
     /// The checkpoint with the highest `seq`, if any.

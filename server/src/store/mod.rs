@@ -4,13 +4,16 @@
 //! keys and state, attested nodes, join tokens, gold images and revocations.
 //! Every write method returns only once the write is durable, so an operator
 //! action is never acknowledged before it would survive a crash. The audit
-//! log is kept by the same store through [`AuditStore`], whose appends are
-//! made durable in groups by an explicit flush (see [`crate::audit`]).
+//! log has its own append-only files ([`FileAuditStore`] behind
+//! [`AuditStore`]), whose appends are made durable in groups by an explicit
+//! flush (see [`crate::audit`]).
 //!
 //! The embedded default is [`SledStore`]; a PostgreSQL store for several
 //! issuers behind one name is the planned second implementation.
 
 mod audit;
+mod audit_file;
+mod journal;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
@@ -20,9 +23,10 @@ use hallmark_ca::id::SpiffeId;
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 pub use audit::{Appended, AuditStore, StoreFuture};
+pub use audit_file::{AUDIT_DIR, CHECKPOINTS_FILE, FileAuditStore, RECORDS_FILE};
 pub use sled_store::SledStore;
 pub use sled_store::audit::{
-    CHECKPOINTS_TREE as AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as AUDIT_RECORDS_TREE,
+    CHECKPOINTS_TREE as LEGACY_AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as LEGACY_AUDIT_RECORDS_TREE,
 };
 
 /// Errors from the store.

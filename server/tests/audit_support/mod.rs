@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use hallmark_proto::node::{
     attest_request, attest_response,
 };
 use hallmark_server::audit::{AuditRecord, RecordHash};
+use hallmark_server::store::{CHECKPOINTS_FILE, FileAuditStore, RECORDS_FILE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hallmark-server");
 
@@ -200,34 +203,42 @@ pub fn parse_report(out: &Output) -> (i32, serde_json::Value) {
     (code(out), report)
 }
 
-/// The stopped issuer's audit tree, opened directly (as an attacker who
-/// can write the database would).
+/// The stopped issuer's audit files, read and rewritten directly (as an
+/// attacker who can write the data directory would). Changes are written
+/// back by [`Store::close`].
 pub struct Store {
-    pub db: sled::Db,
-    pub records: sled::Tree,
-    pub checkpoints: sled::Tree,
+    dir: PathBuf,
+    records: RefCell<BTreeMap<u64, Vec<u8>>>,
+    checkpoints: RefCell<BTreeMap<u64, Vec<u8>>>,
 }
 
 impl Store {
     pub fn open(data_dir: &Path) -> Store {
-        let db = sled::open(data_dir.join("db")).unwrap();
+        let dir = FileAuditStore::dir(data_dir);
+        let read = |name: &str| -> BTreeMap<u64, Vec<u8>> {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            bytes
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| {
+                    let space = line.iter().position(|&b| b == b' ').unwrap();
+                    let seq = std::str::from_utf8(&line[..space])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    (seq, line[space + 1..].to_vec())
+                })
+                .collect()
+        };
         Store {
-            records: db
-                .open_tree(hallmark_server::store::AUDIT_RECORDS_TREE)
-                .unwrap(),
-            checkpoints: db
-                .open_tree(hallmark_server::store::AUDIT_CHECKPOINTS_TREE)
-                .unwrap(),
-            db,
+            records: RefCell::new(read(RECORDS_FILE)),
+            checkpoints: RefCell::new(read(CHECKPOINTS_FILE)),
+            dir,
         }
     }
 
     pub fn get(&self, seq: u64) -> Vec<u8> {
-        self.records
-            .get(seq.to_be_bytes())
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        self.records.borrow()[&seq].clone()
     }
 
     pub fn record(&self, seq: u64) -> AuditRecord {
@@ -235,24 +246,51 @@ impl Store {
     }
 
     pub fn put(&self, seq: u64, bytes: &[u8]) {
-        self.records.insert(seq.to_be_bytes(), bytes).unwrap();
+        self.records.borrow_mut().insert(seq, bytes.to_vec());
     }
 
     pub fn remove(&self, seq: u64) {
-        self.records.remove(seq.to_be_bytes()).unwrap().unwrap();
+        self.records.borrow_mut().remove(&seq).unwrap();
     }
 
     pub fn last_seq(&self) -> u64 {
-        let (key, _) = self.records.last().unwrap().unwrap();
-        u64::from_be_bytes(key.as_ref().try_into().unwrap())
+        *self.records.borrow().keys().next_back().unwrap()
     }
 
     pub fn hash(&self, seq: u64) -> RecordHash {
         RecordHash::of(&self.get(seq))
     }
 
+    /// The stored checkpoints, in order.
+    pub fn checkpoints(&self) -> Vec<(u64, Vec<u8>)> {
+        self.checkpoints
+            .borrow()
+            .iter()
+            .map(|(seq, bytes)| (*seq, bytes.clone()))
+            .collect()
+    }
+
+    pub fn put_checkpoint(&self, seq: u64, bytes: &[u8]) {
+        self.checkpoints.borrow_mut().insert(seq, bytes.to_vec());
+    }
+
+    pub fn clear_checkpoints(&self) {
+        self.checkpoints.borrow_mut().clear();
+    }
+
+    /// Writes the files back, in sequence order.
     pub fn close(self) {
-        self.db.flush().unwrap();
+        let write = |name: &str, entries: &BTreeMap<u64, Vec<u8>>| {
+            let mut out = Vec::new();
+            for (seq, bytes) in entries {
+                out.extend_from_slice(format!("{seq} ").as_bytes());
+                out.extend_from_slice(bytes);
+                out.push(b'\n');
+            }
+            std::fs::write(self.dir.join(name), out).unwrap();
+        };
+        write(RECORDS_FILE, &self.records.borrow());
+        write(CHECKPOINTS_FILE, &self.checkpoints.borrow());
     }
 }
 

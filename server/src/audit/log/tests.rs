@@ -7,12 +7,12 @@ use hallmark_ca::clock::ManualClock;
 use super::*;
 use crate::audit::verify::{Options, Verdict, verify};
 use crate::audit::{Entry, export};
-use crate::store::{SledStore, StoreError, StoreFuture};
+use crate::store::{FileAuditStore, StoreError, StoreFuture};
 
-/// A sled store that fails appends or flushes on demand and counts flushes.
+/// An audit store that fails appends or flushes on demand and counts flushes.
 #[derive(Debug)]
 struct Flaky {
-    inner: SledStore,
+    inner: FileAuditStore,
     fail_append: AtomicBool,
     fail_flush: AtomicBool,
     flushes: Arc<AtomicUsize>,
@@ -21,7 +21,7 @@ struct Flaky {
 impl Flaky {
     fn open(dir: &Path) -> Arc<Flaky> {
         Arc::new(Flaky {
-            inner: SledStore::open(dir).unwrap(),
+            inner: FileAuditStore::open(dir, None).unwrap(),
             fail_append: AtomicBool::new(false),
             fail_flush: AtomicBool::new(false),
             flushes: Arc::new(AtomicUsize::new(0)),
@@ -248,11 +248,15 @@ async fn records_removed_below_a_checkpoint_are_never_renumbered() {
         log.checkpoint().await.unwrap().unwrap();
     }
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let tree = db.open_tree(crate::store::AUDIT_RECORDS_TREE).unwrap();
-        tree.remove(3u64.to_be_bytes()).unwrap();
-        tree.remove(4u64.to_be_bytes()).unwrap();
-        db.flush().unwrap();
+        let path = FileAuditStore::dir(dir.path()).join(crate::store::RECORDS_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|line| !line.starts_with("3 ") && !line.starts_with("4 "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(kept.lines().count(), 2);
+        std::fs::write(&path, kept).unwrap();
     }
     let store = Flaky::open(dir.path());
     let log = AuditLog::open_in(dir.path(), store, clock()).unwrap();
