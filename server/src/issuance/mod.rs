@@ -8,6 +8,7 @@
 
 pub mod binding;
 pub mod matcher;
+pub mod pool;
 
 use std::sync::{Arc, RwLock};
 

@@ -44,15 +44,22 @@ impl NodeApi {
         request: MintX509SvidsRequest,
     ) -> Result<MintX509SvidsResponse, Status> {
         let started = Instant::now();
-        let mut records = Vec::new();
-        let outcome = self.mint_x509_now(agent, &request, &mut records);
-        self.audit_bad_request(
-            agent,
-            "x509",
-            &outcome,
-            request.evidence.as_ref(),
-            &mut records,
-        );
+        let api = self.clone();
+        let caller = agent.clone();
+        let (outcome, records) = self
+            .off_executor(move || {
+                let mut records = Vec::new();
+                let outcome = api.mint_x509_now(&caller, &request, &mut records);
+                api.audit_bad_request(
+                    &caller,
+                    "x509",
+                    &outcome,
+                    request.evidence.as_ref(),
+                    &mut records,
+                );
+                (outcome, records)
+            })
+            .await?;
         let signed = outcome.is_ok();
         let delivered = deliver(outcome, records).await;
         self.count("x509", signed, delivered.as_ref().map(|r| r.svids.len()));
@@ -68,20 +75,41 @@ impl NodeApi {
         request: MintJwtSvidRequest,
     ) -> Result<MintJwtSvidResponse, Status> {
         let started = Instant::now();
-        let mut records = Vec::new();
-        let outcome = self.mint_jwt_now(agent, &request, &mut records);
-        self.audit_bad_request(
-            agent,
-            "jwt",
-            &outcome,
-            request.evidence.as_ref(),
-            &mut records,
-        );
+        let api = self.clone();
+        let caller = agent.clone();
+        let (outcome, records) = self
+            .off_executor(move || {
+                let mut records = Vec::new();
+                let outcome = api.mint_jwt_now(&caller, &request, &mut records);
+                api.audit_bad_request(
+                    &caller,
+                    "jwt",
+                    &outcome,
+                    request.evidence.as_ref(),
+                    &mut records,
+                );
+                (outcome, records)
+            })
+            .await?;
         let signed = outcome.is_ok();
         let delivered = deliver(outcome, records).await;
         self.count("jwt", signed, delivered.as_ref().map(|r| r.svids.len()));
         self.metrics.mint_latency("jwt", started.elapsed());
         delivered
+    }
+
+    /// Runs the matching and signing of one call on the signing pool. A
+    /// call the pool could not complete signed nothing it returns, and its
+    /// records (if any were appended) are still awaited by nobody: they
+    /// stay in the log, which only ever over-reports.
+    async fn off_executor<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        self.signing.run(job).await.map_err(|e| {
+            tracing::error!(error = %e, "minting did not complete");
+            Status::unavailable(format!("{e}; retry"))
+        })
     }
 
     /// Counts a delivered mint; a signed one whose audit record could not
