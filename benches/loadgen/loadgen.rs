@@ -19,7 +19,8 @@
 //! Every loop is bounded in time and count; the whole run has a deadline
 //! (`--timeout`); child daemons are killed and temp dirs removed on every
 //! exit path (errors, the deadline, Ctrl-C) because they are owned by
-//! values whose `Drop` does it. See benches/loadgen.sh and BENCHMARKS.md.
+//! values whose `Drop` does it. benches/run.sh runs every figure of
+//! BENCHMARKS.md with it; `--json` files record the command they came from.
 
 mod issuer;
 mod mint;
@@ -139,7 +140,8 @@ fn main() -> ExitCode {
         return exit(workload::child(&spec));
     }
     let cli = Cli::parse();
-    exit(run(cli))
+    let command = command_line(std::env::args());
+    exit(run(cli, command))
 }
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
@@ -152,7 +154,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, command: String) -> anyhow::Result<()> {
     if cli.keys_per_call > hallmark_server::node::MAX_KEYS_PER_CALL {
         bail!(
             "--keys-per-call is at most {}",
@@ -196,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let report = runtime.block_on(async {
+    let mut report = runtime.block_on(async {
         let work = async {
             match options.mode {
                 Mode::MintX509 | Mode::MintJwt => mint::run_mint(&options).await,
@@ -215,6 +217,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })?;
     // Tasks still holding connections end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Some(fields) = report.as_object_mut() {
+        fields.insert("command".into(), command.into());
+    }
     if let Some(path) = &cli.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
@@ -222,4 +227,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// The command line as a reader would retype it: `hallmark-loadgen` and the
+/// arguments, without `--json` (where the results went, not what ran);
+/// arguments with characters a shell would take apart are single-quoted.
+fn command_line(args: impl IntoIterator<Item = String>) -> String {
+    let mut words = vec!["hallmark-loadgen".to_owned()];
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--json" {
+            args.next();
+            continue;
+        }
+        if arg.starts_with("--json=") {
+            continue;
+        }
+        let plain = !arg.is_empty()
+            && arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        words.push(if plain {
+            arg
+        } else {
+            format!("'{}'", arg.replace('\'', r"'\''"))
+        });
+    }
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &[&str]) -> String {
+        command_line(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn the_command_leaves_out_where_the_json_went() {
+        assert_eq!(
+            line(&[
+                "target/release/hallmark-loadgen",
+                "--mode",
+                "mint-x509",
+                "--json",
+                "out/k1.json",
+                "--duration",
+                "10s",
+                "--json=x.json",
+            ]),
+            "hallmark-loadgen --mode mint-x509 --duration 10s"
+        );
+    }
+
+    #[test]
+    fn odd_arguments_are_quoted() {
+        assert_eq!(
+            line(&[
+                "lg",
+                "--server-log-level",
+                "hallmark=debug,warn",
+                "a b",
+                "it's"
+            ]),
+            r"hallmark-loadgen --server-log-level hallmark=debug,warn 'a b' 'it'\''s'"
+        );
+    }
 }

@@ -1,107 +1,53 @@
-//! Turns the results of the other benches into the tables of BENCHMARKS.md.
-//!
-//! Reads criterion's estimates (`target/criterion/**/new/estimates.json`,
-//! the median of each benchmark) and the workload bench's JSON, describes
-//! the machine, and replaces the part of BENCHMARKS.md between
-//! [`BEGIN`] and [`END`]. Run by `benches/run.sh` after the benches:
-//!
-//! `cargo bench --bench report -- --workload target/bench-results/workload_api.json
-//!  --load-before "0.12 0.30 0.41" --write BENCHMARKS.md`
-//!
-//! Without `--bench` (as `cargo test` runs a bench target) and with
-//! `--list` (test discovery) it does nothing.
-
-// A bench crate has no public API to document.
-#![allow(missing_docs)]
+//! What criterion measured (`<CRITERION_HOME>/<id>/new/*.json`) and the
+//! tables made from it: the machine, the results table (with the workload
+//! bench's JSON), the audit cost table and the raw limits the load
+//! generator's figures are compared with.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use serde_json::Value;
 
-const BEGIN: &str = "<!-- results:begin (benches/run.sh regenerates this part) -->";
-const END: &str = "<!-- results:end -->";
+use super::cell::{Row, gb, met, ms, percent, rate, table, time, times};
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--list") {
-        return ExitCode::SUCCESS;
+/// Criterion's results under `target/criterion`.
+pub(crate) struct Criterion(pub(crate) PathBuf);
+
+impl Criterion {
+    /// The median time of one iteration, in nanoseconds.
+    pub(crate) fn ns(&self, id: &str) -> Option<f64> {
+        let path = self.0.join(id).join("new/estimates.json");
+        let estimates: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        estimates["median"]["point_estimate"].as_f64()
     }
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("report: {error:#}");
-            ExitCode::FAILURE
-        }
+
+    /// The bytes or elements one iteration processes.
+    pub(crate) fn throughput(&self, id: &str) -> Option<f64> {
+        let path = self.0.join(id).join("new/benchmark.json");
+        let benchmark: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let t = &benchmark["throughput"];
+        t["Bytes"].as_f64().or_else(|| t["Elements"].as_f64())
+    }
+
+    /// Operations per second.
+    pub(crate) fn rate(&self, id: &str) -> Option<f64> {
+        Some(self.throughput(id)? * 1e9 / self.ns(id)?)
+    }
+
+    /// GB/s (10^9 bytes per second).
+    pub(crate) fn gbps(&self, id: &str) -> Option<f64> {
+        Some(self.throughput(id)? / self.ns(id)?)
     }
 }
 
-struct Options {
-    workload: Option<PathBuf>,
-    load_before: Option<String>,
-    write: Option<PathBuf>,
-}
-
-fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut options = Options {
-        workload: None,
-        load_before: None,
-        write: None,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{arg} needs a value"))
-        };
-        match arg.as_str() {
-            "--workload" => options.workload = Some(PathBuf::from(value()?)),
-            "--load-before" => options.load_before = Some(value()?),
-            "--write" => options.write = Some(PathBuf::from(value()?)),
-            _ => {}
-        }
-    }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .context("target dir")?
-        .to_owned();
-    // benches/run.sh sets CRITERION_HOME; criterion's default otherwise.
-    let criterion = Criterion(
-        std::env::var_os("CRITERION_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| target.join("criterion")),
-    );
-    let workload = match &options.workload {
-        Some(path) => Some(
-            serde_json::from_slice::<Value>(
-                &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
-            )
-            .with_context(|| format!("parse {}", path.display()))?,
-        ),
-        None => None,
-    };
-
-    let mut out = String::new();
-    machine(&mut out, options.load_before.as_deref())?;
-    results(&mut out, &criterion, workload.as_ref())?;
-    print!("{out}");
-    if let Some(path) = &options.write {
-        let doc =
-            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let (Some(begin), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
-            bail!("{} has no {BEGIN} ... {END} section", path.display());
-        };
-        let updated = format!("{}{BEGIN}\n{out}{}", &doc[..begin], &doc[end..]);
-        std::fs::write(path, updated).with_context(|| format!("write {}", path.display()))?;
-        eprintln!("report: updated {}", path.display());
-    }
-    Ok(())
-}
-
-fn machine(out: &mut String, load_before: Option<&str>) -> anyhow::Result<()> {
+/// The machine table: cores, CPU, memory, kernel, rustc, and the load
+/// average before and after the criterion benches (`after` defaults to
+/// now).
+pub(crate) fn machine(
+    out: &mut String,
+    load_before: Option<&str>,
+    load_after: Option<&str>,
+) -> anyhow::Result<()> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         cpuinfo
@@ -127,8 +73,8 @@ fn machine(out: &mut String, load_before: Option<&str>) -> anyhow::Result<()> {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load_after: Vec<&str> = load_after.split_whitespace().take(3).collect();
+    let now = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let now = now.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
 
     writeln!(out, "### Machine\n")?;
@@ -153,7 +99,7 @@ fn machine(out: &mut String, load_before: Option<&str>) -> anyhow::Result<()> {
         out,
         "| load average (1, 5, 15 min) | before: {}; after: {} |",
         load_before.unwrap_or("not recorded"),
-        load_after.join(" ")
+        load_after.unwrap_or(&now)
     )?;
     writeln!(out)?;
     Ok(())
@@ -163,113 +109,13 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// Criterion's results under `target/criterion`.
-struct Criterion(PathBuf);
-
-impl Criterion {
-    /// The median time of one iteration, in nanoseconds.
-    fn ns(&self, id: &str) -> Option<f64> {
-        let path = self.0.join(id).join("new/estimates.json");
-        let estimates: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        estimates["median"]["point_estimate"].as_f64()
-    }
-
-    /// The bytes or elements one iteration processes.
-    fn throughput(&self, id: &str) -> Option<f64> {
-        let path = self.0.join(id).join("new/benchmark.json");
-        let benchmark: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let t = &benchmark["throughput"];
-        t["Bytes"].as_f64().or_else(|| t["Elements"].as_f64())
-    }
-
-    /// Operations per second.
-    fn rate(&self, id: &str) -> Option<f64> {
-        Some(self.throughput(id)? * 1e9 / self.ns(id)?)
-    }
-
-    /// GB/s (10^9 bytes per second).
-    fn gbps(&self, id: &str) -> Option<f64> {
-        Some(self.throughput(id)? / self.ns(id)?)
-    }
-}
-
-/// One row: figure, ours, what bounds it, the bound, ratio, target.
-struct Row {
-    figure: String,
-    ours: String,
-    bound_name: String,
-    bound: String,
-    ratio: String,
-    target: String,
-}
-
-fn row(figure: &str, ours: String, bound_name: &str, bound: String, ratio: String) -> Row {
-    Row {
-        figure: figure.into(),
-        ours,
-        bound_name: bound_name.into(),
-        bound,
-        ratio,
-        target: String::new(),
-    }
-}
-
-fn rate(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{} /s", group_digits(v)))
-}
-
-fn gb(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.2} GB/s"))
-}
-
-fn time(ns: Option<f64>) -> String {
-    match ns {
-        None => "n/a".into(),
-        Some(ns) if ns < 1e3 => format!("{ns:.0} ns"),
-        Some(ns) if ns < 1e6 => format!("{:.1} µs", ns / 1e3),
-        Some(ns) => format!("{:.2} ms", ns / 1e6),
-    }
-}
-
-fn ms(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.3} ms"))
-}
-
-fn percent(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
-        _ => "n/a".into(),
-    }
-}
-
-fn times(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "n/a".into(),
-    }
-}
-
-fn group_digits(v: f64) -> String {
-    let digits = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn met(ok: Option<bool>, what: &str) -> String {
-    match ok {
-        Some(true) => format!("{what}: met"),
-        Some(false) => format!("{what}: **not met**"),
-        None => format!("{what}: n/a"),
-    }
-}
-
-fn results(out: &mut String, c: &Criterion, workload: Option<&Value>) -> anyhow::Result<()> {
+/// The results table: criterion's figures against their raw limits, and
+/// the workload bench's (already checked by [`check_workload`]).
+pub(crate) fn results(
+    out: &mut String,
+    c: &Criterion,
+    workload: Option<&Value>,
+) -> anyhow::Result<()> {
     let sha = c.gbps("sha256/sha2");
     let mut rows = vec![
         row(
@@ -421,7 +267,7 @@ fn results(out: &mut String, c: &Criterion, workload: Option<&Value>) -> anyhow:
             time(small),
             times(big, small),
         );
-        r.target = met(big.zip(small).map(|(b, s)| b <= 2.0 * s), "flat within 2x");
+        r.0[5] = met(big.zip(small).map(|(b, s)| b <= 2.0 * s), "flat within 2x");
         rows.push(r);
     }
     if let Some(w) = workload {
@@ -477,7 +323,7 @@ fn results(out: &mut String, c: &Criterion, workload: Option<&Value>) -> anyhow:
                     times(v, bound),
                 );
                 if p == "p99" {
-                    r.target = met(v.map(|v| v < limit_ms), &format!("p99 < {limit_ms} ms"));
+                    r.0[5] = met(v.map(|v| v < limit_ms), &format!("p99 < {limit_ms} ms"));
                 }
                 rows.push(r);
             }
@@ -512,18 +358,159 @@ fn results(out: &mut String, c: &Criterion, workload: Option<&Value>) -> anyhow:
         "Criterion figures are medians; rates are for one core. Ratios: ours / bound (for cached attestation, how many times faster than hashing the content)."
     )?;
     writeln!(out)?;
-    writeln!(
+    table(
         out,
-        "| figure | ours | bounded by | bound | ratio | target (issues 4, 6) |"
+        &[
+            "figure",
+            "ours",
+            "bounded by",
+            "bound",
+            "ratio",
+            "target (issues 4, 6)",
+        ],
+        &rows,
     )?;
-    writeln!(out, "|---|---|---|---|---|---|")?;
-    for r in rows {
-        writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.figure, r.ours, r.bound_name, r.bound, r.ratio, r.target
-        )?;
-    }
     writeln!(out)?;
     Ok(())
+}
+
+/// A results row: figure, ours, what bounds it, the bound, the ratio, and
+/// an empty target cell.
+fn row(figure: &str, ours: String, bound_name: &str, bound: String, ratio: String) -> Row {
+    Row(vec![
+        figure.into(),
+        ours,
+        bound_name.into(),
+        bound,
+        ratio,
+        String::new(),
+    ])
+}
+
+/// The workload bench's figures the results table reads.
+const WORKLOAD_FIGURES: [&str; 4] = [
+    "cached FetchX509SVID (request to first message)",
+    "FetchX509Bundles (request to first message)",
+    "first SVID, new process (request to first SVID)",
+    "child process wall time (spawn to exit)",
+];
+
+/// Fails unless the workload bench's JSON has every figure the results
+/// table reads, each with its percentiles, so that a truncated or foreign
+/// file is refused instead of written as a row of `n/a`.
+pub(crate) fn check_workload(w: &Value) -> anyhow::Result<()> {
+    for figure in WORKLOAD_FIGURES {
+        for field in ["n", "p50", "p90", "p99", "max"] {
+            if w["figures"][figure][field].as_f64().is_none() {
+                anyhow::bail!("figures.\"{figure}\".{field} is missing or not a number");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The audit benchmarks (benches/audit.rs): id, what it measures, and the
+/// benchmark its rate is compared with.
+const AUDIT: [(&str, &str, Option<&str>); 7] = [
+    (
+        "audit/append",
+        "one `svid_minted` record appended (canonical JSON, hash chain, the store write), not yet durable",
+        None,
+    ),
+    (
+        "audit/durable_1",
+        "append and wait until durable, one caller: a store flush per record",
+        None,
+    ),
+    ("audit/durable_64", "64 callers at once: group commit", None),
+    (
+        "mint/x509",
+        "one X.509-SVID through `CaManager` (binding extension)",
+        None,
+    ),
+    (
+        "mint/x509_append",
+        "mint + append, one caller",
+        Some("mint/x509"),
+    ),
+    (
+        "mint/x509_64",
+        "64 tasks on a 2-worker runtime, mint alone",
+        None,
+    ),
+    (
+        "mint/x509_audited_64",
+        "same, each mint's record made durable before the task ends (as the issuer does before it answers)",
+        Some("mint/x509_64"),
+    ),
+];
+
+/// The audit cost table, or `None` when criterion has none of its
+/// results (the audit bench has not run).
+pub(crate) fn audit(c: &Criterion) -> anyhow::Result<Option<String>> {
+    if AUDIT.iter().all(|(id, _, _)| c.ns(id).is_none()) {
+        return Ok(None);
+    }
+    let mut rows = Vec::new();
+    for (id, what, versus) in AUDIT {
+        let ns = c.ns(id);
+        let per = c.throughput(id).unwrap_or(1.0);
+        let took = if per > 1.0 {
+            format!(
+                "{} per {per:.0} ({} each)",
+                time(ns),
+                time(ns.map(|ns| ns / per))
+            )
+        } else {
+            time(ns)
+        };
+        let mut rate_cell = rate(c.rate(id));
+        if let Some(versus) = versus {
+            let alone = if versus == "mint/x509" {
+                "mint alone"
+            } else {
+                "64 mints alone"
+            };
+            write!(
+                rate_cell,
+                " ({} of {alone})",
+                percent(c.rate(id), c.rate(versus))
+            )?;
+        }
+        rows.push(Row(vec![format!("`{id}`"), what.into(), took, rate_cell]));
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Medians of `cargo bench --bench audit`, from the run whose machine and load average are in the Results section; rates in records or SVIDs per second."
+    )?;
+    writeln!(out)?;
+    table(&mut out, &["benchmark", "what", "time", "rate"], &rows)?;
+    writeln!(out)?;
+    Ok(Some(out))
+}
+
+/// The raw limits the load generator's figures are bounded by, measured
+/// by criterion (crypto_limits) in the same run: one core each.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RawLimits {
+    /// rcgen signing a leaf from an SPKI, per second.
+    pub(crate) rcgen_leaf: Option<f64>,
+    /// ring ECDSA P-256 signatures per second.
+    pub(crate) p256_sign: Option<f64>,
+    /// `CaManager` X.509-SVID mints per second.
+    pub(crate) x509_mint: Option<f64>,
+    /// `CaManager` JWT-SVID mints per second.
+    pub(crate) jwt_mint: Option<f64>,
+}
+
+impl RawLimits {
+    pub(crate) fn of(c: &Criterion) -> RawLimits {
+        RawLimits {
+            rcgen_leaf: c.rate("raw/rcgen_leaf_from_spki"),
+            p256_sign: c.rate("raw/ring_p256_sign"),
+            x509_mint: c.rate("hallmark_ca/x509_svid_mint"),
+            jwt_mint: c.rate("hallmark_ca/jwt_svid_mint"),
+        }
+    }
 }
