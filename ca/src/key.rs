@@ -6,7 +6,7 @@
 //! key becomes another private variant behind the same methods.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
 use ring::rand::SystemRandom;
@@ -27,8 +27,11 @@ pub struct CaKey {
 struct SoftwareKey {
     /// Signs with ASN.1 DER signatures (X.509).
     x509: EcdsaKeyPair,
-    /// Signs with fixed-width r||s signatures (JWS ES256).
-    jws: EcdsaKeyPair,
+    /// Signs with fixed-width r||s signatures (JWS ES256). Parsed on first
+    /// use: most keys never sign a JWS (every workload key the agent
+    /// generates, every X.509 CA key), and each parse re-derives the public
+    /// key, a third of the cost of generating one.
+    jws: OnceLock<EcdsaKeyPair>,
     pkcs8: Vec<u8>,
     public_point: Vec<u8>,
     spki: Vec<u8>,
@@ -48,14 +51,12 @@ impl CaKey {
         let rng = SystemRandom::new();
         let x509 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
             .map_err(|e| CaError::InvalidPrivateKey(e.to_string()))?;
-        let jws = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-            .map_err(|e| CaError::InvalidPrivateKey(e.to_string()))?;
         let public_point = x509.public_key().as_ref().to_vec();
         let spki = PointKey(&public_point).subject_public_key_info();
         Ok(CaKey {
             inner: Arc::new(SoftwareKey {
                 x509,
-                jws,
+                jws: OnceLock::new(),
                 pkcs8: der.to_vec(),
                 public_point,
                 spki,
@@ -80,11 +81,21 @@ impl CaKey {
 
     /// Signs `msg` for a JWS with ES256: the fixed 64-byte `r || s` form.
     pub fn sign_jws(&self, msg: &[u8]) -> Result<Vec<u8>, CaError> {
-        let sig = self
-            .inner
-            .jws
-            .sign(&SystemRandom::new(), msg)
-            .map_err(|_| CaError::Signing)?;
+        let rng = SystemRandom::new();
+        let jws = match self.inner.jws.get() {
+            Some(jws) => jws,
+            None => {
+                // The same document already parsed as the X.509 key pair.
+                let parsed = EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &self.inner.pkcs8,
+                    &rng,
+                )
+                .map_err(|e| CaError::InvalidPrivateKey(e.to_string()))?;
+                self.inner.jws.get_or_init(|| parsed)
+            }
+        };
+        let sig = jws.sign(&rng, msg).map_err(|_| CaError::Signing)?;
         Ok(sig.as_ref().to_vec())
     }
 
