@@ -37,8 +37,15 @@ pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 64 << 30;
 /// Default [`TreeLimits::max_entries`]: one million.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 
-/// Size of the read buffer of [`StreamingHasher`].
+/// Most bytes read at a time when hashing a file.
 const CHUNK: usize = 256 * 1024;
+
+/// A read buffer for a file of `len` bytes: one chunk at most, and no
+/// bigger than the file (plus the byte that shows it grew), so hashing a
+/// 4 KiB file does not zero 256 KiB first.
+pub(crate) fn read_buffer_len(len: u64) -> usize {
+    usize::try_from(len.saturating_add(1)).map_or(CHUNK, |n| n.min(CHUNK))
+}
 
 /// Bounds on the work one digest may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +233,7 @@ impl FileHasher for StreamingHasher {
             return Err(changed_error());
         }
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; read_buffer_len(meta.len())];
         let mut reader = file.take(meta.len().saturating_add(1));
         let mut total = 0u64;
         loop {
@@ -357,7 +364,9 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
             let file_name = dirent.file_name();
             let name = text(&abs, file_name.to_str())?;
             let rel = format!("{prefix}{name}");
-            let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+            // fstatat on the directory, not following symlinks (the same
+            // as symlink_metadata without resolving the path again).
+            let meta = dirent.metadata().map_err(io_err(&abs))?;
             let ft = meta.file_type();
             if ft.is_dir() {
                 stack.push((abs, format!("{rel}/")));

@@ -35,7 +35,6 @@ pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 /// busy node, at about 100 bytes an entry.
 pub(crate) const CACHE_CAPACITY: usize = 100_000;
 
-const CHUNK: usize = 256 * 1024;
 
 /// Reads of one file before it is reported as changed.
 const READ_ATTEMPTS: usize = 3;
@@ -89,6 +88,11 @@ impl FileCache {
         self.len() == 0
     }
 
+    /// The cached digest of the content `meta` identifies, if any.
+    pub(crate) fn get(&self, meta: &Metadata) -> Option<[u8; 32]> {
+        self.lock().get(&file_key(meta)).copied()
+    }
+
     /// Hashes the open `file`, whose metadata was `meta` when it was chosen,
     /// from the cache when it is known, else reading it after charging its
     /// size to `uid`'s budget.
@@ -135,7 +139,7 @@ impl FileCache {
         }
         budget.charge(uid, meta.len()).map_err(io::Error::other)?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; crate::tree::read_buffer_len(meta.len())];
         let mut total = 0u64;
         let mut reader = file.take(meta.len().saturating_add(1));
         loop {
@@ -198,6 +202,13 @@ pub(crate) struct CachingHasher<'a> {
 
 impl FileHasher for CachingHasher<'_> {
     fn sha256(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+        // A digest cached under the identity the listing just saw needs no
+        // open: opening would only fstat the same inode again, and nothing
+        // is read. (An entry is cached only after a whole read under one
+        // identity, outside the racy window; any change since moves ctime.)
+        if let Some(hit) = self.cache.get(meta) {
+            return Ok(hit);
+        }
         let mut file = File::open(path)?;
         let opened = file.metadata()?;
         // The file opened must be the one listed (no swap for a symlink or
@@ -301,10 +312,42 @@ mod tests {
         };
         let digest = hasher.sha256(&file, &listed).unwrap();
         assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b"binary")));
-        // A real rewrite to another size is a change.
+        // A real rewrite to another size between listing and reading is a
+        // change (for a file not cached under the listed identity).
+        let cold = FileCache::with_racy_window(Duration::ZERO);
+        let cold = CachingHasher {
+            cache: &cold,
+            budget: &budget,
+            uid: 1,
+        };
         let listed = std::fs::symlink_metadata(&file).unwrap();
         std::fs::write(&file, b"binary v2").unwrap();
-        assert!(hasher.sha256(&file, &listed).is_err());
+        assert!(cold.sha256(&file, &listed).is_err());
+    }
+
+    #[test]
+    fn a_file_cached_under_the_listed_identity_is_not_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lib.py");
+        std::fs::write(&file, b"print('hi')").unwrap();
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        let budget = HashBudget::unlimited();
+        let hasher = CachingHasher {
+            cache: &cache,
+            budget: &budget,
+            uid: 1,
+        };
+        let listed = std::fs::symlink_metadata(&file).unwrap();
+        let digest = hasher.sha256(&file, &listed).unwrap();
+        // Gone after the listing: the digest is that of the content the
+        // listing saw (a measurement is of one moment), and it needed no
+        // open, which would now fail.
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(hasher.sha256(&file, &listed).unwrap(), digest);
+        // A listing made now sees nothing to hash; another identity misses.
+        std::fs::write(&file, b"print('bye')").unwrap();
+        let relisted = std::fs::symlink_metadata(&file).unwrap();
+        assert_ne!(hasher.sha256(&file, &relisted).unwrap(), digest);
     }
 
     #[test]
