@@ -43,28 +43,10 @@ impl NodeApi {
         agent: &NodeRecord,
         request: MintX509SvidsRequest,
     ) -> Result<MintX509SvidsResponse, Status> {
-        let started = Instant::now();
-        let api = self.clone();
-        let caller = agent.clone();
-        let (outcome, records) = self
-            .off_executor(move || {
-                let mut records = Vec::new();
-                let outcome = api.mint_x509_now(&caller, &request, &mut records);
-                api.audit_bad_request(
-                    &caller,
-                    "x509",
-                    &outcome,
-                    request.evidence.as_ref(),
-                    &mut records,
-                );
-                (outcome, records)
-            })
-            .await?;
-        let signed = outcome.is_ok();
-        let delivered = deliver(outcome, records).await;
-        self.count("x509", signed, delivered.as_ref().map(|r| r.svids.len()));
-        self.metrics.mint_latency("x509", started.elapsed());
-        delivered
+        self.mint("x509", agent, request, Self::mint_x509_now, |r| {
+            r.svids.len()
+        })
+        .await
     }
 
     /// `MintJwtSvid`: the tokens are returned only once their audit records
@@ -74,27 +56,36 @@ impl NodeApi {
         agent: &NodeRecord,
         request: MintJwtSvidRequest,
     ) -> Result<MintJwtSvidResponse, Status> {
+        self.mint("jwt", agent, request, Self::mint_jwt_now, |r| r.svids.len())
+            .await
+    }
+
+    /// One mint call: `now` matches and signs on the signing pool, every
+    /// refusal is audited, and the outcome is delivered once its records
+    /// are durable; `issued` counts the credentials in a response.
+    async fn mint<Q: MintRequest, A: Send + 'static>(
+        &self,
+        kind: &'static str,
+        agent: &NodeRecord,
+        request: Q,
+        now: fn(&NodeApi, &NodeRecord, &Q, &mut Vec<Recorded>) -> Result<A, Status>,
+        issued: fn(&A) -> usize,
+    ) -> Result<A, Status> {
         let started = Instant::now();
         let api = self.clone();
         let caller = agent.clone();
         let (outcome, records) = self
             .off_executor(move || {
                 let mut records = Vec::new();
-                let outcome = api.mint_jwt_now(&caller, &request, &mut records);
-                api.audit_bad_request(
-                    &caller,
-                    "jwt",
-                    &outcome,
-                    request.evidence.as_ref(),
-                    &mut records,
-                );
+                let outcome = now(&api, &caller, &request, &mut records);
+                api.audit_bad_request(&caller, kind, &outcome, request.evidence(), &mut records);
                 (outcome, records)
             })
             .await?;
         let signed = outcome.is_ok();
         let delivered = deliver(outcome, records).await;
-        self.count("jwt", signed, delivered.as_ref().map(|r| r.svids.len()));
-        self.metrics.mint_latency("jwt", started.elapsed());
+        self.count(kind, signed, delivered.as_ref().map(issued));
+        self.metrics.mint_latency(kind, started.elapsed());
         delivered
     }
 
@@ -350,6 +341,23 @@ impl NodeApi {
                 }));
                 Status::permission_denied(reason)
             })
+    }
+}
+
+/// A mint request: what it says about the workload.
+trait MintRequest: Send + 'static {
+    fn evidence(&self) -> Option<&WorkloadEvidence>;
+}
+
+impl MintRequest for MintX509SvidsRequest {
+    fn evidence(&self) -> Option<&WorkloadEvidence> {
+        self.evidence.as_ref()
+    }
+}
+
+impl MintRequest for MintJwtSvidRequest {
+    fn evidence(&self) -> Option<&WorkloadEvidence> {
+        self.evidence.as_ref()
     }
 }
 
