@@ -35,7 +35,6 @@ pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 /// busy node, at about 100 bytes an entry.
 pub(crate) const CACHE_CAPACITY: usize = 100_000;
 
-
 /// Reads of one file before it is reported as changed.
 const READ_ATTEMPTS: usize = 3;
 
@@ -233,6 +232,15 @@ mod tests {
     use super::*;
     use crate::tree::{TreeError, TreeLimits, digest_tree, digest_tree_with};
 
+    /// A hasher charging uid 1.
+    fn uid1<'a>(cache: &'a FileCache, budget: &'a HashBudget) -> CachingHasher<'a> {
+        CachingHasher {
+            cache,
+            budget,
+            uid: 1,
+        }
+    }
+
     #[test]
     fn cached_tree_digest_equals_the_streaming_one_and_costs_no_budget_the_second_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -242,11 +250,7 @@ mod tests {
         let cache = FileCache::with_racy_window(Duration::ZERO);
         // Exactly enough for one pass.
         let budget = HashBudget::new(3005, Duration::from_secs(3600));
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1,
-        };
+        let hasher = uid1(&cache, &budget);
         let limits = TreeLimits::default();
         let first = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
         assert_eq!(first, digest_tree(dir.path(), &limits).unwrap());
@@ -262,11 +266,7 @@ mod tests {
         std::fs::write(dir.path().join("fresh.bin"), b"new").unwrap();
         let cache = FileCache::default();
         let budget = HashBudget::unlimited();
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1,
-        };
+        let hasher = uid1(&cache, &budget);
         digest_tree_with(dir.path(), &TreeLimits::default(), &hasher).unwrap();
         assert!(
             cache.is_empty(),
@@ -282,11 +282,7 @@ mod tests {
         // Even with nothing held back as racy, a rewrite changes the identity.
         let cache = FileCache::with_racy_window(Duration::ZERO);
         let budget = HashBudget::unlimited();
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1,
-        };
+        let hasher = uid1(&cache, &budget);
         let limits = TreeLimits::default();
         let before = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
         std::fs::write(&file, b"aaaab").unwrap();
@@ -305,21 +301,13 @@ mod tests {
         std::fs::hard_link(&file, dir.path().join("uplifted")).unwrap();
         let cache = FileCache::with_racy_window(Duration::ZERO);
         let budget = HashBudget::unlimited();
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1,
-        };
+        let hasher = uid1(&cache, &budget);
         let digest = hasher.sha256(&file, &listed).unwrap();
         assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b"binary")));
         // A real rewrite to another size between listing and reading is a
         // change (for a file not cached under the listed identity).
         let cold = FileCache::with_racy_window(Duration::ZERO);
-        let cold = CachingHasher {
-            cache: &cold,
-            budget: &budget,
-            uid: 1,
-        };
+        let cold = uid1(&cold, &budget);
         let listed = std::fs::symlink_metadata(&file).unwrap();
         std::fs::write(&file, b"binary v2").unwrap();
         assert!(cold.sha256(&file, &listed).is_err());
@@ -332,11 +320,7 @@ mod tests {
         std::fs::write(&file, b"print('hi')").unwrap();
         let cache = FileCache::with_racy_window(Duration::ZERO);
         let budget = HashBudget::unlimited();
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1,
-        };
+        let hasher = uid1(&cache, &budget);
         let listed = std::fs::symlink_metadata(&file).unwrap();
         let digest = hasher.sha256(&file, &listed).unwrap();
         // Gone after the listing: the digest is that of the content the
