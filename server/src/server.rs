@@ -23,7 +23,6 @@ use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
 use crate::events::{EventSink, SecurityEvent};
-use crate::issuance::pool::SigningPool;
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
@@ -64,9 +63,6 @@ pub enum ServerError {
     /// The audit log could not be opened or written.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
-    /// The signing threads could not be started.
-    #[error("cannot start the signing threads: {0}")]
-    SigningPool(#[source] std::io::Error),
     /// The metrics address could not be bound.
     #[error("metrics.address {addr}: {source}")]
     Metrics {
@@ -172,7 +168,6 @@ async fn start_observed(
         revocations: revocations.clone(),
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
-        signing: SigningPool::per_core().map_err(ServerError::SigningPool)?,
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
     let (node_addr, incoming) =

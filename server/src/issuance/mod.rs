@@ -8,7 +8,6 @@
 
 pub mod binding;
 pub mod matcher;
-pub mod pool;
 
 use std::sync::{Arc, RwLock};
 

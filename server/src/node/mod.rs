@@ -44,7 +44,6 @@ use crate::authority::Authority;
 use crate::convert::{svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
-use crate::issuance::pool::SigningPool;
 use crate::metrics::ServerMetrics;
 use crate::revocation::{Revocations, revoked_status};
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
@@ -83,7 +82,6 @@ pub struct NodeApiInner {
     revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<ServerMetrics>,
-    signing: SigningPool,
 }
 
 impl std::ops::Deref for NodeApi {
@@ -120,8 +118,6 @@ pub struct NodeApiParts {
     pub shutdown: watch::Receiver<bool>,
     /// Counters, gauges and latencies.
     pub metrics: Arc<ServerMetrics>,
-    /// Where matching and signing run, off the async executor.
-    pub signing: SigningPool,
 }
 
 impl NodeApi {
@@ -140,7 +136,6 @@ impl NodeApi {
             revocations,
             shutdown,
             metrics,
-            signing,
         } = parts;
         Self {
             inner: Arc::new(NodeApiInner {
@@ -156,7 +151,6 @@ impl NodeApi {
                 revocations,
                 shutdown,
                 metrics,
-                signing,
             }),
         }
     }
