@@ -248,6 +248,13 @@ async fn refusals_name_the_failed_constraint() {
             Code::InvalidArgument,
             "public_keys[0]",
         ),
+        (
+            // A good key first: nothing is minted for it either.
+            with_env.clone(),
+            vec![key.clone(), vec![0x30, 0x03, 1, 2, 3]],
+            Code::InvalidArgument,
+            "public_keys[1]",
+        ),
     ];
     let needles: Vec<&str> = cases.iter().map(|c| c.3).collect();
     for (e, keys, code, needle) in cases {
@@ -319,6 +326,14 @@ async fn refusals_name_the_failed_constraint() {
             "env values never reach the audit log: {record}"
         );
     }
+    // Only the sanity check above minted: nothing refused was, not even
+    // for the good key beside a bad one.
+    let minted = audit_records(&server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted")
+        .count();
+    assert_eq!(minted, 1);
 }
 
 #[tokio::test]
