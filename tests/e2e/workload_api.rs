@@ -114,6 +114,10 @@ pub struct Variant<'a> {
     pub files: &'a [(&'a str, &'a [u8])],
     /// The evidence source (default: the real /proc attestor).
     pub evidence: Option<MakeEvidence<'a>>,
+    /// Builds the model under the server dir (the argument) and returns its
+    /// directory, registered as `model.path` (default: `model/` with two
+    /// small files).
+    pub model: Option<&'a dyn Fn(&Path) -> PathBuf>,
 }
 
 /// Builds the agent's evidence source from its settings.
@@ -138,10 +142,16 @@ pub async fn deploy_with(variant: Variant<'_>) -> Deployment {
     let mut signers = TrustedSigners::new();
     signers.insert(key.public_key().clone());
     let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
-    let model_dir = server.path("model");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::fs::write(model_dir.join("weights.bin"), b"tiny model weights").unwrap();
-    std::fs::write(model_dir.join("config.json"), b"{\"layers\":1}").unwrap();
+    let model_dir = match variant.model {
+        Some(build) => build(&server.path("")),
+        None => {
+            let model_dir = server.path("model");
+            std::fs::create_dir_all(&model_dir).unwrap();
+            std::fs::write(model_dir.join("weights.bin"), b"tiny model weights").unwrap();
+            std::fs::write(model_dir.join("config.json"), b"{\"layers\":1}").unwrap();
+            model_dir
+        }
+    };
     let digest = digest_tree(&model_dir, &TreeLimits::default())
         .unwrap()
         .digest;
