@@ -1,16 +1,67 @@
 //! The canonical tree digest of a model or application directory.
 //!
-//! Walk the directory; sort entries by relative path (bytes, `/` separator);
-//! a regular file contributes `<sha256-hex>  <size>  <relative-path>\n`, a
-//! symbolic link (never followed) contributes `symlink  <target>  <path>\n`;
-//! directories contribute nothing; any other file type is an error. The
-//! digest is the SHA-256 of those lines in that order, written `sha256:<hex>`.
+//! # Format
 //!
-//! So that the line format stays injective (two different trees never yield
-//! the same lines), paths and symlink targets must be valid UTF-8 without
-//! control characters, and a symlink target must not contain two consecutive
-//! spaces nor end with a space. Such trees are refused with an error naming
-//! the path.
+//! Walk the directory; sort entries by relative path (bytes, `/` separator);
+//! each file or link contributes one line, directories contribute nothing,
+//! any other file type is an error. The digest is the SHA-256 of the lines
+//! in that order, written `sha256:<hex>`. The lines:
+//!
+//! - a regular file: `<sha256-hex>  <size>  <relative-path>\n`;
+//! - a symbolic link recorded, not followed: `symlink  <target>  <relative-path>\n`;
+//! - a symbolic link followed to a regular file (model trees, below):
+//!   `link  <sha256-hex>  <size>  <target>  <relative-path>\n`, where
+//!   `<target>` is the link's text and the digest and size are those of
+//!   the content it leads to.
+//!
+//! So that the lines stay injective (two different trees never yield the
+//! same lines), paths and symlink targets must be valid UTF-8 without
+//! control characters, and a symlink target must not contain two
+//! consecutive spaces nor end with a space: a line's kind is told by its
+//! first field (64 hex digits, `symlink` or `link`), the fixed-form fields
+//! that follow cannot hold two spaces, and the target ends at the first
+//! two spaces after them. Such trees are refused with an error naming the
+//! path. A tree without links digests exactly as it always has.
+//!
+//! # Links
+//!
+//! [`Links::Record`] (application trees, `image digest --app`): a link is
+//! recorded by its text and never opened, as before. A Python venv's
+//! `bin/python -> /usr/bin/python3` leaves the tree, so refusing such links
+//! would refuse every venv; links inside the tree lead to content the walk
+//! digests anyway. The limit: content reached through a link that leaves
+//! an application tree is not measured (only the link's text is).
+//!
+//! [`Links::Follow`] (model trees, the default of `image digest`): a link
+//! whose target stays inside the *model root* is followed and the content
+//! it leads to is digested (the `link` line), so overwriting the file a link
+//! points to changes the digest. "Inside" means the target is relative and
+//! resolves, through any further links, without `..` ever climbing above
+//! the model root (`RESOLVE_BENEATH`); an absolute target, a target above
+//! the root, a dangling link or a loop is refused with an error naming the
+//! link and its target. A link to a directory is never walked (so there is
+//! no cycle to guard against): it is accepted, and recorded with a
+//! `symlink` line, only when the directory is itself part of the tree
+//! (its content is digested where it is), and refused otherwise.
+//!
+//! The model root is the tree itself, except for the Hugging Face cache
+//! layout: when the tree is `<repo>/snapshots/<rev>` and `<repo>` holds a
+//! `blobs` directory, the root is `<repo>`, so the snapshot's
+//! `model.safetensors -> ../../blobs/<sha>` links are followed. The root
+//! only decides which links are accepted: an accepted tree digests the same
+//! whatever its root.
+//!
+//! # Where and as whom
+//!
+//! A tree is resolved and read in a [`View`]: a root and a working
+//! directory held as descriptors (the agent uses the workload's
+//! `/proc/<pid>/root` and `/proc/<pid>/cwd`, so a workload's paths are
+//! resolved in its own mount namespace; `image digest` uses its own), walked
+//! name by name without the kernel ever following a link, and a
+//! [`Reader`]: the process's own permissions ([`Reader::Caller`]), or a
+//! workload's credentials ([`Reader::As`]), checked on every directory the
+//! path goes through (search), every directory of the tree (list) and every
+//! file read (read) before anything is hashed.
 //!
 //! Hashing work is bounded by [`TreeLimits`], checked on the whole listing
 //! before any file is read. File contents are hashed through a [`FileHasher`],
@@ -25,10 +76,18 @@
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+mod access;
+mod view;
+mod walk;
+
+pub use access::{Credentials, Reader};
+pub use view::View;
 
 /// Default [`TreeLimits::max_file_size`]: 16 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 30;
@@ -73,7 +132,7 @@ impl Default for TreeLimits {
 pub struct TreeDigest {
     /// `sha256:<64 lowercase hex>`.
     pub digest: String,
-    /// Every file and symlink, sorted by relative path bytes.
+    /// Every file and link, sorted by relative path bytes.
     pub files: Vec<TreeEntry>,
 }
 
@@ -102,6 +161,27 @@ pub enum EntryKind {
         /// The link's target, as stored in the link.
         target: String,
     },
+    /// A symbolic link followed to a regular file inside the model root.
+    Link {
+        /// The link's target, as stored in the link.
+        target: String,
+        /// Size in bytes of the content it leads to.
+        size: u64,
+        /// SHA-256 of that content.
+        sha256: [u8; 32],
+    },
+}
+
+/// How a tree's symbolic links are treated (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Links {
+    /// Model trees: links inside the model root are followed and their
+    /// content digested; any other link is refused.
+    #[default]
+    Follow,
+    /// Application trees: links are recorded by their text, never opened.
+    Record,
 }
 
 impl TreeEntry {
@@ -112,21 +192,34 @@ impl TreeEntry {
                 format!("{}  {size}  {}\n", hex::encode(sha256), self.path)
             }
             EntryKind::Symlink { target } => format!("symlink  {target}  {}\n", self.path),
+            EntryKind::Link {
+                target,
+                size,
+                sha256,
+            } => format!(
+                "link  {}  {size}  {target}  {}\n",
+                hex::encode(sha256),
+                self.path
+            ),
         }
     }
 
-    /// The size of a regular file; `None` for a symlink.
+    /// The size of a regular file or of a followed link's content; `None`
+    /// for a link recorded, not followed.
     pub fn size(&self) -> Option<u64> {
         match &self.kind {
-            EntryKind::File { size, .. } => Some(*size),
+            EntryKind::File { size, .. } | EntryKind::Link { size, .. } => Some(*size),
             EntryKind::Symlink { .. } => None,
         }
     }
 
-    /// The lowercase hex SHA-256 of a regular file; `None` for a symlink.
+    /// The lowercase hex SHA-256 of a regular file or of a followed link's
+    /// content; `None` for a link recorded, not followed.
     pub fn sha256_hex(&self) -> Option<String> {
         match &self.kind {
-            EntryKind::File { sha256, .. } => Some(hex::encode(sha256)),
+            EntryKind::File { sha256, .. } | EntryKind::Link { sha256, .. } => {
+                Some(hex::encode(sha256))
+            }
             EntryKind::Symlink { .. } => None,
         }
     }
@@ -136,8 +229,8 @@ impl TreeEntry {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TreeError {
-    /// The root is not a directory (symlinks to directories included).
-    #[error("{path}: not a directory (symbolic links are not followed)")]
+    /// The path does not lead to a directory.
+    #[error("{path}: not a directory")]
     NotADirectory {
         /// The root given.
         path: PathBuf,
@@ -205,6 +298,64 @@ pub enum TreeError {
         /// The file.
         path: PathBuf,
     },
+    /// The tree nests directories deeper than the walk goes.
+    #[error("{root}: tree nests directories deeper than {limit} levels")]
+    TooDeep {
+        /// The root.
+        root: PathBuf,
+        /// The limit.
+        limit: usize,
+    },
+    /// The reader may not search, list or read a path the digest needs.
+    #[error(
+        "{path}: uid {uid} may not {access} it, and the agent reads only what the workload itself can read"
+    )]
+    Forbidden {
+        /// The path, as the reader names it.
+        path: PathBuf,
+        /// The reader's uid.
+        uid: u32,
+        /// `search`, `list` or `read`.
+        access: &'static str,
+    },
+    /// A model tree's link leads outside the model root.
+    #[error(
+        "{path}: symbolic link to {target} leaves the model root {root} (model links are followed only within it)"
+    )]
+    LinkLeavesRoot {
+        /// The link.
+        path: PathBuf,
+        /// Its target.
+        target: String,
+        /// The model root.
+        root: PathBuf,
+    },
+    /// A model tree's link leads nowhere.
+    #[error("{path}: symbolic link to {target} leads to nothing")]
+    DanglingLink {
+        /// The link.
+        path: PathBuf,
+        /// Its target.
+        target: String,
+    },
+    /// A model tree's link goes through too many links.
+    #[error("{path}: symbolic link to {target} goes through too many links")]
+    LinkLoop {
+        /// The link.
+        path: PathBuf,
+        /// Its target.
+        target: String,
+    },
+    /// A model tree's link leads to a directory that is not in the tree.
+    #[error(
+        "{path}: symbolic link to {target} leads to a directory outside the tree (links to directories are not walked)"
+    )]
+    LinkToDirectory {
+        /// The link.
+        path: PathBuf,
+        /// Its target.
+        target: String,
+    },
 }
 
 /// Computes the SHA-256 of one regular file's content.
@@ -212,10 +363,52 @@ pub enum TreeError {
 /// The agent implements this with a cache keyed on the file's identity
 /// (device, inode, size, mtime, ctime); [`StreamingHasher`] always reads.
 pub trait FileHasher {
-    /// Hashes the regular file at `path`, whose `symlink_metadata` is `meta`.
-    /// Must fail rather than hash something else if the file is no longer
-    /// the one `meta` describes.
-    fn sha256(&self, path: &Path, meta: &Metadata) -> Result<[u8; 32], io::Error>;
+    /// Hashes the regular file `file`, whose metadata at listing was
+    /// `meta`. Must fail rather than hash something else if the file is no
+    /// longer the one `meta` describes.
+    fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> Result<[u8; 32], io::Error>;
+}
+
+/// A file of a tree, for a [`FileHasher`]: its path as shown, and how to
+/// open it without following a link.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeFile<'a> {
+    shown: &'a Path,
+    below: Option<(BorrowedFd<'a>, &'a str)>,
+}
+
+impl<'a> TreeFile<'a> {
+    /// The file at `path`, opened by that path (its last component not
+    /// followed if it is a link).
+    pub fn at(path: &'a Path) -> Self {
+        TreeFile {
+            shown: path,
+            below: None,
+        }
+    }
+
+    /// The path of the file, as its reader names it.
+    pub fn path(&self) -> &Path {
+        self.shown
+    }
+
+    /// Opens the file for reading. A tree's file is opened below the
+    /// directory the walk holds, no link followed on the way, and never if
+    /// it is no longer a regular file (a FIFO or device swapped in).
+    pub fn open(&self) -> io::Result<File> {
+        match self.below {
+            Some((base, rel)) => walk::open_below(base, rel),
+            None => fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(
+                    (rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::NONBLOCK
+                        | rustix::fs::OFlags::NOCTTY)
+                        .bits() as i32,
+                )
+                .open(self.shown),
+        }
+    }
 }
 
 /// A [`FileHasher`] that streams the file in fixed-size chunks, never
@@ -224,11 +417,11 @@ pub trait FileHasher {
 pub struct StreamingHasher;
 
 impl FileHasher for StreamingHasher {
-    fn sha256(&self, path: &Path, meta: &Metadata) -> Result<[u8; 32], io::Error> {
-        let file = File::open(path)?;
+    fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> Result<[u8; 32], io::Error> {
+        let file = file.open()?;
         let opened = file.metadata()?;
-        // The file opened must be the one listed: a swap for a symlink or
-        // another file between listing and opening is refused.
+        // The file opened must be the one listed: a swap for another file
+        // between listing and opening is refused.
         if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
             return Err(changed_error());
         }
@@ -261,7 +454,7 @@ pub(crate) fn changed_error() -> io::Error {
 
 /// Marks an I/O error raised because the file changed under the hasher.
 #[derive(Debug)]
-struct ChangedMarker;
+pub(crate) struct ChangedMarker;
 
 impl std::fmt::Display for ChangedMarker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -271,154 +464,47 @@ impl std::fmt::Display for ChangedMarker {
 
 impl std::error::Error for ChangedMarker {}
 
-/// Digests the tree at `root` with [`StreamingHasher`].
+/// Digests the model tree at `root` (links followed within the model
+/// root) in this process's own view, with [`StreamingHasher`].
 pub fn digest_tree(root: &Path, limits: &TreeLimits) -> Result<TreeDigest, TreeError> {
     digest_tree_with(root, limits, &StreamingHasher)
 }
 
-/// Digests the tree at `root`, hashing file contents through `hasher`.
+/// Digests the model tree at `root` (links followed within the model
+/// root) in this process's own view, hashing file contents through `hasher`.
 pub fn digest_tree_with(
     root: &Path,
     limits: &TreeLimits,
     hasher: &dyn FileHasher,
 ) -> Result<TreeDigest, TreeError> {
-    let listed = list(root, limits)?;
-    let mut files = Vec::with_capacity(listed.len());
-    let mut outer = Sha256::new();
-    for item in listed {
-        let kind = match item.kind {
-            Listed::File(meta) => {
-                let sha256 = hasher.sha256(&item.abs, &meta).map_err(|source| {
-                    if source.get_ref().is_some_and(|e| e.is::<ChangedMarker>()) {
-                        TreeError::Changed {
-                            path: item.abs.clone(),
-                        }
-                    } else {
-                        TreeError::Io {
-                            path: item.abs.clone(),
-                            source,
-                        }
-                    }
-                })?;
-                EntryKind::File {
-                    size: meta.len(),
-                    sha256,
-                }
-            }
-            Listed::Symlink(target) => EntryKind::Symlink { target },
-        };
-        let entry = TreeEntry {
-            path: item.rel,
-            kind,
-        };
-        outer.update(entry.line().as_bytes());
-        files.push(entry);
-    }
-    Ok(TreeDigest {
-        digest: format!("sha256:{}", hex::encode(outer.finalize())),
-        files,
-    })
+    let view = View::own().map_err(|source| TreeError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    digest_tree_in(&view, root, Links::Follow, limits, hasher)
 }
 
-/// One entry found by the walk, before hashing.
-struct Item {
-    rel: String,
-    abs: PathBuf,
-    kind: Listed,
+/// Digests the tree at `path`, resolved in `view` and read as its reader
+/// may, treating links as `links` says.
+pub fn digest_tree_in(
+    view: &View,
+    path: &Path,
+    links: Links,
+    limits: &TreeLimits,
+    hasher: &dyn FileHasher,
+) -> Result<TreeDigest, TreeError> {
+    walk::digest_in(view, path, links, limits, hasher)
 }
 
-enum Listed {
-    File(Metadata),
-    Symlink(String),
-}
-
-/// Walks the tree without following symlinks, checks names and limits, and
-/// returns the files and symlinks sorted by relative path bytes.
-fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TreeError::Io { path, source }
-    };
-    let meta = fs::symlink_metadata(root).map_err(io_err(root))?;
-    if !meta.is_dir() {
-        return Err(TreeError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
-    let mut items = Vec::new();
-    let mut entries = 0usize;
-    let mut total = 0u64;
-    // (absolute dir, its relative prefix: "" or "a/b/")
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        for dirent in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let dirent = dirent.map_err(io_err(&dir))?;
-            let abs = dirent.path();
-            entries += 1;
-            if entries > limits.max_entries {
-                return Err(TreeError::TooManyEntries {
-                    root: root.to_path_buf(),
-                    limit: limits.max_entries,
-                });
-            }
-            let file_name = dirent.file_name();
-            let name = text(&abs, file_name.to_str())?;
-            let rel = format!("{prefix}{name}");
-            // fstatat on the directory, not following symlinks (the same
-            // as symlink_metadata without resolving the path again).
-            let meta = dirent.metadata().map_err(io_err(&abs))?;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                stack.push((abs, format!("{rel}/")));
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&abs).map_err(io_err(&abs))?;
-                let target = text(&abs, target.to_str())?.to_owned();
-                if target.contains("  ") || target.ends_with(' ') {
-                    return Err(TreeError::Ambiguous {
-                        path: abs,
-                        reason: "symlink target contains two consecutive spaces or ends with a space",
-                    });
-                }
-                items.push(Item {
-                    rel,
-                    abs,
-                    kind: Listed::Symlink(target),
-                });
-            } else if ft.is_file() {
-                let size = meta.len();
-                if size > limits.max_file_size {
-                    return Err(TreeError::FileTooLarge {
-                        path: abs,
-                        size,
-                        limit: limits.max_file_size,
-                    });
-                }
-                total = total.saturating_add(size);
-                if total > limits.max_total_bytes {
-                    return Err(TreeError::TotalTooLarge {
-                        root: root.to_path_buf(),
-                        limit: limits.max_total_bytes,
-                    });
-                }
-                items.push(Item {
-                    rel,
-                    abs,
-                    kind: Listed::File(meta),
-                });
-            } else {
-                return Err(TreeError::UnsupportedFileType {
-                    path: abs,
-                    kind: type_name(&ft),
-                });
-            }
-        }
-    }
-    items.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
-    Ok(items)
+/// Whether `path` leads to a directory in `view`: `false` when nothing or
+/// a non-directory is there; an error when the view's reader may not
+/// search a directory on the way.
+pub fn is_dir_in(view: &View, path: &Path) -> Result<bool, TreeError> {
+    walk::is_dir_in(view, path)
 }
 
 /// Checks that a name or target is UTF-8 text without control characters.
-fn text<'a>(path: &Path, s: Option<&'a str>) -> Result<&'a str, TreeError> {
+pub(crate) fn text<'a>(path: &Path, s: Option<&'a str>) -> Result<&'a str, TreeError> {
     let s = s.ok_or_else(|| TreeError::NonUtf8 {
         path: path.to_path_buf(),
     })?;
@@ -431,7 +517,7 @@ fn text<'a>(path: &Path, s: Option<&'a str>) -> Result<&'a str, TreeError> {
     Ok(s)
 }
 
-fn type_name(ft: &fs::FileType) -> &'static str {
+pub(crate) fn type_name(ft: &fs::FileType) -> &'static str {
     if ft.is_fifo() {
         "fifo"
     } else if ft.is_socket() {

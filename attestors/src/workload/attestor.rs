@@ -20,7 +20,8 @@ use super::proc::ProcRoot;
 use super::{
     APP_DIR_ENV, AttestError, Evidence, MODEL_DIR_ENV, Request, TreeEvidence, container_id,
 };
-use crate::tree::{TreeError, TreeLimits, digest_tree_with};
+use super::view::workload_view;
+use crate::tree::{Links, TreeError, TreeLimits, digest_tree_in, is_dir_in};
 
 /// One kind of workload measurement.
 pub trait WorkloadAttestor: Send + Sync + fmt::Debug {
@@ -195,21 +196,37 @@ impl Measuring<'_> {
     }
 
     /// The canonical digest of the directory the workload declared in
-    /// `declared_env`, else the first hinted directory that exists; hashing
-    /// is charged to `uid`.
+    /// `declared_env`, else the first hinted directory that exists, with its
+    /// links treated as `links` says; hashing is charged to `uid`.
+    ///
+    /// Every path is resolved in the workload's own view (its root and
+    /// working directory, so its mount namespace) and read only where its
+    /// own credentials could read it; the evidence names the path as the
+    /// workload names it.
     fn tree(
         &self,
         declared_env: &str,
         hints: Option<&Vec<String>>,
         uid: u32,
+        links: Links,
     ) -> Result<Option<TreeEvidence>, AttestError> {
-        let dir = match self.env(declared_env) {
+        let declared = self.env(declared_env);
+        if declared.is_none() && hints.is_none_or(|h| h.is_empty()) {
+            return Ok(None);
+        }
+        let view = workload_view(self.proc, self.pid)?;
+        let dir = match declared {
             Some(dir) => Some(PathBuf::from(dir)),
-            None => hints
-                .into_iter()
-                .flatten()
-                .map(PathBuf::from)
-                .find(|p| p.is_dir()),
+            None => {
+                let mut found = None;
+                for hint in hints.into_iter().flatten().map(PathBuf::from) {
+                    if is_dir_in(&view, &hint).map_err(|e| tree_error(&hint, e))? {
+                        found = Some(hint);
+                        break;
+                    }
+                }
+                found
+            }
         };
         let Some(dir) = dir else { return Ok(None) };
         let hasher = CachingHasher {
@@ -217,8 +234,8 @@ impl Measuring<'_> {
             budget: self.budget,
             uid,
         };
-        let digest =
-            digest_tree_with(&dir, self.limits, &hasher).map_err(|e| tree_error(&dir, e))?;
+        let digest = digest_tree_in(&view, &dir, links, self.limits, &hasher)
+            .map_err(|e| tree_error(&dir, e))?;
         Ok(Some(TreeEvidence {
             dir: dir.display().to_string(),
             digest: digest.digest,
@@ -241,7 +258,15 @@ fn tree_error(dir: &std::path::Path, error: TreeError) -> AttestError {
             size,
             limit,
         },
-        TreeError::TotalTooLarge { .. } | TreeError::TooManyEntries { .. } => {
+        TreeError::Forbidden { path, uid, access } => AttestError::Read {
+            path: path.display().to_string(),
+            reason: format!(
+                "uid {uid} may not {access} it, and the agent reads only what the workload itself can read"
+            ),
+        },
+        TreeError::TotalTooLarge { .. }
+        | TreeError::TooManyEntries { .. }
+        | TreeError::TooDeep { .. } => {
             AttestError::TreeTooLarge {
                 reason: error.to_string(),
             }
@@ -325,7 +350,7 @@ impl WorkloadAttestor for AppTreeAttestor {
 
     fn attest(&self, process: &Measuring<'_>, evidence: &mut Evidence) -> Result<(), AttestError> {
         let hints = process.request.app_paths.get(&evidence.exe_sha256);
-        evidence.app = process.tree(APP_DIR_ENV, hints, evidence.uid)?;
+        evidence.app = process.tree(APP_DIR_ENV, hints, evidence.uid, Links::Record)?;
         Ok(())
     }
 }
@@ -341,7 +366,7 @@ impl WorkloadAttestor for ModelAttestor {
 
     fn attest(&self, process: &Measuring<'_>, evidence: &mut Evidence) -> Result<(), AttestError> {
         let hints = process.request.model_paths.get(&evidence.exe_sha256);
-        evidence.model = process.tree(MODEL_DIR_ENV, hints, evidence.uid)?;
+        evidence.model = process.tree(MODEL_DIR_ENV, hints, evidence.uid, Links::Follow)?;
         Ok(())
     }
 }

@@ -18,14 +18,13 @@ use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use super::budget::HashBudget;
-use crate::tree::{FileHasher, changed_error};
+use crate::tree::{FileHasher, TreeFile, changed_error};
 
 /// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns).
 pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
@@ -200,7 +199,7 @@ pub(crate) struct CachingHasher<'a> {
 }
 
 impl FileHasher for CachingHasher<'_> {
-    fn sha256(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+    fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> io::Result<[u8; 32]> {
         // A digest cached under the identity the listing just saw needs no
         // open: opening would only fstat the same inode again, and nothing
         // is read. (An entry is cached only after a whole read under one
@@ -208,7 +207,7 @@ impl FileHasher for CachingHasher<'_> {
         if let Some(hit) = self.cache.get(meta) {
             return Ok(hit);
         }
-        let mut file = File::open(path)?;
+        let mut file = file.open()?;
         let opened = file.metadata()?;
         // The file opened must be the one listed (no swap for a symlink or
         // another file in between) and still of the size the digest line
@@ -302,7 +301,7 @@ mod tests {
         let cache = FileCache::with_racy_window(Duration::ZERO);
         let budget = HashBudget::unlimited();
         let hasher = uid1(&cache, &budget);
-        let digest = hasher.sha256(&file, &listed).unwrap();
+        let digest = hasher.sha256(&TreeFile::at(&file), &listed).unwrap();
         assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b"binary")));
         // A real rewrite to another size between listing and reading is a
         // change (for a file not cached under the listed identity).
@@ -310,7 +309,7 @@ mod tests {
         let cold = uid1(&cold, &budget);
         let listed = std::fs::symlink_metadata(&file).unwrap();
         std::fs::write(&file, b"binary v2").unwrap();
-        assert!(cold.sha256(&file, &listed).is_err());
+        assert!(cold.sha256(&TreeFile::at(&file), &listed).is_err());
     }
 
     #[test]
@@ -322,16 +321,16 @@ mod tests {
         let budget = HashBudget::unlimited();
         let hasher = uid1(&cache, &budget);
         let listed = std::fs::symlink_metadata(&file).unwrap();
-        let digest = hasher.sha256(&file, &listed).unwrap();
+        let digest = hasher.sha256(&TreeFile::at(&file), &listed).unwrap();
         // Gone after the listing: the digest is that of the content the
         // listing saw (a measurement is of one moment), and it needed no
         // open, which would now fail.
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(hasher.sha256(&file, &listed).unwrap(), digest);
+        assert_eq!(hasher.sha256(&TreeFile::at(&file), &listed).unwrap(), digest);
         // A listing made now sees nothing to hash; another identity misses.
         std::fs::write(&file, b"print('bye')").unwrap();
         let relisted = std::fs::symlink_metadata(&file).unwrap();
-        assert_ne!(hasher.sha256(&file, &relisted).unwrap(), digest);
+        assert_ne!(hasher.sha256(&TreeFile::at(&file), &relisted).unwrap(), digest);
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod cache;
 mod cgroup;
 mod pin;
 mod proc;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -25,6 +25,10 @@ pub(crate) struct Status {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) groups: Vec<u32>,
+    /// The fs uid (the fourth `Uid:` value): what file access is checked with.
+    pub(crate) fsuid: u32,
+    /// The fs gid (the fourth `Gid:` value).
+    pub(crate) fsgid: u32,
 }
 
 impl ProcRoot {
@@ -68,6 +72,7 @@ impl ProcRoot {
                 .to_owned()
         };
         let first = |line: String| line.split_whitespace().next().and_then(|v| v.parse().ok());
+        let fourth = |line: String| line.split_whitespace().nth(3).and_then(|v| v.parse().ok());
         let malformed = || AttestError::Read {
             path: path.display().to_string(),
             reason: "malformed status".into(),
@@ -75,6 +80,8 @@ impl ProcRoot {
         Ok(Status {
             uid: first(field("Uid:")).ok_or_else(malformed)?,
             gid: first(field("Gid:")).ok_or_else(malformed)?,
+            fsuid: fourth(field("Uid:")).ok_or_else(malformed)?,
+            fsgid: fourth(field("Gid:")).ok_or_else(malformed)?,
             groups: field("Groups:")
                 .split_whitespace()
                 .filter_map(|g| g.parse().ok())

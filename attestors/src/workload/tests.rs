@@ -21,6 +21,9 @@ fn fake_proc(root: &Path, pid: i32, start: u64, environ: &str) {
     let binary = root.join(format!("binary-{pid}"));
     std::fs::write(&binary, b"#!fake binary").unwrap();
     std::os::unix::fs::symlink(&binary, dir.join("exe")).unwrap();
+    // The process's root and working directory: this test's own.
+    std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
+    std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
 }
 
 #[test]
