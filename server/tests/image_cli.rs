@@ -227,3 +227,50 @@ fn digest_refuses_a_fifo() {
     let err = fails(&["image", "digest", "m"], d);
     assert!(err.contains("m/pipe") && err.contains("fifo"), "{err}");
 }
+
+#[test]
+fn digest_follows_hugging_face_links_and_refuses_links_leaving_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let repo = d.join("hub/models--org--tiny");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots/r1")).unwrap();
+    std::fs::write(repo.join("blobs/aaaa"), "weights").unwrap();
+    std::os::unix::fs::symlink("../../blobs/aaaa", repo.join("snapshots/r1/model.safetensors"))
+        .unwrap();
+    let snapshot = "hub/models--org--tiny/snapshots/r1";
+    let listed = ok(&["image", "digest", "--list", snapshot], d);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with("link  ")
+            && lines[0].ends_with("  7  ../../blobs/aaaa  model.safetensors"),
+        "{listed}"
+    );
+    // The same digest as the agent computes.
+    let expected = hallmark_attestors::tree::digest_tree(
+        &d.join(snapshot),
+        &hallmark_attestors::tree::TreeLimits::default(),
+    )
+    .unwrap()
+    .digest;
+    assert_eq!(lines[1], expected);
+
+    // Overwriting the blob changes the digest; recorded as an app tree, not.
+    let app = ok(&["image", "digest", "--app", snapshot], d);
+    std::fs::write(repo.join("blobs/aaaa"), "poisoned").unwrap();
+    assert_ne!(ok(&["image", "digest", snapshot], d).trim(), expected);
+    assert_eq!(ok(&["image", "digest", "--app", snapshot], d), app);
+
+    // A link leaving the model root: refused, naming the link and its target.
+    std::fs::write(d.join("outside.bin"), "x").unwrap();
+    std::os::unix::fs::symlink("../../../../../outside.bin", repo.join("snapshots/r1/extra"))
+        .unwrap();
+    let err = fails(&["image", "digest", snapshot], d);
+    assert!(
+        err.contains("snapshots/r1/extra")
+            && err.contains("../../../../../outside.bin")
+            && err.contains("leaves the model root"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
-use hallmark_attestors::tree::{TreeLimits, digest_tree};
+use hallmark_attestors::tree::{Links, StreamingHasher, TreeLimits, View, digest_tree_in};
 use hallmark_ca::id::TrustDomain;
 
 use crate::image::verify::{SignerFileError, parse_envelope};
@@ -77,6 +77,13 @@ pub struct DigestArgs {
     /// Also print the line of every file and symlink.
     #[arg(long)]
     pub list: bool,
+    /// DIR is an application tree (`code.app_digest`): symbolic links are
+    /// recorded by their target and never followed. Without it DIR is a
+    /// model (`model.digest`): links are followed within the model root
+    /// (DIR, or the repository of a Hugging Face snapshot
+    /// `<repo>/snapshots/<rev>`) and any other link is refused.
+    #[arg(long)]
+    pub app: bool,
 }
 
 /// `image sign`.
@@ -164,7 +171,19 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 }
 
 fn digest(args: &DigestArgs) -> anyhow::Result<()> {
-    let tree = digest_tree(&args.dir, &TreeLimits::default())?;
+    let links = if args.app {
+        Links::Record
+    } else {
+        Links::Follow
+    };
+    let view = View::own().context("cannot open this process's root and working directory")?;
+    let tree = digest_tree_in(
+        &view,
+        &args.dir,
+        links,
+        &TreeLimits::default(),
+        &StreamingHasher,
+    )?;
     if args.list {
         for entry in &tree.files {
             print!("{}", entry.line());
