@@ -216,6 +216,15 @@ pub trait FileHasher {
     /// Must fail rather than hash something else if the file is no longer
     /// the one `meta` describes.
     fn sha256(&self, path: &Path, meta: &Metadata) -> Result<[u8; 32], io::Error>;
+
+    /// Called for every entry the walk lists (file, directory or symlink),
+    /// with its `symlink_metadata`, before anything is hashed; an error
+    /// stops the walk. The agent charges and cancels walks here; the
+    /// default does nothing.
+    fn listed(&self, path: &Path, meta: &Metadata) -> Result<(), io::Error> {
+        let _ = (path, meta);
+        Ok(())
+    }
 }
 
 /// A [`FileHasher`] that streams the file in fixed-size chunks, never
@@ -282,7 +291,7 @@ pub fn digest_tree_with(
     limits: &TreeLimits,
     hasher: &dyn FileHasher,
 ) -> Result<TreeDigest, TreeError> {
-    let listed = list(root, limits)?;
+    let listed = list(root, limits, hasher)?;
     let mut files = Vec::with_capacity(listed.len());
     let mut outer = Sha256::new();
     for item in listed {
@@ -334,7 +343,7 @@ enum Listed {
 
 /// Walks the tree without following symlinks, checks names and limits, and
 /// returns the files and symlinks sorted by relative path bytes.
-fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
+fn list(root: &Path, limits: &TreeLimits, hasher: &dyn FileHasher) -> Result<Vec<Item>, TreeError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TreeError::Io { path, source }
@@ -367,6 +376,7 @@ fn list(root: &Path, limits: &TreeLimits) -> Result<Vec<Item>, TreeError> {
             // fstatat on the directory, not following symlinks (the same
             // as symlink_metadata without resolving the path again).
             let meta = dirent.metadata().map_err(io_err(&abs))?;
+            hasher.listed(&abs, &meta).map_err(io_err(&abs))?;
             let ft = meta.file_type();
             if ft.is_dir() {
                 stack.push((abs, format!("{rel}/")));
