@@ -15,7 +15,18 @@
 //!   hints the directory for this executable's digest, so the `model` or
 //!   `app_tree` attestor uses its per-file cache;
 //! - `evidence_digest`: the digest the agent caches SVIDs under and the
-//!   issuer audits refusals with.
+//!   issuer audits refusals with;
+//! - `cache_flood/*`: 2,000 empty files walked by one uid into a full cache
+//!   (1,002 entries) that another uid half holds, every file a miss that
+//!   displaces one of the walker's own entries (`fair_cache`), against
+//!   `digest_tree` of the same files (`no_cache`): the cost of the fair
+//!   share bookkeeping on the miss path;
+//! - `walk_limits/acquire_release`: taking and giving back a place under the
+//!   agent's per-uid and global measurement limits (every measurement does).
+//!
+//! The `cached` attestors charge the agent's default budget (128 GiB per
+//! hour, 4 KiB per uncached entry: the directories of the app tree are
+//! charged at every walk), with a cache of the default capacity.
 //!
 //! Throughput is in bytes of file content, so cold and cached read as GB/s
 //! next to the raw limit. "Cold" is a cold *digest cache*: the files are in
@@ -38,9 +49,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
+use hallmark_agent::workload_api::walks::WalkLimiter;
 use hallmark_attestors::workload::{
-    AttestorKind, FileCache, HashBudget, PinnedProcess, ProcRoot, ProcessAttestor, Request,
-    WorkloadAttestors,
+    AttestorKind, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, FileCache, HashBudget,
+    PinnedProcess, ProcRoot, ProcessAttestor, Request, WorkloadAttestors,
 };
 use hallmark_proto::node::{FileDigest, TreeEvidence, WorkloadEvidence};
 
@@ -146,7 +158,7 @@ fn attestor(kinds: &[AttestorKind]) -> ProcessAttestor {
     ProcessAttestor::new(ProcRoot::default(), TreeLimits::default())
         .with_attestors(WorkloadAttestors::from_kinds(kinds).unwrap())
         .with_cache(FileCache::with_racy_window(Duration::ZERO))
-        .with_budget(HashBudget::unlimited())
+        .with_budget(HashBudget::new(DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW))
 }
 
 fn me() -> PinnedProcess {
@@ -302,5 +314,93 @@ fn evidence(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sha256, exe, trees, evidence);
+/// A process of `uid` (a fake `/proc/<pid>` under `root`, running this
+/// executable) declaring `model` as its model directory.
+fn fake_process(root: &Path, pid: u32, uid: u32, model: &Path) {
+    let dir = root.join(pid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("status"),
+        format!("Name:\tbench\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\nGroups:\t\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("stat"),
+        format!("{pid} (bench) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1000 0 0"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("environ"),
+        format!("HALLMARK_MODEL_DIR={}\0", model.display()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("cgroup"), "0::/bench\n").unwrap();
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    std::os::unix::fs::symlink(exe, dir.join("exe")).unwrap();
+}
+
+fn cache_flood(c: &mut Criterion) {
+    let files = if measuring() { 2_000 } else { 20 };
+    let scratch = scratch("flood");
+    let (flood, other) = (scratch.path().join("flood"), scratch.path().join("other"));
+    for (dir, n) in [(&flood, files), (&other, files / 4)] {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("empty-{i:05}")), b"").unwrap();
+        }
+    }
+    let proc = scratch.path().join("proc");
+    fake_process(&proc, 10, 1000, &other);
+    fake_process(&proc, 11, 65534, &flood);
+    let attestor = ProcessAttestor::new(ProcRoot::new(&proc), TreeLimits::default())
+        .with_attestors(
+            WorkloadAttestors::from_kinds(&[AttestorKind::Unix, AttestorKind::Model]).unwrap(),
+        )
+        .with_cache(FileCache::with_racy_window(Duration::ZERO).with_capacity(files / 2 + 2))
+        .with_budget(HashBudget::new(u64::MAX / 2, Duration::from_secs(3600)));
+    // uid 1000 holds a quarter of the cache (and the executable).
+    attestor
+        .attest(&PinnedProcess::unpinned(10), &Request::default())
+        .unwrap();
+    let mut group = c.benchmark_group("cache_flood");
+    group.throughput(Throughput::Elements(files as u64));
+    group.sample_size(10);
+    group.bench_function("fair_cache", |b| {
+        b.iter(|| {
+            attestor
+                .attest(&PinnedProcess::unpinned(11), &Request::default())
+                .unwrap()
+        });
+    });
+    group.bench_function("no_cache", |b| {
+        b.iter(|| digest_tree(black_box(&flood), &TreeLimits::default()).unwrap());
+    });
+    group.finish();
+    assert_eq!(
+        attestor.cache().entries_of(1000),
+        files / 4 + 1,
+        "the other uid kept its entries through the flood"
+    );
+}
+
+fn walk_limits(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let limiter = WalkLimiter::new(4, 2, Duration::from_secs(5));
+    c.bench_function("walk_limits/acquire_release", |b| {
+        b.iter(|| runtime.block_on(limiter.acquire(black_box(1000))).unwrap());
+    });
+}
+
+criterion_group!(
+    benches,
+    sha256,
+    exe,
+    trees,
+    evidence,
+    cache_flood,
+    walk_limits
+);
 criterion_main!(benches);

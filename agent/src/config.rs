@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use hallmark_attestors::tree::TreeLimits;
 use hallmark_attestors::workload::{
-    DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, WorkloadAttestors,
+    DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, DEFAULT_CACHE_ENTRIES, DEFAULT_ENTRY_COST,
+    WorkloadAttestors,
 };
 use hallmark_ca::clock::{Clock, SystemClock};
 use hallmark_ca::id::{SpiffeId, TrustDomain};
@@ -17,6 +18,13 @@ use serde::Deserialize;
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hallmark/agent";
 /// Default Workload API socket.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/hallmark/agent/public/api.sock";
+/// Default `[workload] max_walks_per_uid`: measurements of one uid at once.
+pub const DEFAULT_MAX_WALKS_PER_UID: usize = 2;
+/// Default `[workload] max_walks`: measurements at once, all uids together.
+pub const DEFAULT_MAX_WALKS: usize = 4;
+/// Default `[workload] walk_wait`: how long a request over a walk limit
+/// waits for a place before `ResourceExhausted`.
+pub const DEFAULT_WALK_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors from reading or validating `agent.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +119,18 @@ pub struct WorkloadSection {
     /// How long the budget takes to refill completely.
     #[serde(default, with = "humantime_serde")]
     pub hash_budget_window: Option<Duration>,
+    /// What each file missing from the cache, and each directory and
+    /// symlink of a walk, costs against the budget, in bytes.
+    pub hash_entry_cost: Option<ByteSize>,
+    /// Most file digests cached, shared fairly between uids.
+    pub cache_entries: Option<usize>,
+    /// Most measurements of one uid at once.
+    pub max_walks_per_uid: Option<usize>,
+    /// Most measurements at once, all uids together.
+    pub max_walks: Option<usize>,
+    /// How long a request over a walk limit waits for a place.
+    #[serde(default, with = "humantime_serde")]
+    pub walk_wait: Option<Duration>,
 }
 
 /// `[bootstrap]`.
@@ -184,6 +204,16 @@ pub struct WorkloadSettings {
     pub hash_budget: u64,
     /// The budget's refill window.
     pub hash_budget_window: Duration,
+    /// Budget cost of an entry the cache does not answer, in bytes.
+    pub hash_entry_cost: u64,
+    /// Most file digests cached.
+    pub cache_entries: usize,
+    /// Most measurements of one uid at once.
+    pub max_walks_per_uid: usize,
+    /// Most measurements at once.
+    pub max_walks: usize,
+    /// How long a request over a walk limit waits.
+    pub walk_wait: Duration,
 }
 
 impl Default for WorkloadSettings {
@@ -193,6 +223,11 @@ impl Default for WorkloadSettings {
             limits: TreeLimits::default(),
             hash_budget: DEFAULT_BUDGET_BYTES,
             hash_budget_window: DEFAULT_BUDGET_WINDOW,
+            hash_entry_cost: DEFAULT_ENTRY_COST,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
+            max_walks_per_uid: DEFAULT_MAX_WALKS_PER_UID,
+            max_walks: DEFAULT_MAX_WALKS,
+            walk_wait: DEFAULT_WALK_WAIT,
         }
     }
 }
@@ -233,13 +268,42 @@ impl WorkloadSettings {
                     .into(),
             });
         }
-        if hash_budget < limits.max_file_size {
+        let hash_entry_cost = section
+            .hash_entry_cost
+            .map_or(defaults.hash_entry_cost, |b| b.as_u64());
+        if hash_budget < limits.max_file_size.saturating_add(hash_entry_cost) {
             return Err(ConfigError::Invalid {
                 key: "workload.hash_budget",
                 reason: format!(
-                    "{} is below max_file_size ({}): a file the agent accepts could never be hashed; raise hash_budget or lower max_file_size",
+                    "{} is below max_file_size ({}) plus hash_entry_cost ({}): a file the agent accepts could never be hashed; raise hash_budget or lower max_file_size",
                     ByteSize(hash_budget).display().iec(),
-                    ByteSize(limits.max_file_size).display().iec()
+                    ByteSize(limits.max_file_size).display().iec(),
+                    ByteSize(hash_entry_cost).display().iec()
+                ),
+            });
+        }
+        let cache_entries = section.cache_entries.unwrap_or(defaults.cache_entries);
+        let max_walks_per_uid = section
+            .max_walks_per_uid
+            .unwrap_or(defaults.max_walks_per_uid);
+        let max_walks = section.max_walks.unwrap_or(defaults.max_walks);
+        for (key, value) in [
+            ("workload.cache_entries", cache_entries),
+            ("workload.max_walks_per_uid", max_walks_per_uid),
+            ("workload.max_walks", max_walks),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be above zero".into(),
+                });
+            }
+        }
+        if max_walks_per_uid > max_walks {
+            return Err(ConfigError::Invalid {
+                key: "workload.max_walks_per_uid",
+                reason: format!(
+                    "{max_walks_per_uid} is above max_walks ({max_walks}): one uid could never use them all; lower it or raise max_walks"
                 ),
             });
         }
@@ -255,6 +319,11 @@ impl WorkloadSettings {
             limits,
             hash_budget,
             hash_budget_window,
+            hash_entry_cost,
+            cache_entries,
+            max_walks_per_uid,
+            max_walks,
+            walk_wait: section.walk_wait.unwrap_or(defaults.walk_wait),
         })
     }
 }
@@ -542,5 +611,48 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("max_file_size"), "{err}");
+    }
+
+    #[test]
+    fn walk_limits_cache_size_and_entry_cost_parse_with_defaults_and_refuse_nonsense() {
+        let insecure = "[bootstrap]\ninsecure_bootstrap = true\n";
+        let defaults = AgentSettings::from_toml_str(&format!("{BASE}{insecure}")).unwrap();
+        assert_eq!(defaults.workload.hash_entry_cost, 4096);
+        assert_eq!(defaults.workload.cache_entries, 100_000);
+        assert_eq!(
+            (defaults.workload.max_walks_per_uid, defaults.workload.max_walks),
+            (2, 4)
+        );
+        assert_eq!(defaults.workload.walk_wait, Duration::from_secs(5));
+        let set = AgentSettings::from_toml_str(&format!(
+            "{BASE}{insecure}[workload]\nhash_entry_cost = \"16 KiB\"\ncache_entries = 500\nmax_walks_per_uid = 1\nmax_walks = 8\nwalk_wait = \"0s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(set.workload.hash_entry_cost, 16 << 10);
+        assert_eq!(set.workload.cache_entries, 500);
+        assert_eq!((set.workload.max_walks_per_uid, set.workload.max_walks), (1, 8));
+        assert_eq!(set.workload.walk_wait, Duration::ZERO);
+        for (tail, key, needle) in [
+            ("cache_entries = 0", "workload.cache_entries", "above zero"),
+            ("max_walks = 0", "workload.max_walks", "above zero"),
+            (
+                "max_walks_per_uid = 5\nmax_walks = 4",
+                "workload.max_walks_per_uid",
+                "above max_walks",
+            ),
+            (
+                "max_file_size = \"1 GiB\"\nhash_budget = \"1 GiB\"",
+                "workload.hash_budget",
+                "plus hash_entry_cost",
+            ),
+        ] {
+            match AgentSettings::from_toml_str(&format!("{BASE}{insecure}[workload]\n{tail}\n")) {
+                Err(ConfigError::Invalid { key: k, reason }) => {
+                    assert_eq!(k, key, "{tail}");
+                    assert!(reason.contains(needle), "{tail}: {reason}");
+                }
+                other => panic!("{tail}: {other:?}"),
+            }
+        }
     }
 }

@@ -367,6 +367,15 @@ pub trait FileHasher {
     /// `meta`. Must fail rather than hash something else if the file is no
     /// longer the one `meta` describes.
     fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> Result<[u8; 32], io::Error>;
+
+    /// Called for every entry the walk lists (file, directory or symlink),
+    /// with its metadata (links not followed), before anything is hashed;
+    /// an error stops the walk. The agent charges and cancels walks here;
+    /// the default does nothing.
+    fn listed(&self, path: &Path, meta: &Metadata) -> Result<(), io::Error> {
+        let _ = (path, meta);
+        Ok(())
+    }
 }
 
 /// A file of a tree, for a [`FileHasher`]: its path as shown, and how to

@@ -252,7 +252,7 @@ async fn a_uid_over_its_hashing_budget_gets_resource_exhausted() {
     let exe_size = std::fs::metadata("/proc/self/exe").unwrap().len();
     let budget = exe_size + 1000;
     let agent_toml = format!(
-        "[workload]\nmax_file_size = {budget}\nhash_budget = {budget}\nhash_budget_window = \"10years\"\n"
+        "[workload]\nmax_file_size = {budget}\nhash_budget = {budget}\nhash_budget_window = \"10years\"\nhash_entry_cost = 0\n"
     );
     let d = deploy_with(Variant {
         agent_toml: &agent_toml,

@@ -12,6 +12,7 @@
 )]
 
 mod agent;
+mod attack_cache;
 mod attack_paths;
 mod attestation;
 mod common;

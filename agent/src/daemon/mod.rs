@@ -365,6 +365,11 @@ impl Inner {
         self.settings.clock.now()
     }
 
+    /// The `[workload]` settings.
+    pub(crate) fn workload_settings(&self) -> &crate::config::WorkloadSettings {
+        &self.settings.workload
+    }
+
     /// Sleeps until the agent's clock reads `deadline`.
     pub(crate) async fn sleep_until(&self, deadline: SystemTime) {
         sleep_until(&*self.settings.clock, deadline).await;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use hallmark_attestors::workload::PinnedProcess;
+use hallmark_attestors::workload::{Cancel, PinnedProcess};
 use hallmark_proto::node::{PathHints, WorkloadEvidence};
 
 /// The process on the other end of a Workload API connection, from the
@@ -50,6 +50,9 @@ pub enum EvidenceError {
     /// Reading the process or its files failed.
     #[error("cannot attest the caller: {0}")]
     Failed(String),
+    /// The caller went away and the measurement was stopped.
+    #[error("the caller went away: measurement stopped")]
+    Cancelled,
 }
 
 impl EvidenceError {
@@ -63,6 +66,7 @@ impl EvidenceError {
                 tonic::Status::resource_exhausted(self.to_string())
             }
             EvidenceError::Failed(_) => tonic::Status::permission_denied(self.to_string()),
+            EvidenceError::Cancelled => tonic::Status::cancelled(self.to_string()),
         }
     }
 }
@@ -70,11 +74,14 @@ impl EvidenceError {
 /// Measures calling processes. Implementations block (they hash files); the
 /// service runs them on the blocking pool.
 pub trait EvidenceSource: Send + Sync + std::fmt::Debug + 'static {
-    /// Gathers evidence about `caller`, reading only the hinted environment names.
+    /// Gathers evidence about `caller`, reading only the hinted environment
+    /// names; stops with [`EvidenceError::Cancelled`] once `cancel` is set
+    /// (the caller went away).
     fn evidence(
         &self,
         caller: &Caller,
         hints: &AttestationHints,
+        cancel: &Cancel,
     ) -> Result<WorkloadEvidence, EvidenceError>;
 
     /// Whether the process attested as `evidence` still runs (same pid, same

@@ -12,6 +12,7 @@ mod security;
 pub(crate) mod service;
 pub mod socket;
 mod validate;
+pub mod walks;
 
 pub use bundles::{jwt_bundles_response, trust_domain_key, x509_bundles_response};
 pub use security::{SECURITY_HEADER_VALUE, check_security_header};

@@ -1,7 +1,9 @@
 //! The default evidence source: the `/proc` process attestor.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use hallmark_attestors::workload::{
-    AttestError, FileCache, HashBudget, ProcRoot, ProcessAttestor, Request,
+    AttestError, Cancel, FileCache, HashBudget, ProcRoot, ProcessAttestor, Request,
 };
 use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
 
@@ -12,26 +14,48 @@ use crate::config::WorkloadSettings;
 #[derive(Debug)]
 pub struct ProcessEvidence {
     attestor: ProcessAttestor,
+    /// Measurements running now.
+    running: AtomicUsize,
+    /// Measurements stopped because their caller went away.
+    cancelled: AtomicU64,
 }
 
 impl ProcessEvidence {
-    /// Reads `proc` with the attestors, limits and budget of `settings`.
+    /// Reads `proc` with the attestors, limits, budget and cache size of
+    /// `settings`.
     pub fn new(proc: ProcRoot, settings: &WorkloadSettings) -> Self {
         Self::with_cache(proc, settings, FileCache::default())
     }
 
     /// [`Self::new`] with a given file cache (tests and benchmarks pass one
-    /// that trusts freshly written files).
+    /// that trusts freshly written files), sized by `settings`.
     pub fn with_cache(proc: ProcRoot, settings: &WorkloadSettings, cache: FileCache) -> Self {
         Self {
             attestor: ProcessAttestor::new(proc, settings.limits)
                 .with_attestors(settings.attestors.clone())
-                .with_budget(HashBudget::new(
-                    settings.hash_budget,
-                    settings.hash_budget_window,
-                ))
-                .with_cache(cache),
+                .with_budget(
+                    HashBudget::new(settings.hash_budget, settings.hash_budget_window)
+                        .with_entry_cost(settings.hash_entry_cost),
+                )
+                .with_cache(cache.with_capacity(settings.cache_entries)),
+            running: AtomicUsize::new(0),
+            cancelled: AtomicU64::new(0),
         }
+    }
+
+    /// Measurements running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Measurements stopped so far because their caller went away.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// The attestor (its cache and budget statistics).
+    pub fn attestor(&self) -> &ProcessAttestor {
+        &self.attestor
     }
 }
 
@@ -46,6 +70,7 @@ impl EvidenceSource for ProcessEvidence {
         &self,
         caller: &Caller,
         hints: &AttestationHints,
+        cancel: &Cancel,
     ) -> Result<WorkloadEvidence, EvidenceError> {
         let request = Request {
             env_names: hints.env_names.clone(),
@@ -59,13 +84,23 @@ impl EvidenceSource for ProcessEvidence {
                 .iter()
                 .map(|(code, h)| (code.clone(), h.model_paths.clone()))
                 .collect(),
+            cancel: cancel.clone(),
         };
-        let evidence = self
-            .attestor
-            .attest(&caller.process, &request)
-            .map_err(|e| match e {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let measured = self.attestor.attest(&caller.process, &request);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        if matches!(measured, Err(AttestError::Cancelled)) {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                pid = caller.pid,
+                uid = caller.uid,
+                "caller went away: measurement stopped"
+            );
+        }
+        let evidence = measured.map_err(|e| match e {
                 AttestError::ProcessGone { .. } => EvidenceError::ProcessGone,
                 AttestError::ProcessChanged { .. } => EvidenceError::ProcessReplaced,
+                AttestError::Cancelled => EvidenceError::Cancelled,
                 AttestError::TooLarge { .. }
                 | AttestError::TreeTooLarge { .. }
                 | AttestError::BudgetExhausted(_) => EvidenceError::ResourceExhausted {

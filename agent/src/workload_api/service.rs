@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use hallmark_attestors::workload::Cancel;
 use hallmark_ca::jwt::validate_jwt_svid;
 use hallmark_ca::key::CaKey;
 use hallmark_proto::evidence_digest;
@@ -39,6 +40,7 @@ use hallmark_proto::workload::{
 use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid, rotation_start};
 use super::evidence::{Caller, EvidenceSource};
 use super::socket::Peer;
+use super::walks::WalkLimiter;
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
 };
@@ -61,6 +63,8 @@ pub(crate) struct WorkloadService {
     agent: Arc<Inner>,
     source: Arc<dyn EvidenceSource>,
     cache: SvidCache,
+    /// How many measurements run at once, per uid and in all.
+    walks: Arc<WalkLimiter>,
     /// Becomes `true` when the agent stops: streams end so shutdown is prompt.
     shutdown: watch::Receiver<bool>,
 }
@@ -87,10 +91,17 @@ impl WorkloadService {
             agent.revocations_receiver(),
             shutdown.clone(),
         ));
+        let limits = agent.workload_settings();
+        let walks = Arc::new(WalkLimiter::new(
+            limits.max_walks,
+            limits.max_walks_per_uid,
+            limits.walk_wait,
+        ));
         Self {
             agent,
             source,
             cache,
+            walks,
             shutdown,
         }
     }
@@ -108,13 +119,24 @@ impl WorkloadService {
         }
     }
 
-    /// Measures the caller on the blocking pool.
+    /// Measures the caller on the blocking pool, within the walk limits.
+    /// Dropping this future (the client went away) stops the measurement;
+    /// its place is freed when the walk has actually stopped.
     async fn measure(&self, caller: &Caller) -> Result<WorkloadEvidence, Status> {
+        let permit = self.walks.acquire(caller.uid).await.map_err(|e| {
+            tracing::warn!(uid = caller.uid, pid = caller.pid, error = %e, "measurement refused");
+            e.to_status()
+        })?;
         let source = self.source.clone();
         let caller = caller.clone();
         let hints = self.agent.hints();
-        tokio::task::spawn_blocking(move || source.evidence(&caller, &hints))
-            .await
+        let cancel = Cancel::default();
+        let _cancel_on_drop = cancel.guard();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            source.evidence(&caller, &hints, &cancel)
+        })
+        .await
             .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
             .map_err(|e| e.to_status())
     }
@@ -325,7 +347,12 @@ impl WorkloadService {
         let mut sent: Option<Arc<SvidSet>> = None;
         loop {
             let started = Instant::now();
-            let (evidence, mut set, source) = match self.x509_svids(&caller).await {
+            // A client gone while it is measured stops the walk at once.
+            let found = tokio::select! {
+                found = self.x509_svids(&caller) => found,
+                () = tx.closed() => return,
+            };
+            let (evidence, mut set, source) = match found {
                 Ok(found) => found,
                 Err(mut refusal) => {
                     metrics.failed("x509", refusal.code(), started.elapsed());

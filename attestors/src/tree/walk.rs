@@ -51,6 +51,7 @@ pub(crate) fn digest_in(
     };
     let mut walk = Walk {
         view,
+        hasher,
         links,
         limits,
         shown: declared.trim_end_matches('/').to_owned(),
@@ -204,6 +205,8 @@ enum Listed {
 
 struct Walk<'a> {
     view: &'a View,
+    /// Told of every listed entry (charging, cancellation).
+    hasher: &'a dyn FileHasher,
     links: Links,
     limits: &'a TreeLimits,
     /// The tree's path as the reader named it.
@@ -249,6 +252,9 @@ impl Walk<'_> {
             let name = text(Path::new(&shown), file_name.to_str())?.to_owned();
             // fstatat on the listed directory, not following links.
             let meta = dirent.metadata().map_err(io_err(&shown))?;
+            self.hasher
+                .listed(Path::new(&shown), &meta)
+                .map_err(io_err(&shown))?;
             listed.push((name, shown, meta));
         }
         let mut subdirs = Vec::new();

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::budget::{BudgetExceeded, HashBudget};
 use super::cache::{CachingHasher, FileCache};
+use super::cancel::{Cancel, is_cancelled};
 use super::proc::ProcRoot;
 use super::{
     APP_DIR_ENV, AttestError, Evidence, MODEL_DIR_ENV, Request, TreeEvidence, container_id,
@@ -176,6 +177,8 @@ pub struct Measuring<'a> {
     pub(crate) cache: &'a FileCache,
     pub(crate) budget: &'a HashBudget,
     pub(crate) limits: &'a TreeLimits,
+    /// Set when the caller went away: the walk stops.
+    pub(crate) cancel: &'a Cancel,
 }
 
 impl Measuring<'_> {
@@ -233,6 +236,7 @@ impl Measuring<'_> {
             cache: self.cache,
             budget: self.budget,
             uid,
+            cancel: self.cancel,
         };
         let digest = digest_tree_in(&view, &dir, links, self.limits, &hasher)
             .map_err(|e| tree_error(&dir, e))?;
@@ -246,6 +250,7 @@ impl Measuring<'_> {
 /// A tree that could not be digested: over a limit, or unreadable.
 fn tree_error(dir: &std::path::Path, error: TreeError) -> AttestError {
     match error {
+        TreeError::Io { source, .. } if is_cancelled(&source) => AttestError::Cancelled,
         TreeError::Io { source, .. } => match budget_refusal(&source) {
             Some(exceeded) => AttestError::BudgetExhausted(exceeded),
             None => AttestError::Read {
@@ -305,6 +310,7 @@ impl WorkloadAttestor for UnixAttestor {
         let path = process.proc.pid_path(pid, "exe");
         let read_err = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => AttestError::ProcessGone { pid },
+            _ if is_cancelled(&e) => AttestError::Cancelled,
             _ => match budget_refusal(&e) {
                 Some(exceeded) => AttestError::BudgetExhausted(exceeded),
                 None => AttestError::Read {
@@ -332,7 +338,7 @@ impl WorkloadAttestor for UnixAttestor {
         }
         let digest = process
             .cache
-            .digest_open(&mut file, &meta, status.uid, process.budget)
+            .digest_open(&mut file, &meta, status.uid, process.budget, process.cancel)
             .map_err(read_err)?;
         evidence.exe_sha256 = hex::encode(digest);
         Ok(())

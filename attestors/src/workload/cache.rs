@@ -1,4 +1,5 @@
-//! Content digests cached by file identity, charged to a per-uid budget.
+//! Content digests cached by file identity, charged to a per-uid budget,
+//! the cache shared fairly between uids.
 //!
 //! A file's identity is (device, inode, size, mtime, ctime), both times to
 //! the nanosecond: rewriting a file changes its mtime and ctime (ctime
@@ -13,26 +14,59 @@
 //! is therefore only cached once the file's ctime is older than
 //! [`RACY_WINDOW`]: a file changed moments ago is hashed at every
 //! measurement until it settles.
+//!
+//! # Sharing the cache between uids
+//!
+//! The cache holds at most `capacity` entries ([`DEFAULT_CACHE_ENTRIES`];
+//! about 200 bytes each with their bookkeeping, so 20 MB by default). Each
+//! entry remembers the uid that paid for it (whose budget the read was
+//! charged to). When the cache is full, a new entry of uid U displaces:
+//!
+//! - U's own least recently used entry, if U already holds at least its
+//!   fair share: the entries cached divided by the number of uids holding
+//!   entries, U counted;
+//! - otherwise the least recently used entry of the uid holding the most
+//!   entries.
+//!
+//! So a uid loses entries to others only while it holds at least as many
+//! as every other uid, hence at least the mean: a uid holding less than
+//! its fair share keeps every entry whatever other uids make the agent
+//! hash. A uid flooding the cache with a directory of 300,000 files only
+//! displaces its own entries once it holds its share. "Least recently used"
+//! is approximated with a second chance (CLOCK): every hit marks an entry;
+//! a marked entry at the head of its payer's queue is unmarked and moved
+//! to the back instead of being displaced.
+//!
+//! An entry can be hit by uids other than its payer (a file both can read:
+//! helper checks make sure a uid is only measured on files it may read).
+//! When the payer's share is displaced, an entry another uid hit since it
+//! was last considered is handed to that uid (it then counts against that
+//! uid's share) instead of being dropped: a uid cannot evict the digests of
+//! another's model by hashing that model first and then flooding its own
+//! share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use super::budget::HashBudget;
+use super::cancel::{Cancel, cancelled_error};
 use crate::tree::{FileHasher, TreeFile, changed_error};
 
 /// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns).
 pub(crate) type FileKey = (u64, u64, u64, i64, i64, i64, i64);
 
-/// Entries kept before arbitrary ones are evicted: enough for a large
+/// Default capacity of a [`FileCache`], in entries: enough for a large
 /// Python environment (tens of thousands of files) plus the models of a
-/// busy node, at about 100 bytes an entry.
-pub(crate) const CACHE_CAPACITY: usize = 100_000;
+/// busy node, at about 200 bytes an entry (20 MB).
+pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 
 /// Reads of one file before it is reported as changed.
 const READ_ATTEMPTS: usize = 3;
@@ -53,11 +87,14 @@ pub(crate) fn file_key(meta: &Metadata) -> FileKey {
     )
 }
 
-/// SHA-256 digests of file contents by identity.
+/// SHA-256 digests of file contents by identity, shared fairly per uid.
 #[derive(Debug)]
 pub struct FileCache {
-    entries: Mutex<HashMap<FileKey, [u8; 32]>>,
+    entries: Mutex<Entries>,
+    capacity: usize,
     racy_window: Duration,
+    files_hashed: AtomicU64,
+    bytes_hashed: AtomicU64,
 }
 
 impl Default for FileCache {
@@ -67,18 +104,33 @@ impl Default for FileCache {
 }
 
 impl FileCache {
-    /// A cache that trusts file identities older than `racy_window`
-    /// ([`RACY_WINDOW`] by default; tests and benchmarks pass zero).
+    /// A cache of [`DEFAULT_CACHE_ENTRIES`] that trusts file identities
+    /// older than `racy_window` ([`RACY_WINDOW`] by default; tests and
+    /// benchmarks pass zero).
     pub fn with_racy_window(racy_window: Duration) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
+            capacity: DEFAULT_CACHE_ENTRIES,
             racy_window,
+            files_hashed: AtomicU64::new(0),
+            bytes_hashed: AtomicU64::new(0),
         }
+    }
+
+    /// Holds at most `entries` digests (zero: caches nothing).
+    pub fn with_capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// The most digests it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// How many digests are cached.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether nothing is cached.
@@ -86,14 +138,31 @@ impl FileCache {
         self.len() == 0
     }
 
-    /// The cached digest of the content `meta` identifies, if any.
-    pub(crate) fn get(&self, meta: &Metadata) -> Option<[u8; 32]> {
-        self.lock().get(&file_key(meta)).copied()
+    /// How many cached digests `uid` paid for.
+    pub fn entries_of(&self, uid: u32) -> usize {
+        self.lock().owners.get(&uid).map_or(0, VecDeque::len)
+    }
+
+    /// Files read and hashed in full so far (cache misses).
+    pub fn files_hashed(&self) -> u64 {
+        self.files_hashed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read to hash so far, partial reads included.
+    pub fn bytes_hashed(&self) -> u64 {
+        self.bytes_hashed.load(Ordering::Relaxed)
+    }
+
+    /// The cached digest of the content `meta` identifies, if any, marked
+    /// as used by `uid`.
+    pub(crate) fn get(&self, meta: &Metadata, uid: u32) -> Option<[u8; 32]> {
+        self.lock().hit(&file_key(meta), uid)
     }
 
     /// Hashes the open `file`, whose metadata was `meta` when it was chosen,
     /// from the cache when it is known, else reading it after charging its
-    /// size to `uid`'s budget.
+    /// size and one entry to `uid`'s budget. Stops (refunding what it did
+    /// not read) once `cancel` is set.
     ///
     /// A digest counts only if the file's identity was the same before and
     /// after the whole read. Metadata can move without the content moving
@@ -107,10 +176,11 @@ impl FileCache {
         meta: &Metadata,
         uid: u32,
         budget: &HashBudget,
+        cancel: &Cancel,
     ) -> io::Result<[u8; 32]> {
         let mut meta = meta.clone();
         for _ in 0..READ_ATTEMPTS {
-            if let Some(digest) = self.digest_once(file, &meta, uid, budget)? {
+            if let Some(digest) = self.digest_once(file, &meta, uid, budget, cancel)? {
                 return Ok(digest);
             }
             file.seek(SeekFrom::Start(0))?;
@@ -130,17 +200,25 @@ impl FileCache {
         meta: &Metadata,
         uid: u32,
         budget: &HashBudget,
+        cancel: &Cancel,
     ) -> io::Result<Option<[u8; 32]>> {
         let key = file_key(meta);
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok(Some(*hit));
+        if let Some(hit) = self.lock().hit(&key, uid) {
+            return Ok(Some(hit));
         }
-        budget.charge(uid, meta.len()).map_err(io::Error::other)?;
+        cancel.check()?;
+        budget
+            .charge_entries(uid, 1, meta.len())
+            .map_err(io::Error::other)?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; crate::tree::read_buffer_len(meta.len())];
         let mut total = 0u64;
         let mut reader = file.take(meta.len().saturating_add(1));
         loop {
+            if cancel.is_cancelled() {
+                budget.refund(uid, meta.len().saturating_sub(total));
+                return Err(cancelled_error());
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -148,23 +226,18 @@ impl FileCache {
                 Err(e) => return Err(e),
             };
             total += n as u64;
+            self.bytes_hashed.fetch_add(n as u64, Ordering::Relaxed);
             hasher.update(buf.get(..n).unwrap_or_default());
         }
         let file = reader.into_inner();
         if total != meta.len() || file_key(&file.metadata()?) != key {
             return Ok(None);
         }
+        self.files_hashed.fetch_add(1, Ordering::Relaxed);
         let digest: [u8; 32] = hasher.finalize().into();
-        if !self.settled(meta) {
-            return Ok(Some(digest));
+        if self.settled(meta) {
+            self.lock().insert(key, digest, uid, self.capacity);
         }
-        let mut entries = self.lock();
-        if entries.len() >= CACHE_CAPACITY
-            && let Some(victim) = entries.keys().next().copied()
-        {
-            entries.remove(&victim);
-        }
-        entries.insert(key, digest);
         Ok(Some(digest))
     }
 
@@ -183,28 +256,139 @@ impl FileCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, [u8; 32]>> {
-        // The map holds plain values: a panic elsewhere cannot leave it torn.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // Every change to the entries and queues is made without a panic
+        // point in between: a panic elsewhere cannot leave them torn.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A [`FileHasher`] for tree digests that reads through a [`FileCache`]
-/// and charges misses to one uid's budget.
+/// The cached digests and, per paying uid, its entries in displacement
+/// order. Every entry is in exactly one queue: its payer's.
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<FileKey, Entry>,
+    owners: HashMap<u32, VecDeque<FileKey>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    digest: [u8; 32],
+    /// The uid whose budget paid for the read (whose share it counts in).
+    payer: u32,
+    /// Hit since it was last considered for displacement.
+    referenced: bool,
+    /// Another uid that hit it since it was last considered.
+    also_used_by: Option<u32>,
+}
+
+impl Entries {
+    fn hit(&mut self, key: &FileKey, uid: u32) -> Option<[u8; 32]> {
+        let entry = self.map.get_mut(key)?;
+        entry.referenced = true;
+        if entry.payer != uid {
+            entry.also_used_by = Some(uid);
+        }
+        Some(entry.digest)
+    }
+
+    fn insert(&mut self, key: FileKey, digest: [u8; 32], uid: u32, capacity: usize) {
+        // Another walk may have cached the same file meanwhile: one entry.
+        if capacity == 0 || self.map.contains_key(&key) {
+            return;
+        }
+        while self.map.len() >= capacity {
+            if !self.displace_one(uid) {
+                return;
+            }
+        }
+        self.map.insert(
+            key,
+            Entry {
+                digest,
+                payer: uid,
+                referenced: false,
+                also_used_by: None,
+            },
+        );
+        self.owners.entry(uid).or_default().push_back(key);
+    }
+
+    /// Whose share gives way to a new entry of `inserting`: its own when
+    /// it holds at least the mean, else the largest holder's.
+    fn payer_to_displace(&self, inserting: u32) -> Option<u32> {
+        let mine = self.owners.get(&inserting).map_or(0, VecDeque::len);
+        let holders = self.owners.len() + usize::from(mine == 0);
+        if mine > 0 && mine.saturating_mul(holders) >= self.map.len() {
+            return Some(inserting);
+        }
+        self.owners
+            .iter()
+            .max_by_key(|(uid, queue)| (queue.len(), **uid == inserting))
+            .map(|(uid, _)| *uid)
+    }
+
+    /// Drops one entry, or hands one to another uid that used it; `false`
+    /// when nothing could be displaced (the cache is empty).
+    fn displace_one(&mut self, inserting: u32) -> bool {
+        let Some(payer) = self.payer_to_displace(inserting) else {
+            return false;
+        };
+        let Some(queue) = self.owners.get_mut(&payer) else {
+            return false;
+        };
+        let mut handed = None;
+        // Each pass unmarks what it skips, so this ends within two turns
+        // of the queue.
+        while let Some(key) = queue.pop_front() {
+            let Some(entry) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if entry.referenced {
+                entry.referenced = false;
+                queue.push_back(key);
+                continue;
+            }
+            match entry.also_used_by.take() {
+                Some(user) if user != payer => {
+                    entry.payer = user;
+                    handed = Some((key, user));
+                }
+                _ => {
+                    self.map.remove(&key);
+                }
+            }
+            break;
+        }
+        if queue.is_empty() {
+            self.owners.remove(&payer);
+        }
+        if let Some((key, user)) = handed {
+            self.owners.entry(user).or_default().push_back(key);
+        }
+        true
+    }
+}
+
+/// A [`FileHasher`] for tree digests that reads through a [`FileCache`],
+/// charges misses, directories and symlinks to one uid's budget, and stops
+/// when its walk is cancelled.
 #[derive(Debug)]
 pub(crate) struct CachingHasher<'a> {
     pub(crate) cache: &'a FileCache,
     pub(crate) budget: &'a HashBudget,
     pub(crate) uid: u32,
+    pub(crate) cancel: &'a Cancel,
 }
 
 impl FileHasher for CachingHasher<'_> {
     fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> io::Result<[u8; 32]> {
+        self.cancel.check()?;
         // A digest cached under the identity the listing just saw needs no
         // open: opening would only fstat the same inode again, and nothing
         // is read. (An entry is cached only after a whole read under one
         // identity, outside the racy window; any change since moves ctime.)
-        if let Some(hit) = self.cache.get(meta) {
+        if let Some(hit) = self.cache.get(meta, self.uid) {
             return Ok(hit);
         }
         let mut file = file.open()?;
@@ -220,7 +404,19 @@ impl FileHasher for CachingHasher<'_> {
             return Err(changed_error());
         }
         self.cache
-            .digest_open(&mut file, &opened, self.uid, self.budget)
+            .digest_open(&mut file, &opened, self.uid, self.budget, self.cancel)
+    }
+
+    fn listed(&self, _path: &Path, meta: &Metadata) -> io::Result<()> {
+        self.cancel.check()?;
+        // Regular files are charged when they miss the cache; directories
+        // and symlinks are never cached, so every walk pays for them.
+        if !meta.is_file() {
+            self.budget
+                .charge_entries(self.uid, 1, 0)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
     }
 }
 
@@ -231,12 +427,20 @@ mod tests {
     use super::*;
     use crate::tree::{TreeError, TreeLimits, digest_tree, digest_tree_with};
 
+    /// Never cancelled.
+    static NEVER: std::sync::LazyLock<Cancel> = std::sync::LazyLock::new(Cancel::default);
+
     /// A hasher charging uid 1.
     fn uid1<'a>(cache: &'a FileCache, budget: &'a HashBudget) -> CachingHasher<'a> {
+        hasher(cache, budget, 1)
+    }
+
+    fn hasher<'a>(cache: &'a FileCache, budget: &'a HashBudget, uid: u32) -> CachingHasher<'a> {
         CachingHasher {
             cache,
             budget,
-            uid: 1,
+            uid,
+            cancel: &NEVER,
         }
     }
 
@@ -248,7 +452,7 @@ mod tests {
         std::fs::write(dir.path().join("sub/b.txt"), b"hello").unwrap();
         let cache = FileCache::with_racy_window(Duration::ZERO);
         // Exactly enough for one pass.
-        let budget = HashBudget::new(3005, Duration::from_secs(3600));
+        let budget = HashBudget::new(3005, Duration::from_secs(3600)).with_entry_cost(0);
         let hasher = uid1(&cache, &budget);
         let limits = TreeLimits::default();
         let first = digest_tree_with(dir.path(), &limits, &hasher).unwrap();
@@ -338,12 +542,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big.bin"), vec![0u8; 4096]).unwrap();
         let cache = FileCache::default();
-        let budget = HashBudget::new(1024, Duration::from_secs(60));
-        let hasher = CachingHasher {
-            cache: &cache,
-            budget: &budget,
-            uid: 1000,
-        };
+        let budget = HashBudget::new(1024, Duration::from_secs(60)).with_entry_cost(0);
+        let hasher = hasher(&cache, &budget, 1000);
         let err = digest_tree_with(dir.path(), &TreeLimits::default(), &hasher).unwrap_err();
         let TreeError::Io { source, .. } = err else {
             panic!("expected an I/O error carrying the budget refusal, got {err:?}")
@@ -354,5 +554,233 @@ mod tests {
             .unwrap();
         assert_eq!((refusal.uid, refusal.requested), (1000, 4096));
         assert!(cache.is_empty());
+    }
+
+    /// `n` files of `size` bytes, named `f0000`..., under `dir`.
+    fn files(dir: &Path, n: usize, size: usize) {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("f{i:04}")), vec![b'x'; size]).unwrap();
+        }
+    }
+
+    /// A budget nothing can be charged to: any miss is refused.
+    fn broke() -> HashBudget {
+        HashBudget::new(0, Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_uid_below_its_fair_share_keeps_every_entry_through_a_flood() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, flood) = (dir.path().join("model"), dir.path().join("flood"));
+        files(&model, 5, 1000);
+        files(&flood, 300, 0);
+        let cache = FileCache::with_racy_window(Duration::ZERO).with_capacity(40);
+        let budget = HashBudget::unlimited();
+        let limits = TreeLimits::default();
+        let victim = digest_tree_with(&model, &limits, &hasher(&cache, &budget, 0)).unwrap();
+        // Another uid makes the agent hash 300 empty files, twice.
+        for _ in 0..2 {
+            digest_tree_with(&flood, &limits, &hasher(&cache, &budget, 65534)).unwrap();
+        }
+        assert_eq!(cache.len(), 40, "the cache stays within its capacity");
+        assert_eq!(cache.entries_of(0), 5);
+        assert_eq!(cache.entries_of(65534), 35);
+        // The victim's digests are all still cached: a walk that may not
+        // hash anything succeeds.
+        let hashed = cache.files_hashed();
+        let again = digest_tree_with(&model, &limits, &hasher(&cache, &broke(), 0)).unwrap();
+        assert_eq!(again, victim);
+        assert_eq!(cache.files_hashed(), hashed);
+    }
+
+    #[test]
+    fn the_largest_holder_gives_way_until_the_shares_are_even() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        files(&a, 10, 1);
+        files(&b, 20, 2);
+        let cache = FileCache::with_racy_window(Duration::ZERO).with_capacity(10);
+        let budget = HashBudget::unlimited();
+        let limits = TreeLimits::default();
+        digest_tree_with(&a, &limits, &hasher(&cache, &budget, 1)).unwrap();
+        assert_eq!(cache.entries_of(1), 10);
+        // uid 2 is below its share (half of a full cache): uid 1 gives way
+        // until both hold five; then uid 2 displaces its own.
+        digest_tree_with(&b, &limits, &hasher(&cache, &budget, 2)).unwrap();
+        assert_eq!((cache.entries_of(1), cache.entries_of(2)), (5, 5));
+        // The five uid 1 kept are the ones it used last... all untouched
+        // here, so the first five listed gave way first (FIFO among equals).
+        let hashed = cache.files_hashed();
+        for i in 5..10 {
+            let meta = std::fs::symlink_metadata(a.join(format!("f{i:04}"))).unwrap();
+            assert!(cache.get(&meta, 1).is_some(), "f{i:04}");
+        }
+        assert_eq!(cache.files_hashed(), hashed);
+    }
+
+    #[test]
+    fn a_recently_used_entry_gets_a_second_chance() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        files(&a, 4, 1);
+        let cache = FileCache::with_racy_window(Duration::ZERO).with_capacity(4);
+        let budget = HashBudget::unlimited();
+        let h = hasher(&cache, &budget, 1);
+        digest_tree_with(&a, &TreeLimits::default(), &h).unwrap();
+        // f0000 is used again; a new file displaces f0001, the oldest unused.
+        let first = std::fs::symlink_metadata(a.join("f0000")).unwrap();
+        assert!(cache.get(&first, 1).is_some());
+        std::fs::write(a.join("f0004"), b"new").unwrap();
+        let new = std::fs::symlink_metadata(a.join("f0004")).unwrap();
+        h.sha256(&TreeFile::at(&a.join("f0004")), &new).unwrap();
+        assert!(cache.get(&first, 1).is_some());
+        let second = std::fs::symlink_metadata(a.join("f0001")).unwrap();
+        assert!(cache.get(&second, 1).is_none());
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn hashing_a_victims_files_first_does_not_let_a_flood_evict_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, flood) = (dir.path().join("model"), dir.path().join("flood"));
+        files(&model, 5, 1000);
+        files(&flood, 100, 0);
+        let cache = FileCache::with_racy_window(Duration::ZERO).with_capacity(20);
+        let budget = HashBudget::unlimited();
+        let limits = TreeLimits::default();
+        // The attacker pays for the victim's (readable) model first; the
+        // victim then uses those entries.
+        digest_tree_with(&model, &limits, &hasher(&cache, &budget, 65534)).unwrap();
+        digest_tree_with(&model, &limits, &hasher(&cache, &broke(), 0)).unwrap();
+        assert_eq!(cache.entries_of(0), 0);
+        digest_tree_with(&flood, &limits, &hasher(&cache, &budget, 65534)).unwrap();
+        // The entries the victim used were handed to it, not dropped.
+        assert_eq!(cache.entries_of(0), 5);
+        assert_eq!(cache.len(), 20);
+        digest_tree_with(&model, &limits, &hasher(&cache, &broke(), 0)).unwrap();
+    }
+
+    #[test]
+    fn empty_files_directories_and_symlinks_cost_the_entry_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        files(dir.path(), 100, 0);
+        for sub in ["d1", "d2", "d1/d3"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink("f0000", dir.path().join("link")).unwrap();
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        // A window of ~30 years: no measurable refill during the test.
+        let budget = HashBudget::new(20_000, Duration::from_secs(1 << 30)).with_entry_cost(100);
+        let h = uid1(&cache, &budget);
+        digest_tree_with(dir.path(), &TreeLimits::default(), &h).unwrap();
+        // 100 files, 3 directories, 1 symlink.
+        assert_eq!(budget.remaining(1), 20_000 - 104 * 100);
+        // Cached files are free again; directories and symlinks are not.
+        digest_tree_with(dir.path(), &TreeLimits::default(), &h).unwrap();
+        assert_eq!(budget.remaining(1), 20_000 - 108 * 100);
+        // With no entry cost, 100 empty files would have cost nothing.
+        let free = HashBudget::new(1, Duration::from_secs(1 << 30)).with_entry_cost(0);
+        let cold = FileCache::with_racy_window(Duration::ZERO);
+        std::fs::remove_file(dir.path().join("link")).unwrap();
+        for sub in ["d1/d3", "d1", "d2"] {
+            std::fs::remove_dir(dir.path().join(sub)).unwrap();
+        }
+        digest_tree_with(dir.path(), &TreeLimits::default(), &uid1(&cold, &free)).unwrap();
+        assert_eq!(free.remaining(1), 1);
+    }
+
+    /// Delegates to a [`CachingHasher`] and cancels its walk after `after`
+    /// files, as a client going away mid-tree would.
+    struct CancelAfter<'a> {
+        inner: CachingHasher<'a>,
+        after: usize,
+        seen: std::cell::Cell<usize>,
+    }
+
+    impl FileHasher for CancelAfter<'_> {
+        fn sha256(&self, file: &TreeFile<'_>, meta: &Metadata) -> io::Result<[u8; 32]> {
+            let digest = self.inner.sha256(file, meta)?;
+            self.seen.set(self.seen.get() + 1);
+            if self.seen.get() == self.after {
+                self.inner.cancel.cancel();
+            }
+            Ok(digest)
+        }
+
+        fn listed(&self, path: &Path, meta: &Metadata) -> io::Result<()> {
+            self.inner.listed(path, meta)
+        }
+    }
+
+    #[test]
+    fn a_cancelled_walk_stops_at_the_next_file_and_is_charged_only_what_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        files(dir.path(), 10, 100);
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        let budget = HashBudget::new(1 << 20, Duration::from_secs(1 << 30)).with_entry_cost(10);
+        let cancel = Cancel::default();
+        let walk = CancelAfter {
+            inner: CachingHasher {
+                cache: &cache,
+                budget: &budget,
+                uid: 1,
+                cancel: &cancel,
+            },
+            after: 3,
+            seen: std::cell::Cell::new(0),
+        };
+        let err = digest_tree_with(dir.path(), &TreeLimits::default(), &walk).unwrap_err();
+        let TreeError::Io { source, .. } = &err else {
+            panic!("expected the cancellation, got {err:?}")
+        };
+        assert!(super::super::cancel::is_cancelled(source), "{err}");
+        assert_eq!((cache.files_hashed(), cache.len()), (3, 3));
+        assert_eq!(budget.remaining(1), (1 << 20) - 3 * 110);
+        // Cancelled before the walk: nothing listed is charged or read.
+        let before = budget.remaining(1);
+        let err = digest_tree_with(dir.path(), &TreeLimits::default(), &walk.inner).unwrap_err();
+        assert!(matches!(&err, TreeError::Io { source, .. } if super::super::cancel::is_cancelled(source)));
+        assert_eq!(budget.remaining(1), before);
+        assert_eq!(cache.files_hashed(), 3);
+    }
+
+    #[test]
+    fn a_cancelled_read_stops_within_a_chunk_and_refunds_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.bin");
+        // Sparse: 64 GiB of zeros that take no disk, minutes to hash.
+        let size: u64 = 64 << 30;
+        File::create(&path).unwrap().set_len(size).unwrap();
+        let cache = FileCache::with_racy_window(Duration::ZERO);
+        let capacity = 1u64 << 40;
+        // A window so long that nothing measurable refills during the test.
+        let budget = HashBudget::new(capacity, Duration::from_secs(1 << 60)).with_entry_cost(10);
+        let cancel = Cancel::default();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let result = std::thread::scope(|scope| {
+            let walk = scope.spawn(|| {
+                CachingHasher {
+                    cache: &cache,
+                    budget: &budget,
+                    uid: 1,
+                    cancel: &cancel,
+                }
+                .sha256(&TreeFile::at(&path), &meta)
+            });
+            // Reading has started.
+            while cache.bytes_hashed() == 0 && !walk.is_finished() {
+                std::thread::yield_now();
+            }
+            cancel.cancel();
+            walk.join().unwrap()
+        });
+        let err = result.unwrap_err();
+        assert!(super::super::cancel::is_cancelled(&err), "{err}");
+        let read = cache.bytes_hashed();
+        assert!(read > 0 && read < size, "{read}");
+        assert!(cache.is_empty());
+        // Charged the entry and the bytes read, not the 64 GiB.
+        assert_eq!(budget.remaining(1), capacity - 10 - read);
     }
 }

@@ -13,9 +13,10 @@
 //! measuring (and must equal the one seen at connect time when given), and
 //! last its pidfd must show it still running, so a recycled pid is refused.
 //! Hashing goes through a [`FileCache`] keyed by file identity and is
-//! charged to the caller's uid in a [`HashBudget`], so a local process can
-//! neither make the agent re-hash what it already knows nor hash without
-//! bound.
+//! charged to the caller's uid in a [`HashBudget`] (bytes and entries), so
+//! a local process can neither make the agent re-hash what it already knows
+//! nor hash without bound; the cache is shared fairly between uids, and a
+//! measurement stops when its [`Cancel`] is set (the caller went away).
 //!
 //! ```no_run
 //! use hallmark_attestors::workload::{PinnedProcess, ProcessAttestor, Request};
@@ -29,6 +30,7 @@
 mod attestor;
 mod budget;
 mod cache;
+mod cancel;
 mod cgroup;
 mod pin;
 mod proc;
@@ -40,8 +42,11 @@ use std::path::Path;
 use crate::tree::TreeLimits;
 
 pub use attestor::{AttestorKind, CatalogError, Measuring, WorkloadAttestor, WorkloadAttestors};
-pub use budget::{BudgetExceeded, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, HashBudget};
-pub use cache::{FileCache, RACY_WINDOW};
+pub use budget::{
+    BudgetExceeded, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, DEFAULT_ENTRY_COST, HashBudget,
+};
+pub use cache::{DEFAULT_CACHE_ENTRIES, FileCache, RACY_WINDOW};
+pub use cancel::{Cancel, CancelGuard};
 pub use cgroup::container_id;
 pub use pin::PinnedProcess;
 pub use proc::ProcRoot;
@@ -86,6 +91,9 @@ pub enum AttestError {
     /// The caller's uid has used up its hashing budget.
     #[error(transparent)]
     BudgetExhausted(BudgetExceeded),
+    /// The caller went away and the measurement was stopped.
+    #[error("the caller went away: measurement stopped")]
+    Cancelled,
     /// Reading the process or its files failed.
     #[error("cannot read {path}: {reason}")]
     Read {
@@ -160,6 +168,8 @@ pub struct Request {
     pub app_paths: HashMap<String, Vec<String>>,
     /// Fallback model directories per executable digest.
     pub model_paths: HashMap<String, Vec<String>>,
+    /// Set when the caller went away: the measurement stops.
+    pub cancel: Cancel,
 }
 
 /// Measures processes with a catalog of attestors, a file cache and a
@@ -221,6 +231,17 @@ impl ProcessAttestor {
         self.cache.len()
     }
 
+    /// The file cache (its statistics: entries per uid, files and bytes
+    /// hashed).
+    pub fn cache(&self) -> &FileCache {
+        &self.cache
+    }
+
+    /// The hashing budget (what each uid has left).
+    pub fn budget(&self) -> &HashBudget {
+        &self.budget
+    }
+
     /// Measures `process`.
     pub fn attest(
         &self,
@@ -243,6 +264,7 @@ impl ProcessAttestor {
             cache: &self.cache,
             budget: &self.budget,
             limits: &self.limits,
+            cancel: &request.cancel,
         };
         let mut evidence = Evidence {
             pid,
@@ -250,6 +272,9 @@ impl ProcessAttestor {
             ..Evidence::default()
         };
         for attestor in self.attestors.iter() {
+            if request.cancel.is_cancelled() {
+                return Err(AttestError::Cancelled);
+            }
             attestor.attest(&measuring, &mut evidence)?;
         }
         let after = self.proc.start_time(pid)?;

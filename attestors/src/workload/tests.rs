@@ -208,7 +208,7 @@ fn a_uid_over_its_hashing_budget_is_refused_and_cached_files_cost_nothing() {
     fake_proc(root.path(), 12, 1, &declared);
     fake_proc(root.path(), 13, 1, &declared);
     // Enough for the fake binary and one pass over the model.
-    let budget = HashBudget::new(10_100, std::time::Duration::from_secs(3600));
+    let budget = HashBudget::new(10_100, std::time::Duration::from_secs(3600)).with_entry_cost(0);
     let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default())
         .with_budget(budget)
         .with_cache(FileCache::with_racy_window(std::time::Duration::ZERO));
