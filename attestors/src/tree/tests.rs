@@ -617,3 +617,47 @@ proptest! {
         prop_assert_eq!(record(backward.path()).digest, expected);
     }
 }
+
+/// Not a test of behaviour but a measurement (run it with `cargo test
+/// --release -p hallmark-attestors -- --ignored --nocapture
+/// measure_walk`): the walk of a 5,000-file tree with a hasher that reads
+/// nothing (what a fully cached attestation pays per tree), as the caller
+/// and as another uid (every entry's mode checked, and its ACL looked up).
+#[test]
+#[ignore = "measurement, run by hand in release mode"]
+fn measure_walk() {
+    struct Fixed;
+    impl FileHasher for Fixed {
+        fn sha256(&self, _: &TreeFile<'_>, _: &Metadata) -> Result<[u8; 32], io::Error> {
+            Ok([7; 32])
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5000 {
+        write(dir.path(), &format!("pkg{}/mod{i}.py", i % 100), b"x = 1\n");
+    }
+    let small = tempfile::tempdir().unwrap();
+    write(small.path(), "weights.bin", b"w");
+    write(small.path(), "config.json", b"{}");
+    let limits = TreeLimits::default();
+    let nobody = Reader::As(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![],
+    });
+    for (name, reader) in [("caller", Reader::Caller), ("uid 65534", nobody)] {
+        for (tree, rounds) in [(dir.path(), 20u32), (small.path(), 2000)] {
+            let start = std::time::Instant::now();
+            let mut last = String::new();
+            for _ in 0..rounds {
+                let view = View::open(Path::new("/"), Path::new("/"), reader.clone()).unwrap();
+                last = digest_tree_in(&view, tree, Links::Follow, &limits, &Fixed)
+                    .unwrap()
+                    .digest;
+            }
+            let each = start.elapsed() / rounds;
+            println!("{name}: {} entries: {each:?} per digest (view opened each time)", tree.read_dir().unwrap().count());
+            assert!(last.starts_with("sha256:"));
+        }
+    }
+}

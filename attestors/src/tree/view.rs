@@ -175,7 +175,7 @@ pub(crate) fn resolve(
                     // Above a working directory that is not the root: the
                     // kernel's parent, which is where the workload's own
                     // `..` goes.
-                    let shown = format!("{}/..", bottom.shown);
+                    let shown = join(&bottom.shown, "..");
                     let step = open_step(bottom.fd.as_fd(), "..", shown)?;
                     chain = vec![step];
                     continue;
@@ -345,7 +345,9 @@ pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> String {
 
 /// `a/b` from a shown directory and a name.
 pub(crate) fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
+    if dir == "." {
+        name.to_owned()
+    } else if dir.is_empty() {
         format!("/{name}")
     } else if dir.ends_with('/') {
         format!("{dir}{name}")
