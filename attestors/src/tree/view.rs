@@ -152,7 +152,10 @@ pub(crate) fn resolve(
         };
         // Every lookup, `..` included, needs search permission on the
         // directory it is made in.
-        if !view.reader.may(&cur.stat, Access::Search, || acl_of_fd(cur.fd.as_fd())) {
+        if !view
+            .reader
+            .may(&cur.stat, Access::Search, || acl_of_fd(cur.fd.as_fd()))
+        {
             return Err(ResolveError::Forbidden {
                 shown: cur.shown.clone(),
             });
@@ -235,12 +238,13 @@ pub(crate) fn resolve(
                 pending.extend(components(&target).into_iter().rev());
             }
             _ if pending.is_empty() => {
-                let meta = std::fs::File::from(fd)
-                    .metadata()
-                    .map_err(|source| ResolveError::Io {
-                        shown: shown.clone(),
-                        source,
-                    })?;
+                let meta =
+                    std::fs::File::from(fd)
+                        .metadata()
+                        .map_err(|source| ResolveError::Io {
+                            shown: shown.clone(),
+                            source,
+                        })?;
                 return Ok(Resolved::File(chain, name, meta));
             }
             _ => {

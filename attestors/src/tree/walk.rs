@@ -85,7 +85,9 @@ pub(crate) fn digest_in(
             kind: Listed::Symlink(target),
         });
     }
-    let Walk { mut items, root, .. } = walk;
+    let Walk {
+        mut items, root, ..
+    } = walk;
     items.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     hash(items, tree.fd.as_fd(), root.fd.as_fd(), hasher)
 }
@@ -434,7 +436,11 @@ impl Walk<'_> {
 
     fn forbidden(&self, path: String, access: Access) -> TreeError {
         TreeError::Forbidden {
-            path: if path.is_empty() { "/".into() } else { path.into() },
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
             uid: self.view.reader().uid(),
             access: access.verb(),
         }
@@ -548,7 +554,12 @@ fn open_names(base: BorrowedFd<'_>, rel: &str, flags: OFlags) -> io::Result<Owne
             return Err(io::Error::from(rustix::io::Errno::XDEV));
         }
         let dir = cur.as_ref().map_or(base, |fd| fd.as_fd());
-        cur = Some(openat(dir, *name, flags | OFlags::DIRECTORY, Mode::empty())?);
+        cur = Some(openat(
+            dir,
+            *name,
+            flags | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?);
     }
     let dir = cur.as_ref().map_or(base, |fd| fd.as_fd());
     Ok(openat(dir, *last, flags, Mode::empty())?)

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use super::budget::{BudgetExceeded, HashBudget};
 use super::cache::{CachingHasher, FileCache};
 use super::proc::ProcRoot;
+use super::view::workload_view;
 use super::{
     APP_DIR_ENV, AttestError, Evidence, MODEL_DIR_ENV, Request, TreeEvidence, container_id,
 };
-use super::view::workload_view;
 use crate::tree::{Links, TreeError, TreeLimits, digest_tree_in, is_dir_in};
 
 /// One kind of workload measurement.
@@ -266,11 +266,9 @@ fn tree_error(dir: &std::path::Path, error: TreeError) -> AttestError {
         },
         TreeError::TotalTooLarge { .. }
         | TreeError::TooManyEntries { .. }
-        | TreeError::TooDeep { .. } => {
-            AttestError::TreeTooLarge {
-                reason: error.to_string(),
-            }
-        }
+        | TreeError::TooDeep { .. } => AttestError::TreeTooLarge {
+            reason: error.to_string(),
+        },
         other => AttestError::Read {
             path: dir.display().to_string(),
             reason: other.to_string(),

@@ -242,14 +242,12 @@ fn paths_are_resolved_in_the_process_root_and_read_with_its_credentials() {
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("w.bin"), b"weights").unwrap();
     std::fs::create_dir_all(container.path().join("work")).unwrap();
-    fake_proc(
-        proc_root.path(),
-        9,
-        1,
-        "HALLMARK_MODEL_DIR=../models/m;",
-    );
+    fake_proc(proc_root.path(), 9, 1, "HALLMARK_MODEL_DIR=../models/m;");
     let dir = proc_root.path().join("9");
-    for (name, target) in [("root", container.path().to_path_buf()), ("cwd", container.path().join("work"))] {
+    for (name, target) in [
+        ("root", container.path().to_path_buf()),
+        ("cwd", container.path().join("work")),
+    ] {
         std::fs::remove_file(dir.join(name)).unwrap();
         std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
     }
@@ -266,7 +264,10 @@ fn paths_are_resolved_in_the_process_root_and_read_with_its_credentials() {
         .unwrap()
         .digest;
     let measured = evidence.model.unwrap();
-    assert_eq!(measured.dir, "../models/m", "the path as the process names it");
+    assert_eq!(
+        measured.dir, "../models/m",
+        "the path as the process names it"
+    );
     assert_eq!(measured.digest, expected);
     assert_eq!(evidence.app.unwrap().digest, expected);
 
