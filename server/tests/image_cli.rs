@@ -236,8 +236,11 @@ fn digest_follows_hugging_face_links_and_refuses_links_leaving_the_model() {
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
     std::fs::create_dir_all(repo.join("snapshots/r1")).unwrap();
     std::fs::write(repo.join("blobs/aaaa"), "weights").unwrap();
-    std::os::unix::fs::symlink("../../blobs/aaaa", repo.join("snapshots/r1/model.safetensors"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/aaaa",
+        repo.join("snapshots/r1/model.safetensors"),
+    )
+    .unwrap();
     let snapshot = "hub/models--org--tiny/snapshots/r1";
     let listed = ok(&["image", "digest", "--list", snapshot], d);
     let lines: Vec<&str> = listed.lines().collect();
@@ -264,8 +267,11 @@ fn digest_follows_hugging_face_links_and_refuses_links_leaving_the_model() {
 
     // A link leaving the model root: refused, naming the link and its target.
     std::fs::write(d.join("outside.bin"), "x").unwrap();
-    std::os::unix::fs::symlink("../../../../../outside.bin", repo.join("snapshots/r1/extra"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../outside.bin",
+        repo.join("snapshots/r1/extra"),
+    )
+    .unwrap();
     let err = fails(&["image", "digest", snapshot], d);
     assert!(
         err.contains("snapshots/r1/extra")

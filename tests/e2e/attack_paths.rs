@@ -287,7 +287,10 @@ async fn a_workload_cannot_have_the_agent_digest_a_directory_it_cannot_read() {
     let outcome = run_child(as_nobody(&secret.join("model")), &d.socket).await;
     let message = outcome.refused(Code::PermissionDenied, "uid 65534");
     assert!(message.contains(&secret.display().to_string()), "{message}");
-    assert!(!message.contains("sha256:"), "no digest is echoed: {message}");
+    assert!(
+        !message.contains("sha256:"),
+        "no digest is echoed: {message}"
+    );
 
     // The same model where uid 65534 can read it: the SVID.
     let public = d._server.path("public");

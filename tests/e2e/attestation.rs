@@ -203,6 +203,13 @@ fn fake_proc_of_self(root: &Path, start_time: u64) {
     if !link.exists() {
         std::os::unix::fs::symlink(exe, link).unwrap();
     }
+    // Its root and working directory, where its paths are resolved.
+    for name in ["root", "cwd"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("/", link).unwrap();
+        }
+    }
     write_start_time(root, start_time);
 }
 

@@ -258,12 +258,30 @@ mod tests {
         let nobody = creds(65534, 65534, &[100]);
         let file = owner(0, 0, 0o644);
         // user:65534:--- denies what the others' r would grant.
-        let deny = acl(&[(0x01, 6, 0), (0x02, 0, 65534), (0x04, 4, 0), (0x10, 4, 0), (0x20, 4, 0)]);
+        let deny = acl(&[
+            (0x01, 6, 0),
+            (0x02, 0, 65534),
+            (0x04, 4, 0),
+            (0x10, 4, 0),
+            (0x20, 4, 0),
+        ]);
         assert!(!nobody.may(file, 4, || Some(deny.clone())));
         // group:100:r-- grants, unless the mask takes it away.
-        let grant = acl(&[(0x01, 6, 0), (0x04, 0, 0), (0x08, 4, 100), (0x10, 4, 0), (0x20, 0, 0)]);
+        let grant = acl(&[
+            (0x01, 6, 0),
+            (0x04, 0, 0),
+            (0x08, 4, 100),
+            (0x10, 4, 0),
+            (0x20, 0, 0),
+        ]);
         assert!(nobody.may(owner(0, 0, 0o600), 4, || Some(grant.clone())));
-        let masked = acl(&[(0x01, 6, 0), (0x04, 0, 0), (0x08, 4, 100), (0x10, 0, 0), (0x20, 0, 0)]);
+        let masked = acl(&[
+            (0x01, 6, 0),
+            (0x04, 0, 0),
+            (0x08, 4, 100),
+            (0x10, 0, 0),
+            (0x20, 0, 0),
+        ]);
         assert!(!nobody.may(owner(0, 0, 0o600), 4, || Some(masked.clone())));
         // An unreadable or malformed ACL grants nothing.
         assert!(!nobody.may(file, 4, || Some(Vec::new())));

@@ -169,7 +169,11 @@ fn a_followed_link_binds_the_content_it_leads_to() {
         format!("link  {v1}  10  blobs/w  snap\n")
     );
     write(dir.path(), "blobs/w", b"weights v2");
-    assert_ne!(digest(dir.path()), before.digest, "the target's content counts");
+    assert_ne!(
+        digest(dir.path()),
+        before.digest,
+        "the target's content counts"
+    );
 }
 
 #[test]
@@ -201,7 +205,10 @@ fn links_leaving_the_model_root_are_refused_naming_link_and_target() {
 fn dangling_links_loops_and_links_to_outer_directories_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     symlink("nothing-here", dir.path().join("l")).unwrap();
-    assert!(matches!(refusal(dir.path()), TreeError::DanglingLink { .. }));
+    assert!(matches!(
+        refusal(dir.path()),
+        TreeError::DanglingLink { .. }
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     symlink("b", dir.path().join("a")).unwrap();
@@ -284,14 +291,25 @@ fn paths_resolve_inside_the_view_root() {
     let view = View::open(root.path(), &root.path().join("models"), Reader::Caller).unwrap();
     let limits = TreeLimits::default();
     for path in ["/models/m", "/alias", "/models/up", "m", "../../models/m"] {
-        let tree =
-            digest_tree_in(&view, Path::new(path), Links::Follow, &limits, &StreamingHasher)
-                .unwrap();
+        let tree = digest_tree_in(
+            &view,
+            Path::new(path),
+            Links::Follow,
+            &limits,
+            &StreamingHasher,
+        )
+        .unwrap();
         assert_eq!(tree.digest, expected, "{path}");
     }
     // Nothing of the outside is reachable: `/etc` is the view's.
-    let err = digest_tree_in(&view, Path::new("/etc"), Links::Follow, &limits, &StreamingHasher)
-        .unwrap_err();
+    let err = digest_tree_in(
+        &view,
+        Path::new("/etc"),
+        Links::Follow,
+        &limits,
+        &StreamingHasher,
+    )
+    .unwrap_err();
     assert!(matches!(err, TreeError::Io { .. }), "{err}");
     assert!(!is_dir_in(&view, Path::new("/etc")).unwrap());
     assert!(is_dir_in(&view, Path::new("/alias")).unwrap());
@@ -315,9 +333,8 @@ fn a_reader_is_refused_what_it_could_not_read_before_anything_is_hashed() {
     });
     let view = View::open(Path::new("/"), Path::new("/"), nobody).unwrap();
     let limits = TreeLimits::default();
-    let run = |path: &Path| {
-        digest_tree_in(&view, path, Links::Follow, &limits, &NoHash).unwrap_err()
-    };
+    let run =
+        |path: &Path| digest_tree_in(&view, path, Links::Follow, &limits, &NoHash).unwrap_err();
     let mode = |path: &Path, mode: u32| {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     };
@@ -337,12 +354,18 @@ fn a_reader_is_refused_what_it_could_not_read_before_anything_is_hashed() {
     mode(&secret, 0o755);
     mode(&secret.join("model"), 0o711);
     let err = run(&secret.join("model"));
-    assert!(matches!(&err, TreeError::Forbidden { access: "list", .. }), "{err}");
+    assert!(
+        matches!(&err, TreeError::Forbidden { access: "list", .. }),
+        "{err}"
+    );
     // A file it cannot read.
     mode(&secret.join("model"), 0o755);
     mode(&secret.join("model/w.bin"), 0o600);
     let err = run(&secret.join("model"));
-    assert!(matches!(&err, TreeError::Forbidden { access: "read", .. }), "{err}");
+    assert!(
+        matches!(&err, TreeError::Forbidden { access: "read", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("w.bin"), "{err}");
     // A followed link's target it cannot read.
     mode(&secret.join("model/w.bin"), 0o644);
@@ -615,5 +638,52 @@ proptest! {
         // application tree.
         prop_assert_eq!(record(forward.path()).digest, expected.clone());
         prop_assert_eq!(record(backward.path()).digest, expected);
+    }
+}
+
+/// Not a test of behaviour but a measurement (run it with `cargo test
+/// --release -p hallmark-attestors -- --ignored --nocapture
+/// measure_walk`): the walk of a 5,000-file tree with a hasher that reads
+/// nothing (what a fully cached attestation pays per tree), as the caller
+/// and as another uid (every entry's mode checked, and its ACL looked up).
+#[test]
+#[ignore = "measurement, run by hand in release mode"]
+fn measure_walk() {
+    struct Fixed;
+    impl FileHasher for Fixed {
+        fn sha256(&self, _: &TreeFile<'_>, _: &Metadata) -> Result<[u8; 32], io::Error> {
+            Ok([7; 32])
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5000 {
+        write(dir.path(), &format!("pkg{}/mod{i}.py", i % 100), b"x = 1\n");
+    }
+    let small = tempfile::tempdir().unwrap();
+    write(small.path(), "weights.bin", b"w");
+    write(small.path(), "config.json", b"{}");
+    let limits = TreeLimits::default();
+    let nobody = Reader::As(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![],
+    });
+    for (name, reader) in [("caller", Reader::Caller), ("uid 65534", nobody)] {
+        for (tree, rounds) in [(dir.path(), 20u32), (small.path(), 2000)] {
+            let start = std::time::Instant::now();
+            let mut last = String::new();
+            for _ in 0..rounds {
+                let view = View::open(Path::new("/"), Path::new("/"), reader.clone()).unwrap();
+                last = digest_tree_in(&view, tree, Links::Follow, &limits, &Fixed)
+                    .unwrap()
+                    .digest;
+            }
+            let each = start.elapsed() / rounds;
+            println!(
+                "{name}: {} entries: {each:?} per digest (view opened each time)",
+                tree.read_dir().unwrap().count()
+            );
+            assert!(last.starts_with("sha256:"));
+        }
     }
 }

@@ -152,7 +152,10 @@ pub(crate) fn resolve(
         };
         // Every lookup, `..` included, needs search permission on the
         // directory it is made in.
-        if !view.reader.may(&cur.stat, Access::Search, || acl_of_fd(cur.fd.as_fd())) {
+        if !view
+            .reader
+            .may(&cur.stat, Access::Search, || acl_of_fd(cur.fd.as_fd()))
+        {
             return Err(ResolveError::Forbidden {
                 shown: cur.shown.clone(),
             });
@@ -175,7 +178,7 @@ pub(crate) fn resolve(
                     // Above a working directory that is not the root: the
                     // kernel's parent, which is where the workload's own
                     // `..` goes.
-                    let shown = format!("{}/..", bottom.shown);
+                    let shown = join(&bottom.shown, "..");
                     let step = open_step(bottom.fd.as_fd(), "..", shown)?;
                     chain = vec![step];
                     continue;
@@ -235,12 +238,13 @@ pub(crate) fn resolve(
                 pending.extend(components(&target).into_iter().rev());
             }
             _ if pending.is_empty() => {
-                let meta = std::fs::File::from(fd)
-                    .metadata()
-                    .map_err(|source| ResolveError::Io {
-                        shown: shown.clone(),
-                        source,
-                    })?;
+                let meta =
+                    std::fs::File::from(fd)
+                        .metadata()
+                        .map_err(|source| ResolveError::Io {
+                            shown: shown.clone(),
+                            source,
+                        })?;
                 return Ok(Resolved::File(chain, name, meta));
             }
             _ => {
@@ -345,7 +349,9 @@ pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> String {
 
 /// `a/b` from a shown directory and a name.
 pub(crate) fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
+    if dir == "." {
+        name.to_owned()
+    } else if dir.is_empty() {
         format!("/{name}")
     } else if dir.ends_with('/') {
         format!("{dir}{name}")

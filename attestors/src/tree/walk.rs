@@ -55,7 +55,7 @@ pub(crate) fn digest_in(
         links,
         limits,
         shown: declared.trim_end_matches('/').to_owned(),
-        root: None,
+        root: model_root(&chain, declared)?,
         items: Vec::new(),
         entries: 0,
         total: 0,
@@ -64,9 +64,6 @@ pub(crate) fn digest_in(
     };
     if walk.shown.is_empty() {
         walk.shown = "/".into();
-    }
-    if links == Links::Follow {
-        walk.root = Some(model_root(&chain, &walk.shown)?);
     }
     if !view
         .reader()
@@ -89,9 +86,11 @@ pub(crate) fn digest_in(
             kind: Listed::Symlink(target),
         });
     }
-    let Walk { mut items, root, .. } = walk;
+    let Walk {
+        mut items, root, ..
+    } = walk;
     items.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
-    hash(items, tree.fd.as_fd(), root.as_ref().map(|r| r.fd.as_fd()), hasher)
+    hash(items, tree.fd.as_fd(), root.fd.as_fd(), hasher)
 }
 
 /// Whether `path` is a directory in `view` (`false` when nothing, or
@@ -163,10 +162,13 @@ fn model_root(chain: &[Step], shown: &str) -> Result<ModelRoot, TreeError> {
             return Ok(ModelRoot {
                 fd: step.fd,
                 prefix: format!("snapshots/{}/", chain[n - 1].name),
-                shown: Path::new(shown)
+                shown: match Path::new(shown.trim_end_matches('/'))
                     .parent()
                     .and_then(Path::parent)
-                    .map_or_else(|| format!("{shown}/../.."), |p| p.display().to_string()),
+                {
+                    Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
+                    _ => format!("{shown}/../.."),
+                },
             });
         }
     }
@@ -211,7 +213,8 @@ struct Walk<'a> {
     limits: &'a TreeLimits,
     /// The tree's path as the reader named it.
     shown: String,
-    root: Option<ModelRoot>,
+    /// Where followed links may lead.
+    root: ModelRoot,
     items: Vec<Item>,
     entries: usize,
     total: u64,
@@ -349,9 +352,7 @@ impl Walk<'_> {
         shown: String,
         target: String,
     ) -> Result<(), TreeError> {
-        let Some(root) = &self.root else {
-            return Ok(());
-        };
+        let root = &self.root;
         let from_root = format!("{}{prefix}{target}", root.prefix);
         let start = dup_step(root.fd.as_fd(), root.shown.clone()).map_err(|_| TreeError::Io {
             path: root.shown.clone().into(),
@@ -441,7 +442,11 @@ impl Walk<'_> {
 
     fn forbidden(&self, path: String, access: Access) -> TreeError {
         TreeError::Forbidden {
-            path: if path.is_empty() { "/".into() } else { path.into() },
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
             uid: self.view.reader().uid(),
             access: access.verb(),
         }
@@ -462,7 +467,7 @@ impl Walk<'_> {
 fn hash(
     items: Vec<Item>,
     tree: BorrowedFd<'_>,
-    root: Option<BorrowedFd<'_>>,
+    root: BorrowedFd<'_>,
     hasher: &dyn FileHasher,
 ) -> Result<TreeDigest, TreeError> {
     let mut files = Vec::with_capacity(items.len());
@@ -498,7 +503,7 @@ fn hash(
             } => EntryKind::Link {
                 target: target.clone(),
                 size: meta.len(),
-                sha256: content(root.unwrap_or(tree), from_root, meta)?,
+                sha256: content(root, from_root, meta)?,
             },
             Listed::Symlink(target) => EntryKind::Symlink {
                 target: target.clone(),
@@ -555,7 +560,12 @@ fn open_names(base: BorrowedFd<'_>, rel: &str, flags: OFlags) -> io::Result<Owne
             return Err(io::Error::from(rustix::io::Errno::XDEV));
         }
         let dir = cur.as_ref().map_or(base, |fd| fd.as_fd());
-        cur = Some(openat(dir, *name, flags | OFlags::DIRECTORY, Mode::empty())?);
+        cur = Some(openat(
+            dir,
+            *name,
+            flags | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?);
     }
     let dir = cur.as_ref().map_or(base, |fd| fd.as_fd());
     Ok(openat(dir, *last, flags, Mode::empty())?)

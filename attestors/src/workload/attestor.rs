@@ -18,10 +18,10 @@ use super::budget::{BudgetExceeded, HashBudget};
 use super::cache::{CachingHasher, FileCache};
 use super::cancel::{Cancel, is_cancelled};
 use super::proc::ProcRoot;
+use super::view::workload_view;
 use super::{
     APP_DIR_ENV, AttestError, Evidence, MODEL_DIR_ENV, Request, TreeEvidence, container_id,
 };
-use super::view::workload_view;
 use crate::tree::{Links, TreeError, TreeLimits, digest_tree_in, is_dir_in};
 
 /// One kind of workload measurement.
@@ -271,11 +271,9 @@ fn tree_error(dir: &std::path::Path, error: TreeError) -> AttestError {
         },
         TreeError::TotalTooLarge { .. }
         | TreeError::TooManyEntries { .. }
-        | TreeError::TooDeep { .. } => {
-            AttestError::TreeTooLarge {
-                reason: error.to_string(),
-            }
-        }
+        | TreeError::TooDeep { .. } => AttestError::TreeTooLarge {
+            reason: error.to_string(),
+        },
         other => AttestError::Read {
             path: dir.display().to_string(),
             reason: other.to_string(),

@@ -530,11 +530,17 @@ mod tests {
         // listing saw (a measurement is of one moment), and it needed no
         // open, which would now fail.
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(hasher.sha256(&TreeFile::at(&file), &listed).unwrap(), digest);
+        assert_eq!(
+            hasher.sha256(&TreeFile::at(&file), &listed).unwrap(),
+            digest
+        );
         // A listing made now sees nothing to hash; another identity misses.
         std::fs::write(&file, b"print('bye')").unwrap();
         let relisted = std::fs::symlink_metadata(&file).unwrap();
-        assert_ne!(hasher.sha256(&TreeFile::at(&file), &relisted).unwrap(), digest);
+        assert_ne!(
+            hasher.sha256(&TreeFile::at(&file), &relisted).unwrap(),
+            digest
+        );
     }
 
     #[test]

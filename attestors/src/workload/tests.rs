@@ -230,3 +230,54 @@ fn a_uid_over_its_hashing_budget_is_refused_and_cached_files_cost_nothing() {
     assert_eq!((exceeded.uid, exceeded.requested), (1000, 5_000));
     assert!(err.to_string().contains("uid 1000"), "{err}");
 }
+
+#[test]
+fn paths_are_resolved_in_the_process_root_and_read_with_its_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let proc_root = tempfile::tempdir().unwrap();
+    // The process's own root (another mount namespace, say): /models/m
+    // there is not /models/m here.
+    let container = tempfile::tempdir().unwrap();
+    let model = container.path().join("models/m");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), b"weights").unwrap();
+    std::fs::create_dir_all(container.path().join("work")).unwrap();
+    fake_proc(proc_root.path(), 9, 1, "HALLMARK_MODEL_DIR=../models/m;");
+    let dir = proc_root.path().join("9");
+    for (name, target) in [
+        ("root", container.path().to_path_buf()),
+        ("cwd", container.path().join("work")),
+    ] {
+        std::fs::remove_file(dir.join(name)).unwrap();
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    }
+    let attestor = ProcessAttestor::new(ProcRoot::new(proc_root.path()), TreeLimits::default());
+    let exe = hex::encode(Sha256::digest(b"#!fake binary"));
+    let request = Request {
+        app_paths: HashMap::from([(exe, vec!["/models/m".into()])]),
+        ..Request::default()
+    };
+    let evidence = attestor
+        .attest(&PinnedProcess::unpinned(9), &request)
+        .unwrap();
+    let expected = crate::tree::digest_tree(&model, &TreeLimits::default())
+        .unwrap()
+        .digest;
+    let measured = evidence.model.unwrap();
+    assert_eq!(
+        measured.dir, "../models/m",
+        "the path as the process names it"
+    );
+    assert_eq!(measured.digest, expected);
+    assert_eq!(evidence.app.unwrap().digest, expected);
+
+    // uid 1000 may not read the weights: refused, naming them.
+    std::fs::set_permissions(model.join("w.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = attestor
+        .attest(&PinnedProcess::unpinned(9), &Request::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, AttestError::Read { path, reason } if path == "../models/m/w.bin" && reason.contains("uid 1000 may not read")),
+        "{err}"
+    );
+}
