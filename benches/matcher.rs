@@ -25,7 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use sha2::{Digest, Sha256};
 
 use hallmark_ca::id::SpiffeId;
-use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
+use hallmark_proto::node::{MainProgram, TreeEvidence, WorkloadEvidence};
 use hallmark_server::image::GoldImage;
 use hallmark_server::issuance::matcher::{Candidate, Matcher, NoRevocations, NodeContext};
 
@@ -53,6 +53,7 @@ fn image(i: usize) -> Candidate {
         sha256 = ["{code}"]
         path = "/opt/agent/bin/python3"
         app_digest = "{APP}"
+        interpreter = "python"
         [model]
         name = "llama"
         version = "3.1"
@@ -95,6 +96,14 @@ fn evidence(i: usize) -> WorkloadEvidence {
             files: vec![],
         }),
         env: HashMap::from([("HALLMARK_ENV".to_owned(), "prod".to_owned())]),
+        programs: vec![MainProgram {
+            dialect: "python".into(),
+            kind: "script".into(),
+            path: "/opt/agent/app/main.py".into(),
+            in_app_tree: true,
+            ..MainProgram::default()
+        }],
+        loaded_code: Some(Default::default()),
         ..WorkloadEvidence::default()
     }
 }

@@ -63,6 +63,7 @@ fn evidence() -> WorkloadEvidence {
         exe_path: "/usr/local/bin/loadgen-workload".into(),
         exe_sha256: CODE.into(),
         start_time: 1,
+        loaded_code: Some(Default::default()),
         ..Default::default()
     }
 }

@@ -95,5 +95,34 @@ pub fn evidence_digest(evidence: &node::WorkloadEvidence) -> String {
     }
     line("cgroup", &evidence.cgroup_path);
     line("container", &evidence.container_id);
+    // What is loaded moves the digest, so a cached SVID is never served to
+    // a process whose program, libraries or loaded model changed.
+    for p in &evidence.programs {
+        line(
+            &format!("program.{}", p.dialect),
+            &format!(
+                "{} {} {} {} {} {}",
+                p.kind,
+                p.in_app_tree,
+                p.path,
+                p.outside_app_tree.join(","),
+                p.flags.join(","),
+                p.detail
+            ),
+        );
+    }
+    if let Some(code) = &evidence.loaded_code {
+        line("loaded_code", "");
+        for f in &code.unprotected {
+            line("loaded", &format!("{} {}", f.sha256, f.path));
+        }
+    }
+    line("loader_env", &evidence.loader_env.join(","));
+    if let Some(m) = &evidence.model_loaded {
+        line(
+            "model_loaded",
+            &format!("{} {}", m.weight_files, m.not_loaded.join(",")),
+        );
+    }
     hex::encode(hasher.finalize())
 }

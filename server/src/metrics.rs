@@ -87,6 +87,15 @@ pub enum RefusalReason {
     ModelMismatch,
     /// A required environment variable is missing or differs.
     EnvMismatch,
+    /// The interpreter's main program is not in the app tree, or is inline
+    /// code the image does not allow.
+    MainProgram,
+    /// An environment variable that changes what the process loads is set.
+    LoaderEnv,
+    /// Loaded native code the image does not allow.
+    LoadedCode,
+    /// The model's weights are not open or mapped (`model.require_loaded`).
+    ModelNotLoaded,
     /// A JWT-SVID for a SPIFFE ID the workload does not match.
     NotEntitled,
     /// Malformed request (evidence, keys, audience).
@@ -98,7 +107,7 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 16] = [
+    const ALL: [RefusalReason; 20] = [
         RefusalReason::CodeDigestUnknown,
         RefusalReason::ImageRetired,
         RefusalReason::Revoked,
@@ -111,6 +120,10 @@ impl RefusalReason {
         RefusalReason::ModelMissing,
         RefusalReason::ModelMismatch,
         RefusalReason::EnvMismatch,
+        RefusalReason::MainProgram,
+        RefusalReason::LoaderEnv,
+        RefusalReason::LoadedCode,
+        RefusalReason::ModelNotLoaded,
         RefusalReason::NotEntitled,
         RefusalReason::InvalidRequest,
         RefusalReason::AuditUnavailable,
@@ -132,6 +145,10 @@ impl RefusalReason {
             RefusalReason::ModelMissing => "model_missing",
             RefusalReason::ModelMismatch => "model_mismatch",
             RefusalReason::EnvMismatch => "env_mismatch",
+            RefusalReason::MainProgram => "main_program",
+            RefusalReason::LoaderEnv => "loader_env",
+            RefusalReason::LoadedCode => "loaded_code",
+            RefusalReason::ModelNotLoaded => "model_not_loaded",
             RefusalReason::NotEntitled => "not_entitled",
             RefusalReason::InvalidRequest => "invalid_request",
             RefusalReason::AuditUnavailable => "audit_unavailable",
@@ -173,6 +190,19 @@ impl RefusalReason {
             Mismatch::ModelMissing => RefusalReason::ModelMissing,
             Mismatch::ModelMismatch => RefusalReason::ModelMismatch,
             Mismatch::EnvMismatch(_) => RefusalReason::EnvMismatch,
+            Mismatch::InterpreterUnset
+            | Mismatch::ProgramNotMeasured { .. }
+            | Mismatch::ProgramUnknown { .. }
+            | Mismatch::InlineNotAllowed { .. }
+            | Mismatch::ProgramOutsideAppTree { .. }
+            | Mismatch::PreloadOutsideAppTree { .. } => RefusalReason::MainProgram,
+            Mismatch::LoaderEnvSet { .. } => RefusalReason::LoaderEnv,
+            Mismatch::LoadedCodeNotMeasured | Mismatch::UnprotectedCode { .. } => {
+                RefusalReason::LoadedCode
+            }
+            Mismatch::ModelLoadNotMeasured | Mismatch::ModelNotLoaded { .. } => {
+                RefusalReason::ModelNotLoaded
+            }
         }
     }
 

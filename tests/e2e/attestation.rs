@@ -59,7 +59,8 @@ async fn an_interpreted_agent_is_bound_by_its_app_tree() {
     )
     .unwrap()
     .digest;
-    let code_extra = format!("app_digest = \"{app_digest}\"\napp_path = \"{{dir}}app\"");
+    let code_extra =
+        format!("app_digest = \"{app_digest}\"\napp_path = \"{{dir}}app\"\ninterpreter = \"none\"");
     let d = deploy_with(Variant {
         code_extra: &code_extra,
         files,

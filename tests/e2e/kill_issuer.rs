@@ -42,6 +42,7 @@ fn evidence(env: &KillEnv) -> WorkloadEvidence {
             digest: env.model_digest.clone(),
             files: vec![],
         }),
+        loaded_code: Some(Default::default()),
         ..WorkloadEvidence::default()
     }
 }

@@ -13,6 +13,7 @@
 
 mod agent;
 mod attack_cache;
+mod attack_code;
 mod attack_paths;
 mod attestation;
 mod common;

@@ -59,6 +59,7 @@ fn evidence() -> WorkloadEvidence {
             files: vec![],
         }),
         env: HashMap::new(),
+        loaded_code: Some(Default::default()),
         ..Default::default()
     }
 }

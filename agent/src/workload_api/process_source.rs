@@ -2,10 +2,14 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use hallmark_attestors::workload::cmdline::Dialect;
+use hallmark_attestors::workload::program::ProgramEvidence;
 use hallmark_attestors::workload::{
     AttestError, Cancel, FileCache, HashBudget, ProcRoot, ProcessAttestor, Request,
 };
-use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
+use hallmark_proto::node::{
+    FileDigest, LoadedCode, MainProgram, ModelLoaded, TreeEvidence, WorkloadEvidence,
+};
 
 use super::evidence::{AttestationHints, Caller, EvidenceError, EvidenceSource};
 use crate::config::WorkloadSettings;
@@ -85,6 +89,27 @@ impl EvidenceSource for ProcessEvidence {
                 .map(|(code, h)| (code.clone(), h.model_paths.clone()))
                 .collect(),
             cancel: cancel.clone(),
+            // Dialects this agent does not know are left out: the issuer
+            // then finds no program evidence for them and refuses.
+            interpreters: hints
+                .path_hints
+                .iter()
+                .filter(|(_, h)| !h.interpreters.is_empty())
+                .map(|(code, h)| {
+                    let dialects = h
+                        .interpreters
+                        .iter()
+                        .filter_map(|d| Dialect::parse(d))
+                        .collect();
+                    (code.clone(), dialects)
+                })
+                .collect(),
+            require_loaded: hints
+                .path_hints
+                .iter()
+                .filter(|(_, h)| h.require_loaded)
+                .map(|(code, _)| code.clone())
+                .collect(),
         };
         self.running.fetch_add(1, Ordering::Relaxed);
         let measured = self.attestor.attest(&caller.process, &request);
@@ -118,6 +143,15 @@ impl EvidenceSource for ProcessEvidence {
             digest: t.digest,
             files: vec![],
         };
+        let program = |p: ProgramEvidence| MainProgram {
+            dialect: p.dialect.as_str().to_owned(),
+            kind: p.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            path: p.path,
+            in_app_tree: p.in_app_tree,
+            outside_app_tree: p.outside,
+            flags: p.flags.iter().map(char::to_string).collect(),
+            detail: p.detail,
+        };
         Ok(WorkloadEvidence {
             pid: u32::try_from(evidence.pid).unwrap_or(0),
             uid: evidence.uid,
@@ -131,6 +165,22 @@ impl EvidenceSource for ProcessEvidence {
             env: evidence.env.into_iter().collect(),
             cgroup_path: evidence.cgroup_path,
             container_id: evidence.container_id.unwrap_or_default(),
+            programs: evidence.programs.into_iter().map(program).collect(),
+            loaded_code: evidence.loaded_code.map(|code| LoadedCode {
+                unprotected: code
+                    .unprotected
+                    .into_iter()
+                    .map(|f| FileDigest {
+                        path: f.path,
+                        sha256: f.sha256,
+                    })
+                    .collect(),
+            }),
+            loader_env: evidence.loader_env.into_iter().collect(),
+            model_loaded: evidence.model_loaded.map(|m| ModelLoaded {
+                weight_files: u32::try_from(m.weight_files).unwrap_or(u32::MAX),
+                not_loaded: m.not_loaded,
+            }),
         })
     }
 

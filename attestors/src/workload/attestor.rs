@@ -17,7 +17,10 @@ use std::sync::Arc;
 use super::budget::{BudgetExceeded, HashBudget};
 use super::cache::{CachingHasher, FileCache};
 use super::cancel::{Cancel, is_cancelled};
+use super::loaded;
 use super::proc::ProcRoot;
+use super::program::{self, Recording};
+use super::resolve::View;
 use super::view::workload_view;
 use super::{
     APP_DIR_ENV, AttestError, Evidence, MODEL_DIR_ENV, Request, TreeEvidence, container_id,
@@ -179,6 +182,9 @@ pub struct Measuring<'a> {
     pub(crate) limits: &'a TreeLimits,
     /// Set when the caller went away: the walk stops.
     pub(crate) cancel: &'a Cancel,
+    /// The workload's root and working directory (why not, when they could
+    /// not be opened).
+    pub(crate) view: Result<View, String>,
 }
 
 impl Measuring<'_> {
@@ -238,11 +244,17 @@ impl Measuring<'_> {
             uid,
             cancel: self.cancel,
         };
-        let digest = digest_tree_in(&view, &dir, links, self.limits, &hasher)
+        let recording = Recording {
+            inner: &hasher,
+            root: &dir,
+            seen: Default::default(),
+        };
+        let digest = digest_tree_in(&view, &dir, links, self.limits, &recording)
             .map_err(|e| tree_error(&dir, e))?;
         Ok(Some(TreeEvidence {
             dir: dir.display().to_string(),
             digest: digest.digest,
+            files: recording.into_seen(),
         }))
     }
 }
@@ -282,7 +294,7 @@ fn tree_error(dir: &std::path::Path, error: TreeError) -> AttestError {
 }
 
 /// The budget refusal an I/O error from the caching hasher carries.
-fn budget_refusal(error: &std::io::Error) -> Option<BudgetExceeded> {
+pub(crate) fn budget_refusal(error: &std::io::Error) -> Option<BudgetExceeded> {
     error
         .get_ref()
         .and_then(|e| e.downcast_ref::<BudgetExceeded>())
@@ -355,6 +367,15 @@ impl WorkloadAttestor for AppTreeAttestor {
     fn attest(&self, process: &Measuring<'_>, evidence: &mut Evidence) -> Result<(), AttestError> {
         let hints = process.request.app_paths.get(&evidence.exe_sha256);
         evidence.app = process.tree(APP_DIR_ENV, hints, evidence.uid, Links::Record)?;
+        // The main program, read in each dialect the images of this
+        // executable declare (usually one).
+        if let Some(dialects) = process.request.interpreters.get(&evidence.exe_sha256) {
+            let args = process.proc.cmdline(process.pid)?;
+            evidence.programs = dialects
+                .iter()
+                .map(|d| program::measure(*d, &args, process.view.as_ref(), evidence.app.as_ref()))
+                .collect();
+        }
         Ok(())
     }
 }
@@ -371,6 +392,15 @@ impl WorkloadAttestor for ModelAttestor {
     fn attest(&self, process: &Measuring<'_>, evidence: &mut Evidence) -> Result<(), AttestError> {
         let hints = process.request.model_paths.get(&evidence.exe_sha256);
         evidence.model = process.tree(MODEL_DIR_ENV, hints, evidence.uid, Links::Follow)?;
+        // Only when an image asks: listing every descriptor costs.
+        if process
+            .request
+            .require_loaded
+            .contains(&evidence.exe_sha256)
+            && let Some(model) = &evidence.model
+        {
+            evidence.model_loaded = Some(loaded::measure(process.proc, process.pid, &model.files)?);
+        }
         Ok(())
     }
 }

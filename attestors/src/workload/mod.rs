@@ -32,11 +32,16 @@ mod budget;
 mod cache;
 mod cancel;
 mod cgroup;
+pub mod cmdline;
+pub mod loaded;
+pub mod mappings;
 mod pin;
 mod proc;
+pub mod program;
+mod resolve;
 mod view;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use crate::tree::TreeLimits;
@@ -50,6 +55,14 @@ pub use cancel::{Cancel, CancelGuard};
 pub use cgroup::container_id;
 pub use pin::PinnedProcess;
 pub use proc::ProcRoot;
+
+use cmdline::Dialect;
+use loaded::ModelLoaded;
+use mappings::{LoadedCode, ProtectionCache};
+use program::ProgramEvidence;
+
+/// A file's identity: (device, inode).
+pub type Identity = (u64, u64);
 
 /// Environment variable naming the application tree a workload runs.
 pub const APP_DIR_ENV: &str = "HALLMARK_APP_DIR";
@@ -105,12 +118,25 @@ pub enum AttestError {
 }
 
 /// A measured directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TreeEvidence {
     /// The directory.
     pub dir: String,
     /// `sha256:<hex>`.
     pub digest: String,
+    /// The identity of every file the walk hashed, with its path in the
+    /// tree: what scripts, libraries and weights are matched against.
+    pub files: HashMap<Identity, String>,
+}
+
+impl std::fmt::Debug for TreeEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeEvidence")
+            .field("dir", &self.dir)
+            .field("digest", &self.digest)
+            .field("files", &self.files.len())
+            .finish()
+    }
 }
 
 /// Everything measured about one process.
@@ -140,6 +166,18 @@ pub struct Evidence {
     pub cgroup_path: String,
     /// The container id, when the cgroup names one.
     pub container_id: Option<String>,
+    /// The interpreter's main program, once per dialect the issuer's
+    /// images give this executable.
+    pub programs: Vec<ProgramEvidence>,
+    /// The loaded native code only the image can allow; `None` when not
+    /// measured.
+    pub loaded_code: Option<LoadedCode>,
+    /// Which environment variables that change what the process loads are
+    /// set (names only; values are never read).
+    pub loader_env: BTreeSet<String>,
+    /// Whether the model's weight files are open or mapped, when some
+    /// image for this executable requires it.
+    pub model_loaded: Option<ModelLoaded>,
 }
 
 impl std::fmt::Debug for Evidence {
@@ -155,6 +193,10 @@ impl std::fmt::Debug for Evidence {
             .field("model", &self.model)
             .field("env_names", &self.env.keys().collect::<Vec<_>>())
             .field("container_id", &self.container_id)
+            .field("programs", &self.programs)
+            .field("loaded_code", &self.loaded_code)
+            .field("loader_env", &self.loader_env)
+            .field("model_loaded", &self.model_loaded)
             .finish()
     }
 }
@@ -170,6 +212,11 @@ pub struct Request {
     pub model_paths: HashMap<String, Vec<String>>,
     /// Set when the caller went away: the measurement stops.
     pub cancel: Cancel,
+    /// Per executable digest: the dialects its images read the command
+    /// line in (`code.interpreter`).
+    pub interpreters: HashMap<String, Vec<Dialect>>,
+    /// Executable digests some image of which sets `model.require_loaded`.
+    pub require_loaded: HashSet<String>,
 }
 
 /// Measures processes with a catalog of attestors, a file cache and a
@@ -181,6 +228,7 @@ pub struct ProcessAttestor {
     attestors: WorkloadAttestors,
     cache: FileCache,
     budget: HashBudget,
+    protection: ProtectionCache,
 }
 
 impl Default for ProcessAttestor {
@@ -200,6 +248,7 @@ impl ProcessAttestor {
             attestors: WorkloadAttestors::default(),
             cache: FileCache::default(),
             budget: HashBudget::new(DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW),
+            protection: ProtectionCache::default(),
         }
     }
 
@@ -256,19 +305,28 @@ impl ProcessAttestor {
         let wanted = |name: &str| {
             name == APP_DIR_ENV || name == MODEL_DIR_ENV || request.env_names.contains(name)
         };
+        let flagged: Vec<&str> = cmdline::NATIVE_ENV
+            .iter()
+            .chain(cmdline::PYTHON_ENV)
+            .chain(cmdline::NODE_ENV)
+            .copied()
+            .collect();
+        let (environ, loader_env) = self.proc.environ_scan(pid, wanted, &flagged)?;
         let measuring = Measuring {
             pid,
             proc: &self.proc,
             request,
-            environ: self.proc.environ(pid, wanted)?,
+            environ,
             cache: &self.cache,
             budget: &self.budget,
             limits: &self.limits,
             cancel: &request.cancel,
+            view: resolve::View::open(&self.proc, pid),
         };
         let mut evidence = Evidence {
             pid,
             start_time: before,
+            loader_env,
             ..Evidence::default()
         };
         for attestor in self.attestors.iter() {
@@ -277,6 +335,20 @@ impl ProcessAttestor {
             }
             attestor.attest(&measuring, &mut evidence)?;
         }
+        // Not an attestor one may leave out: the loaded code is part of
+        // what every image binds.
+        evidence.loaded_code = Some(mappings::measure(&mappings::Context {
+            proc: &self.proc,
+            pid,
+            uid: evidence.uid,
+            view: measuring.view.as_ref().ok(),
+            app: evidence.app.as_ref().map(|a| &a.files),
+            cache: &self.cache,
+            budget: &self.budget,
+            protection: &self.protection,
+            max_file_size: self.limits.max_file_size,
+            cancel: &request.cancel,
+        })?);
         let after = self.proc.start_time(pid)?;
         if before != after {
             return Err(AttestError::ProcessChanged { pid });

@@ -1,6 +1,6 @@
 //! Reading `/proc/<pid>/...` under a configurable root (tests use a fake tree).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::{AttestError, read_small};
@@ -102,19 +102,40 @@ impl ProcRoot {
             })
     }
 
-    /// The values of the environment variables `wanted` accepts. Nothing
-    /// else is kept: the environment holds secrets.
-    pub(crate) fn environ(
+    /// The values of the environment variables `wanted` accepts (nothing
+    /// else is kept: the environment holds secrets), and which of the
+    /// names in `flagged` are set: names only, their values are never read.
+    pub(crate) fn environ_scan(
         &self,
         pid: i32,
         wanted: impl Fn(&str) -> bool,
-    ) -> Result<BTreeMap<String, String>, AttestError> {
+        flagged: &[&str],
+    ) -> Result<(BTreeMap<String, String>, BTreeSet<String>), AttestError> {
         let bytes = read_small(&self.pid_path(pid, "environ"), pid)?;
+        let mut values = BTreeMap::new();
+        let mut set = BTreeSet::new();
+        for kv in bytes.split(|b| *b == 0) {
+            let name = kv.split(|b| *b == b'=').next().unwrap_or_default();
+            if let Some(flag) = flagged.iter().find(|f| f.as_bytes() == name) {
+                set.insert((*flag).to_owned());
+            }
+            let Some((k, v)) = std::str::from_utf8(kv).ok().and_then(|s| s.split_once('=')) else {
+                continue;
+            };
+            if wanted(k) {
+                values.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        Ok((values, set))
+    }
+
+    /// The command line, one string per argument (lossy UTF-8).
+    pub(crate) fn cmdline(&self, pid: i32) -> Result<Vec<String>, AttestError> {
+        let bytes = read_small(&self.pid_path(pid, "cmdline"), pid)?;
+        let bytes = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
         Ok(bytes
             .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
-            .filter(|(k, _)| wanted(k))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect())
     }
 

@@ -21,9 +21,33 @@ fn fake_proc(root: &Path, pid: i32, start: u64, environ: &str) {
     let binary = root.join(format!("binary-{pid}"));
     std::fs::write(&binary, b"#!fake binary").unwrap();
     std::os::unix::fs::symlink(&binary, dir.join("exe")).unwrap();
-    // The process's root and working directory: this test's own.
+    // No code mapped beyond what the test adds; the root is the real one.
+    std::fs::write(dir.join("maps"), "").unwrap();
     std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
     std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
+}
+
+#[test]
+fn loader_environment_names_are_reported_without_values() {
+    let root = tempfile::tempdir().unwrap();
+    fake_proc(
+        root.path(),
+        43,
+        1,
+        "PATH=/bin;LD_PRELOAD=/tmp/evil.so;PYTHONPATH=/tmp/x;NODE_OPTIONS=;LD_LIBRARY_PATH=/opt;",
+    );
+    let attestor = ProcessAttestor::new(ProcRoot::new(root.path()), TreeLimits::default());
+    let evidence = attestor
+        .attest(&PinnedProcess::unpinned(43), &Request::default())
+        .unwrap();
+    assert_eq!(
+        evidence.loader_env,
+        BTreeSet::from(["LD_PRELOAD", "NODE_OPTIONS", "PYTHONPATH"].map(String::from))
+    );
+    assert!(evidence.env.is_empty());
+    assert!(!format!("{evidence:?}").contains("evil"));
+    assert_eq!(evidence.loaded_code, Some(mappings::LoadedCode::default()));
+    assert!(evidence.programs.is_empty() && evidence.model_loaded.is_none());
 }
 
 #[test]

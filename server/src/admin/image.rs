@@ -113,6 +113,10 @@ impl AdminApi {
             &self.image_policy.context(now),
         )
         .map_err(|e| image_status(&e))?;
+        verified
+            .image
+            .check_new()
+            .map_err(|e| image_status(&ImageError::Field(e)))?;
         // verify_envelope parsed it as JSON, which is UTF-8.
         let text = String::from_utf8(envelope.to_vec())
             .map_err(|_| Status::invalid_argument("the envelope is not UTF-8 JSON"))?;

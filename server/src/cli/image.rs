@@ -198,6 +198,9 @@ fn sign(args: &SignArgs) -> anyhow::Result<()> {
     let text = read_text(&args.manifest)?;
     let image =
         GoldImage::from_toml(&text).map_err(|e| anyhow!("{}: {e}", args.manifest.display()))?;
+    image
+        .check_new()
+        .map_err(|e| anyhow!("{}: {e}", args.manifest.display()))?;
     if image.expired(SystemTime::now()) {
         bail!(
             "{}: field not_after: {} has passed",
@@ -268,6 +271,10 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let policy = SignaturePolicy::default();
     let verified =
         verify_envelope(&bytes, &signers, &policy, &ctx).map_err(|e| anyhow!("{path}: {e}"))?;
+    verified
+        .image
+        .check_new()
+        .map_err(|e| anyhow!("{path}: payload {e}"))?;
     print_summary(&verified, &policy, &ctx);
     Ok(())
 }

@@ -69,6 +69,9 @@ pub fn to_value(image: &GoldImage) -> Value {
         image.code.app_digest.as_ref().map(|d| d.as_str()),
     );
     code.opt_str("app_path", image.code.app_path.as_deref());
+    code.opt_str("interpreter", image.code.interpreter.map(|i| i.as_str()));
+    code.flag("allow_inline", image.code.allow_inline);
+    code.set("libraries", image.code.libraries.iter().map(|d| d.as_str()));
     root.obj("code", code);
 
     if let Some(model) = &image.model {
@@ -77,6 +80,7 @@ pub fn to_value(image: &GoldImage) -> Value {
         m.str("version", &model.version);
         m.str("digest", model.digest.as_str());
         m.opt_str("path", model.path.as_deref());
+        m.flag("require_loaded", model.require_loaded);
         root.obj("model", m);
     }
     let mut env = Fields::default();
@@ -210,6 +214,13 @@ impl Fields {
     fn opt_str(&mut self, key: &str, value: Option<&str>) {
         if let Some(v) = value {
             self.str(key, v);
+        }
+    }
+
+    /// A boolean whose default is `false`: written only when `true`.
+    fn flag(&mut self, key: &str, value: bool) {
+        if value {
+            self.0.insert(key.to_owned(), Value::Bool(true));
         }
     }
 

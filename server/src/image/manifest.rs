@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 
 use super::reader::{Obj, opt, req};
 use super::types::{
-    EnvName, ImageName, ImageVersion, NodeAttestorKind, RiskTier, Sha256Hex, Timestamp,
-    TreeDigestStr,
+    EnvName, ImageName, ImageVersion, Interpreter, NodeAttestorKind, RiskTier, Sha256Hex,
+    Timestamp, TreeDigestStr,
 };
 
 /// The top-level keys of a manifest.
@@ -117,6 +117,17 @@ pub struct CodeConstraint {
     pub app_digest: Option<TreeDigestStr>,
     /// Where the application tree lives when the workload does not say.
     pub app_path: Option<String>,
+    /// How the executable runs the app tree; required with `app_digest`
+    /// for new images ([`GoldImage::check_new`]). An image stored without
+    /// it still loads, and never matches.
+    pub interpreter: Option<Interpreter>,
+    /// Code on the command line (`-c`, `-e`), standard input and
+    /// interactive sessions are allowed (default `false`).
+    pub allow_inline: bool,
+    /// Digests of loaded native code the image allows beyond protected
+    /// (root-owned) files and the app tree: libraries the workload's uid
+    /// could write.
+    pub libraries: BTreeSet<Sha256Hex>,
 }
 
 /// `[model]`: the model that must be present.
@@ -130,6 +141,8 @@ pub struct ModelConstraint {
     pub digest: TreeDigestStr,
     /// Where the model lives when the workload does not say.
     pub path: Option<String>,
+    /// The process must have the model's weight files open or mapped.
+    pub require_loaded: bool,
 }
 
 /// `[unix]`: required process credentials (at least one is set).
@@ -166,13 +179,27 @@ impl GoldImage {
         let mut o = Obj::root(value, TOP_KEYS)?;
         let code = {
             let mut c = o
-                .obj("code", &["sha256", "path", "app_digest", "app_path"])?
+                .obj(
+                    "code",
+                    &[
+                        "sha256",
+                        "path",
+                        "app_digest",
+                        "app_path",
+                        "interpreter",
+                        "allow_inline",
+                        "libraries",
+                    ],
+                )?
                 .ok_or_else(|| o.missing("code"))?;
             let code = CodeConstraint {
                 sha256: c.set("sha256", Sha256Hex::new)?,
                 path: c.opt_str("path", abs_path)?,
                 app_digest: c.opt_str("app_digest", TreeDigestStr::new)?,
                 app_path: c.opt_str("app_path", abs_path)?,
+                interpreter: c.opt_str("interpreter", Interpreter::new)?,
+                allow_inline: c.opt_bool("allow_inline")?,
+                libraries: c.set("libraries", Sha256Hex::new)?,
             };
             if code.sha256.is_empty() {
                 return Err(c.field_error("sha256", "at least one executable digest is required"));
@@ -180,10 +207,27 @@ impl GoldImage {
             if code.app_path.is_some() && code.app_digest.is_none() {
                 return Err(c.field_error("app_path", "app_path needs app_digest"));
             }
+            if code.interpreter.is_some() && code.app_digest.is_none() {
+                return Err(c.field_error("interpreter", "interpreter needs app_digest"));
+            }
+            if code.allow_inline
+                && !matches!(
+                    code.interpreter,
+                    Some(Interpreter::Python | Interpreter::Node)
+                )
+            {
+                return Err(c.field_error(
+                    "allow_inline",
+                    "allow_inline needs interpreter = \"python\" or \"node\"",
+                ));
+            }
             c.finish()?;
             code
         };
-        let model = match o.obj("model", &["name", "version", "digest", "path"])? {
+        let model = match o.obj(
+            "model",
+            &["name", "version", "digest", "path", "require_loaded"],
+        )? {
             None => None,
             Some(mut m) => {
                 let model = ModelConstraint {
@@ -191,6 +235,7 @@ impl GoldImage {
                     version: req(m.opt_str("version", |s| text(s, 128))?, &m, "version")?,
                     digest: req(m.opt_str("digest", TreeDigestStr::new)?, &m, "digest")?,
                     path: m.opt_str("path", abs_path)?,
+                    require_loaded: m.opt_bool("require_loaded")?,
                 };
                 m.finish()?;
                 Some(model)
@@ -250,6 +295,19 @@ impl GoldImage {
         }
         o.finish()?;
         Ok(image)
+    }
+
+    /// What a newly signed or registered image must state that an image
+    /// stored by an earlier release may lack: `code.interpreter` wherever
+    /// `code.app_digest` is set.
+    pub fn check_new(&self) -> Result<(), FieldError> {
+        if self.code.app_digest.is_some() && self.code.interpreter.is_none() {
+            return Err(FieldError::new(
+                "code.interpreter",
+                "required with code.app_digest: add interpreter = \"python\" or \"node\" (the agent then checks the main program is in the app tree) or \"none\" (the executable runs its own code and reads the app tree as data)",
+            ));
+        }
+        Ok(())
     }
 
     /// `name@version`.

@@ -49,7 +49,7 @@ pub mod verify;
 pub use dsse::{Algorithm, Envelope, KeyError, PAYLOAD_TYPE, PublicKey, SigningKey, pae};
 pub use error::{ErrorClass, ImageError};
 pub use manifest::{FieldError, GoldImage};
-pub use types::{RiskTier, Timestamp};
+pub use types::{Interpreter, RiskTier, Timestamp};
 pub use verify::{
     DEFAULT_MAX_SVID_TTL, ImageContext, MAX_ENVELOPE_BYTES, SignaturePolicy, TrustedSigners,
     VerifiedImage, verify_envelope,

@@ -98,6 +98,18 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// An optional boolean; absent is `false`.
+    pub(super) fn opt_bool(&mut self, key: &str) -> Result<bool, FieldError> {
+        match self.take(key) {
+            None => Ok(false),
+            Some((_, Value::Bool(b))) => Ok(*b),
+            Some((_, other)) => Err(self.field_error(
+                key,
+                format!("expected true or false, found {}", kind(other)),
+            )),
+        }
+    }
+
     /// An optional non-negative integer that fits 32 bits.
     pub(super) fn opt_u32(&mut self, key: &str) -> Result<Option<u32>, FieldError> {
         match self.take(key) {

@@ -117,6 +117,46 @@ impl EnvName {
     }
 }
 
+/// How the executable runs the app tree (`code.interpreter`): which command
+/// line grammar the agent reads its main program with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Interpreter {
+    /// CPython: the main program (script or `-m` module) must be in the app tree.
+    Python,
+    /// Node.js: the main script and every preload must be in the app tree.
+    Node,
+    /// The executable runs its own code and reads the app tree as data.
+    None,
+}
+
+impl Interpreter {
+    /// Parses `python`, `node` or `none`.
+    pub fn new(s: &str) -> Result<Interpreter, String> {
+        match s {
+            "python" => Ok(Interpreter::Python),
+            "node" => Ok(Interpreter::Node),
+            "none" => Ok(Interpreter::None),
+            _ => Err(format!("{s:?} is not one of python, node, none")),
+        }
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interpreter::Python => "python",
+            Interpreter::Node => "node",
+            Interpreter::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Interpreter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How much harm the agent could do: decides how many signatures it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

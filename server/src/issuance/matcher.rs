@@ -11,10 +11,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hallmark_attestors::workload::cmdline::{NATIVE_ENV, NODE_ENV, PYTHON_ENV};
 use hallmark_ca::id::SpiffeId;
 use hallmark_proto::node::WorkloadEvidence;
 
 use crate::image::GoldImage;
+use crate::image::types::Interpreter;
 
 /// A registered image the matcher may select, already signature-verified.
 #[derive(Debug, Clone)]
@@ -93,6 +95,60 @@ pub enum Mismatch {
     ModelMismatch,
     /// A required environment variable is missing or has another value.
     EnvMismatch(String),
+    /// The image binds an app tree but was signed without
+    /// `code.interpreter` (by an earlier release): it never matches.
+    InterpreterUnset,
+    /// The agent reported no main program in the image's dialect.
+    ProgramNotMeasured {
+        /// `python` or `node`.
+        dialect: String,
+    },
+    /// The main program could not be read or resolved.
+    ProgramUnknown {
+        /// Why, from the agent.
+        detail: String,
+    },
+    /// Inline code, standard input or an interactive session, which the
+    /// image does not allow.
+    InlineNotAllowed {
+        /// `inline`, `stdin` or `interactive`.
+        kind: String,
+    },
+    /// The main program is not a file of the app tree.
+    ProgramOutsideAppTree {
+        /// The script or module as resolved.
+        path: String,
+    },
+    /// Code run before the main program is not in the app tree.
+    PreloadOutsideAppTree {
+        /// The preload or package file.
+        path: String,
+    },
+    /// An environment variable that changes what the process loads is set
+    /// and the image does not pin it.
+    LoaderEnvSet {
+        /// Its name.
+        name: String,
+    },
+    /// The agent did not report the loaded code.
+    LoadedCodeNotMeasured,
+    /// Loaded native code that a non-root uid could have written, whose
+    /// digest the image does not allow.
+    UnprotectedCode {
+        /// The mapped file's path.
+        path: String,
+        /// Its content digest.
+        sha256: String,
+    },
+    /// The image requires the model loaded; the agent did not check it.
+    ModelLoadNotMeasured,
+    /// A model weight file is neither open nor mapped by the process.
+    ModelNotLoaded {
+        /// The file's path in the model tree.
+        file: String,
+        /// The process.
+        pid: u32,
+    },
 }
 
 impl fmt::Display for Mismatch {
@@ -119,7 +175,78 @@ impl fmt::Display for Mismatch {
             Mismatch::ModelMissing => write!(f, "model missing"),
             Mismatch::ModelMismatch => write!(f, "model digest mismatch"),
             Mismatch::EnvMismatch(name) => write!(f, "env mismatch ({name})"),
+            Mismatch::InterpreterUnset => write!(
+                f,
+                "image binds an app tree without code.interpreter: re-sign it with code.interpreter = \"python\", \"node\" or \"none\""
+            ),
+            Mismatch::ProgramNotMeasured { dialect } => write!(
+                f,
+                "the agent did not report the {dialect} main program (enable the app_tree attestor; upgrade the agent)"
+            ),
+            Mismatch::ProgramUnknown { detail } => {
+                write!(f, "cannot tell the main program: {detail}")
+            }
+            Mismatch::InlineNotAllowed { kind } => {
+                let what = match kind.as_str() {
+                    "inline" => "inline code (-c, -e, -p)",
+                    "stdin" => "a program read from standard input",
+                    _ => "an interactive session (no program, -i, --inspect)",
+                };
+                write!(f, "{what} is not allowed by the image (code.allow_inline)")
+            }
+            Mismatch::ProgramOutsideAppTree { path } => {
+                write!(f, "main program {path} is outside the app tree")
+            }
+            Mismatch::PreloadOutsideAppTree { path } => write!(
+                f,
+                "code run before the main program, {path}, is outside the app tree"
+            ),
+            Mismatch::LoaderEnvSet { name } => write!(
+                f,
+                "{name} is set (it changes what the process loads): unset it, or pin its value in the image's env"
+            ),
+            Mismatch::LoadedCodeNotMeasured => {
+                write!(
+                    f,
+                    "the agent did not report the loaded code (upgrade the agent)"
+                )
+            }
+            Mismatch::UnprotectedCode { path, sha256 } => write!(
+                f,
+                "loaded code {path} is writable by the workload and not allowed by the image (sha256 {sha256}): add the digest to code.libraries or install the file root-owned"
+            ),
+            Mismatch::ModelLoadNotMeasured => write!(
+                f,
+                "the agent did not check whether the model is loaded (upgrade the agent)"
+            ),
+            Mismatch::ModelNotLoaded { file, pid } => write!(
+                f,
+                "model is not loaded: {file} is neither open nor mapped by process {pid}"
+            ),
         }
+    }
+}
+
+/// What agents must measure for one executable digest (sent over `Sync`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeHints {
+    /// Where its images say the app tree lives.
+    pub app: BTreeSet<String>,
+    /// Where its images say the model lives.
+    pub model: BTreeSet<String>,
+    /// The dialects its interpreter images read the command line in.
+    pub interpreters: BTreeSet<&'static str>,
+    /// Some image requires the model's weights open or mapped.
+    pub require_loaded: bool,
+}
+
+impl CodeHints {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.app.is_empty()
+            && self.model.is_empty()
+            && self.interpreters.is_empty()
+            && !self.require_loaded
     }
 }
 
@@ -215,18 +342,41 @@ impl Matcher {
         (app, model)
     }
 
-    /// Path hints for every executable digest that has any (for `Sync`).
-    pub fn all_path_hints(&self) -> Vec<(String, BTreeSet<String>, BTreeSet<String>)> {
+    /// What the agent must measure for `code_sha256` beyond the process:
+    /// the path hints, the dialects of its interpreter images and whether
+    /// one requires the model loaded.
+    pub fn code_hints(&self, code_sha256: &str) -> CodeHints {
+        let (app, model) = self.path_hints(code_sha256);
+        let mut hints = CodeHints {
+            app,
+            model,
+            ..CodeHints::default()
+        };
+        for candidate in self.by_code.get(code_sha256).into_iter().flatten() {
+            let image = &candidate.image;
+            match image.code.interpreter {
+                Some(Interpreter::Python) => {
+                    hints.interpreters.insert("python");
+                }
+                Some(Interpreter::Node) => {
+                    hints.interpreters.insert("node");
+                }
+                Some(Interpreter::None) | None => {}
+            }
+            hints.require_loaded |= image.model.as_ref().is_some_and(|m| m.require_loaded);
+        }
+        hints
+    }
+
+    /// Hints for every executable digest that has any (for `Sync`).
+    pub fn all_path_hints(&self) -> Vec<(String, CodeHints)> {
         let mut hints: Vec<_> = self
             .by_code
             .keys()
-            .map(|code| {
-                let (app, model) = self.path_hints(code);
-                (code.clone(), app, model)
-            })
-            .filter(|(_, app, model)| !(app.is_empty() && model.is_empty()))
+            .map(|code| (code.clone(), self.code_hints(code)))
+            .filter(|(_, h)| !h.is_empty())
             .collect();
-        hints.sort();
+        hints.sort_by(|a, b| a.0.cmp(&b.0));
         hints
     }
 
@@ -323,13 +473,131 @@ fn check(
             Some(_) => {}
         }
     }
+    if image.model.as_ref().is_some_and(|m| m.require_loaded) {
+        model_loaded(evidence)?;
+    }
     for (name, value) in &image.env {
         if evidence.env.get(name.as_str()) != Some(value) {
             return Err(Mismatch::EnvMismatch(name.as_str().to_owned()));
         }
     }
+    loader_env(image, evidence)?;
+    if image.code.app_digest.is_some() {
+        main_program(image, evidence)?;
+    }
+    loaded_code(image, evidence)?;
     if let Some(reason) = revocations.revoked(image, evidence, node.agent) {
         return Err(Mismatch::Revoked(reason));
+    }
+    Ok(())
+}
+
+/// Environment variables that change what the process loads: refused
+/// unless the image pins them (its `env`, whose exact value is then
+/// required). The dynamic loader's for every image; the interpreters' for
+/// images that bind an app tree (Python ignores its own under `-E`/`-I`).
+fn loader_env(image: &GoldImage, evidence: &WorkloadEvidence) -> Result<(), Mismatch> {
+    let python_isolated = image.code.interpreter == Some(Interpreter::Python)
+        && evidence
+            .programs
+            .iter()
+            .any(|p| p.dialect == "python" && p.flags.iter().any(|f| f == "E" || f == "I"));
+    for name in &evidence.loader_env {
+        let interpreter = PYTHON_ENV.contains(&name.as_str()) || NODE_ENV.contains(&name.as_str());
+        let applies = NATIVE_ENV.contains(&name.as_str())
+            || (interpreter
+                && image.code.app_digest.is_some()
+                && !(python_isolated && PYTHON_ENV.contains(&name.as_str())));
+        let pinned = image.env.keys().any(|k| k.as_str() == name);
+        if applies && !pinned {
+            return Err(Mismatch::LoaderEnvSet { name: name.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The interpreter's main program lies in the app tree, or is inline code
+/// the image allows.
+fn main_program(image: &GoldImage, evidence: &WorkloadEvidence) -> Result<(), Mismatch> {
+    let dialect = match image.code.interpreter {
+        None => return Err(Mismatch::InterpreterUnset),
+        Some(Interpreter::Python) => "python",
+        Some(Interpreter::Node) => "node",
+        Some(Interpreter::None) => return Ok(()),
+    };
+    let Some(program) = evidence.programs.iter().find(|p| p.dialect == dialect) else {
+        return Err(Mismatch::ProgramNotMeasured {
+            dialect: dialect.to_owned(),
+        });
+    };
+    match program.kind.as_str() {
+        "script" | "module" => {
+            if !program.detail.is_empty() {
+                return Err(Mismatch::ProgramUnknown {
+                    detail: program.detail.clone(),
+                });
+            }
+            if !program.in_app_tree {
+                return Err(Mismatch::ProgramOutsideAppTree {
+                    path: program.path.clone(),
+                });
+            }
+        }
+        kind @ ("inline" | "stdin" | "interactive") => {
+            if !image.code.allow_inline {
+                return Err(Mismatch::InlineNotAllowed {
+                    kind: kind.to_owned(),
+                });
+            }
+        }
+        _ => {
+            return Err(Mismatch::ProgramUnknown {
+                detail: if program.detail.is_empty() {
+                    format!("unknown program kind {:?}", program.kind)
+                } else {
+                    program.detail.clone()
+                },
+            });
+        }
+    }
+    if let Some(path) = program.outside_app_tree.first() {
+        return Err(Mismatch::PreloadOutsideAppTree { path: path.clone() });
+    }
+    Ok(())
+}
+
+/// Every unprotected executable mapping has a digest the image allows.
+fn loaded_code(image: &GoldImage, evidence: &WorkloadEvidence) -> Result<(), Mismatch> {
+    let Some(code) = &evidence.loaded_code else {
+        return Err(Mismatch::LoadedCodeNotMeasured);
+    };
+    for file in &code.unprotected {
+        let allowed = image
+            .code
+            .libraries
+            .iter()
+            .chain(&image.code.sha256)
+            .any(|d| d.as_str() == file.sha256);
+        if !allowed {
+            return Err(Mismatch::UnprotectedCode {
+                path: file.path.clone(),
+                sha256: file.sha256.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `model.require_loaded`: every weight file is open or mapped.
+fn model_loaded(evidence: &WorkloadEvidence) -> Result<(), Mismatch> {
+    let Some(loaded) = &evidence.model_loaded else {
+        return Err(Mismatch::ModelLoadNotMeasured);
+    };
+    if let Some(file) = loaded.not_loaded.first() {
+        return Err(Mismatch::ModelNotLoaded {
+            file: file.clone(),
+            pid: evidence.pid,
+        });
     }
     Ok(())
 }

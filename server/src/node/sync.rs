@@ -140,12 +140,14 @@ fn sync_message(
         path_hints: matcher
             .all_path_hints()
             .into_iter()
-            .map(|(code, app, model)| {
+            .map(|(code, hints)| {
                 (
                     code,
                     PathHints {
-                        app_paths: app.into_iter().collect(),
-                        model_paths: model.into_iter().collect(),
+                        app_paths: hints.app.into_iter().collect(),
+                        model_paths: hints.model.into_iter().collect(),
+                        interpreters: hints.interpreters.into_iter().map(str::to_owned).collect(),
+                        require_loaded: hints.require_loaded,
                     },
                 )
             })

@@ -485,6 +485,7 @@ mod tests {
                 digest: d.into(),
                 files: vec![],
             }),
+            loaded_code: Some(Default::default()),
             ..WorkloadEvidence::default()
         }
     }

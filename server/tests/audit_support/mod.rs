@@ -383,6 +383,7 @@ pub fn evidence(code: &str) -> WorkloadEvidence {
         exe_path: "/usr/bin/agent".into(),
         exe_sha256: code.into(),
         start_time: 1,
+        loaded_code: Some(Default::default()),
         ..WorkloadEvidence::default()
     }
 }

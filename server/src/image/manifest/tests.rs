@@ -7,6 +7,7 @@
 
 use super::*;
 use crate::image::test_support::{FULL_TOML, MIN_TOML};
+use crate::image::types::Interpreter;
 
 /// The error of `toml`, as `(field, reason)`.
 fn err(toml: &str) -> (String, String) {
@@ -213,4 +214,69 @@ fn toml_syntax_errors_are_reported() {
     let (field, reason) = err("name = ");
     assert_eq!(field, "(root)");
     assert!(!reason.is_empty());
+}
+
+#[test]
+fn interpreter_libraries_and_require_loaded_read_and_round_trip() {
+    let app = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+    let lib = "e".repeat(64);
+    let text = MIN_TOML.to_owned()
+        + &format!(
+            "app_digest = \"{app}\"\ninterpreter = \"python\"\nallow_inline = true\nlibraries = [\"{lib}\"]\n[model]\nname = \"m\"\nversion = \"1\"\ndigest = \"{app}\"\nrequire_loaded = true\n"
+        );
+    let image = GoldImage::from_toml(&text).unwrap();
+    assert_eq!(image.code.interpreter, Some(Interpreter::Python));
+    assert!(image.code.allow_inline);
+    assert_eq!(image.code.libraries.len(), 1);
+    assert!(image.model.as_ref().unwrap().require_loaded);
+    assert!(image.check_new().is_ok());
+    let json = crate::image::canonical::encode(&image);
+    let text_json = String::from_utf8(json.clone()).unwrap();
+    assert!(text_json.contains("\"allow_inline\":true"), "{text_json}");
+    assert!(text_json.contains("\"interpreter\":\"python\""));
+    assert!(text_json.contains("\"require_loaded\":true"));
+    assert_eq!(crate::image::canonical::decode(&json).unwrap(), image);
+    // Defaults are left out of the canonical form.
+    let plain = GoldImage::from_toml(MIN_TOML).unwrap();
+    assert!(!plain.code.allow_inline && plain.code.libraries.is_empty());
+    let json = String::from_utf8(crate::image::canonical::encode(&plain)).unwrap();
+    assert!(!json.contains("allow_inline") && !json.contains("libraries"));
+}
+
+#[test]
+fn the_new_code_fields_are_checked() {
+    let app = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+    let with = |lines: &str| MIN_TOML.to_owned() + lines;
+    assert_eq!(
+        err(&with("interpreter = \"ruby\"\n")),
+        (
+            "code.interpreter".into(),
+            "\"ruby\" is not one of python, node, none".into()
+        )
+    );
+    assert_eq!(
+        err(&with("interpreter = \"python\"\n")).1,
+        "interpreter needs app_digest"
+    );
+    assert_eq!(
+        err(&with(&format!(
+            "app_digest = \"{app}\"\ninterpreter = \"none\"\nallow_inline = true\n"
+        )))
+        .0,
+        "code.allow_inline"
+    );
+    assert_eq!(
+        err(&with(&format!(
+            "app_digest = \"{app}\"\nallow_inline = 1\n"
+        )))
+        .1,
+        "expected true or false, found a number"
+    );
+    assert_eq!(err(&with("libraries = [\"ABC\"]\n")).0, "code.libraries[0]");
+    // An app tree without interpreter reads (an image an earlier release
+    // stored) but is refused for signing, verifying and registering.
+    let old = GoldImage::from_toml(&with(&format!("app_digest = \"{app}\"\n"))).unwrap();
+    let e = old.check_new().unwrap_err();
+    assert_eq!(e.field, "code.interpreter");
+    assert!(e.reason.contains("add interpreter = \"python\""), "{e}");
 }
