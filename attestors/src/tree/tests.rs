@@ -668,6 +668,31 @@ fn measure_walk() {
         gid: 65534,
         groups: vec![],
     });
+    // The walk as it was before views (paths, std's read_dir, no checks).
+    let old_walk = |root: &Path| {
+        let mut stack = vec![root.to_path_buf()];
+        let mut lines = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for dirent in fs::read_dir(&dir).unwrap() {
+                let dirent = dirent.unwrap();
+                let meta = dirent.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(dirent.path());
+                } else {
+                    lines.push((dirent.path(), meta.len()));
+                }
+            }
+        }
+        lines.sort_unstable();
+        lines.len()
+    };
+    for (tree, rounds) in [(dir.path(), 20u32), (small.path(), 2000)] {
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            assert!(old_walk(tree) > 0);
+        }
+        println!("old walk: {:?} per digest", start.elapsed() / rounds);
+    }
     for (name, reader) in [("caller", Reader::Caller), ("uid 65534", nobody)] {
         for (tree, rounds) in [(dir.path(), 20u32), (small.path(), 2000)] {
             let start = std::time::Instant::now();
