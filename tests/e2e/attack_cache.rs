@@ -283,7 +283,8 @@ async fn six_concurrent_walks_peak_rss() {
         Ok(n) => format!("max_walks_per_uid = {n}\nmax_walks = {n}\n"),
         Err(_) => String::new(),
     };
-    let agent_toml = format!("[workload]\nwalk_wait = \"10min\"\n{limits}");
+    let extra = std::env::var("HALLMARK_RSS_EXTRA").unwrap_or_default();
+    let agent_toml = format!("[workload]\nwalk_wait = \"10min\"\n{limits}{extra}");
     let (d, source) = deploy_observed(&agent_toml).await;
     for i in 0..100_000 {
         let dir = d.model_dir.join(format!("pkg{:03}", i % 100));
@@ -301,6 +302,20 @@ async fn six_concurrent_walks_peak_rss() {
             .unwrap()
     };
     let before = rss("VmRSS:");
+    // VmHWM is no use here: the harness read the 300 MB test binary
+    // whole to hash it. Sample VmRSS instead while the walks run.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss("VmRSS:"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        }
+    });
     let mut held = Vec::new();
     for _ in 0..6 {
         let mut raw = raw_client(&d.socket).await;
@@ -317,9 +332,11 @@ async fn six_concurrent_walks_peak_rss() {
         let _ = stream.message().await;
         peak_running = peak_running.max(source.running());
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
     println!(
-        "six walks of 100,000 entries: VmRSS before {before} kB, VmHWM {} kB, files hashed {}",
-        rss("VmHWM:"),
+        "six walks of 100,000 entries: VmRSS before {before} kB, peak {peak} kB, after {} kB, most running at once {peak_running}, files hashed {}",
+        rss("VmRSS:"),
         source.attestor().cache().files_hashed()
     );
     d.agent.shutdown().await;
