@@ -48,8 +48,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
 
-use hallmark_attestors::tree::{TreeLimits, digest_tree};
 use hallmark_agent::workload_api::walks::WalkLimiter;
+use hallmark_attestors::tree::{TreeLimits, digest_tree};
 use hallmark_attestors::workload::{
     AttestorKind, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_WINDOW, FileCache, HashBudget,
     PinnedProcess, ProcRoot, ProcessAttestor, Request, WorkloadAttestors,

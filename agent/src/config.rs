@@ -620,7 +620,10 @@ mod tests {
         assert_eq!(defaults.workload.hash_entry_cost, 4096);
         assert_eq!(defaults.workload.cache_entries, 100_000);
         assert_eq!(
-            (defaults.workload.max_walks_per_uid, defaults.workload.max_walks),
+            (
+                defaults.workload.max_walks_per_uid,
+                defaults.workload.max_walks
+            ),
             (2, 4)
         );
         assert_eq!(defaults.workload.walk_wait, Duration::from_secs(5));
@@ -630,7 +633,10 @@ mod tests {
         .unwrap();
         assert_eq!(set.workload.hash_entry_cost, 16 << 10);
         assert_eq!(set.workload.cache_entries, 500);
-        assert_eq!((set.workload.max_walks_per_uid, set.workload.max_walks), (1, 8));
+        assert_eq!(
+            (set.workload.max_walks_per_uid, set.workload.max_walks),
+            (1, 8)
+        );
         assert_eq!(set.workload.walk_wait, Duration::ZERO);
         for (tail, key, needle) in [
             ("cache_entries = 0", "workload.cache_entries", "above zero"),

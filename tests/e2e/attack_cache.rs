@@ -28,7 +28,9 @@ use hallmark_agent::workload_api::process_source::ProcessEvidence;
 use hallmark_attestors::workload::{FileCache, ProcRoot};
 use hallmark_proto::workload::X509svidRequest;
 
-use crate::workload_api::{Deployment, Variant, assert_status, deploy_with, raw_client, with_header};
+use crate::workload_api::{
+    Deployment, Variant, assert_status, deploy_with, raw_client, with_header,
+};
 
 /// The cost of an entry, as configured below.
 const ENTRY_COST: u64 = 4096;
@@ -153,7 +155,10 @@ async fn a_flood_of_empty_files_from_another_uid_leaves_the_victims_digests_cach
     let code = BufReader::new(stdout.as_bytes())
         .lines()
         .map_while(Result::ok)
-        .find_map(|l| l.split_once("CODE=").map(|(_, n)| n.trim().parse::<i32>().unwrap()))
+        .find_map(|l| {
+            l.split_once("CODE=")
+                .map(|(_, n)| n.trim().parse::<i32>().unwrap())
+        })
         .unwrap_or_else(|| panic!("the attacker reports its status: {stdout}"));
     // Its flood was hashed (it matches no image: PermissionDenied), and it
     // paid for every empty file.
@@ -228,7 +233,8 @@ async fn a_walk_stops_when_its_client_goes_away_and_is_charged_only_what_it_read
 
 #[tokio::test]
 async fn a_uid_over_its_concurrent_walk_limit_gets_resource_exhausted_naming_it() {
-    let agent_toml = format!("{HUGE_LIMITS}max_walks_per_uid = 2\nmax_walks = 4\nwalk_wait = \"0s\"\n");
+    let agent_toml =
+        format!("{HUGE_LIMITS}max_walks_per_uid = 2\nmax_walks = 4\nwalk_wait = \"0s\"\n");
     let (d, source) = deploy_observed(&agent_toml).await;
     add_huge_file(&d.model_dir);
     let mut held = Vec::new();
@@ -247,7 +253,12 @@ async fn a_uid_over_its_concurrent_walk_limit_gets_resource_exhausted_naming_it(
     .await;
     let err = first_x509(&d.socket).await.unwrap_err();
     assert_status(&err, Code::ResourceExhausted, "workload.max_walks_per_uid");
-    assert!(err.message().contains("uid 0 already has 2 measurements running"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("uid 0 already has 2 measurements running"),
+        "{}",
+        err.message()
+    );
     // Both clients leave: their walks stop, and the uid may measure again.
     drop(held);
     wait_for("the walks stop", Duration::from_secs(120), || {
@@ -257,5 +268,76 @@ async fn a_uid_over_its_concurrent_walk_limit_gets_resource_exhausted_naming_it(
     assert_eq!(source.cancelled(), 2);
     std::fs::remove_file(d.model_dir.join("huge.bin")).unwrap();
     first_x509(&d.socket).await.unwrap();
+    d.agent.shutdown().await;
+}
+
+/// Not a check: measures the agent's peak memory under six concurrent
+/// walks of a 100,000-file tree (the agent runs in this process). Run
+/// with `HALLMARK_RSS_WALK_LIMITS=6` for the limits raised to six (no
+/// cap, as before issue 12) and without it for the defaults:
+/// `cargo nextest run -p hallmark --test e2e --run-ignored only six_concurrent_walks --no-capture`.
+#[tokio::test]
+#[ignore = "measurement: prints the peak RSS of six concurrent walks"]
+async fn six_concurrent_walks_peak_rss() {
+    let limits = match std::env::var("HALLMARK_RSS_WALK_LIMITS") {
+        Ok(n) => format!("max_walks_per_uid = {n}\nmax_walks = {n}\n"),
+        Err(_) => String::new(),
+    };
+    let extra = std::env::var("HALLMARK_RSS_EXTRA").unwrap_or_default();
+    let agent_toml = format!("[workload]\nwalk_wait = \"10min\"\n{limits}{extra}");
+    let (d, source) = deploy_observed(&agent_toml).await;
+    for i in 0..100_000 {
+        let dir = d.model_dir.join(format!("pkg{:03}", i % 100));
+        if i < 100 {
+            std::fs::create_dir(&dir).unwrap();
+        }
+        std::fs::write(dir.join(format!("empty-{i:06}")), b"").unwrap();
+    }
+    let rss = |field: &str| -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss("VmRSS:");
+    // VmHWM is no use here: the harness read the 300 MB test binary
+    // whole to hash it. Sample VmRSS instead while the walks run.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss("VmRSS:"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        }
+    });
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut raw = raw_client(&d.socket).await;
+        let stream = raw
+            .fetch_x509svid(with_header(X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        held.push((raw, stream));
+    }
+    let mut peak_running = 0;
+    for (_, stream) in &mut held {
+        // Each walk ends in a refusal (the tree is not the registered model).
+        let _ = stream.message().await;
+        peak_running = peak_running.max(source.running());
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    println!(
+        "six walks of 100,000 entries: VmRSS before {before} kB, peak {peak} kB, after {} kB, most running at once {peak_running}, files hashed {}",
+        rss("VmRSS:"),
+        source.attestor().cache().files_hashed()
+    );
     d.agent.shutdown().await;
 }

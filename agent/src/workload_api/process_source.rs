@@ -123,17 +123,17 @@ impl EvidenceSource for ProcessEvidence {
             );
         }
         let evidence = measured.map_err(|e| match e {
-                AttestError::ProcessGone { .. } => EvidenceError::ProcessGone,
-                AttestError::ProcessChanged { .. } => EvidenceError::ProcessReplaced,
-                AttestError::Cancelled => EvidenceError::Cancelled,
-                AttestError::TooLarge { .. }
-                | AttestError::TreeTooLarge { .. }
-                | AttestError::BudgetExhausted(_) => EvidenceError::ResourceExhausted {
-                    uid: caller.uid,
-                    detail: e.to_string(),
-                },
-                other => EvidenceError::Failed(other.to_string()),
-            })?;
+            AttestError::ProcessGone { .. } => EvidenceError::ProcessGone,
+            AttestError::ProcessChanged { .. } => EvidenceError::ProcessReplaced,
+            AttestError::Cancelled => EvidenceError::Cancelled,
+            AttestError::TooLarge { .. }
+            | AttestError::TreeTooLarge { .. }
+            | AttestError::BudgetExhausted(_) => EvidenceError::ResourceExhausted {
+                uid: caller.uid,
+                detail: e.to_string(),
+            },
+            other => EvidenceError::Failed(other.to_string()),
+        })?;
         // The socket's peer credentials and /proc must agree.
         if evidence.uid != caller.uid {
             return Err(EvidenceError::ProcessReplaced);

@@ -137,8 +137,8 @@ impl WorkloadService {
             source.evidence(&caller, &hints, &cancel)
         })
         .await
-            .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
-            .map_err(|e| e.to_status())
+        .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
+        .map_err(|e| e.to_status())
     }
 
     /// The caller's current X.509-SVIDs and where they came from: from the

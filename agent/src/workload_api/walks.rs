@@ -158,9 +158,19 @@ mod tests {
         let a = limiter.acquire(7).await.unwrap();
         let _b = limiter.acquire(7).await.unwrap();
         let err = limiter.acquire(7).await.unwrap_err();
-        assert!(matches!(err, WalkLimitError::PerUid { uid: 7, limit: 2, .. }));
+        assert!(matches!(
+            err,
+            WalkLimitError::PerUid {
+                uid: 7,
+                limit: 2,
+                ..
+            }
+        ));
         assert_eq!(err.to_status().code(), tonic::Code::ResourceExhausted);
-        assert!(err.to_string().contains("workload.max_walks_per_uid"), "{err}");
+        assert!(
+            err.to_string().contains("workload.max_walks_per_uid"),
+            "{err}"
+        );
         // Another uid still has a place; then the agent is full.
         let c = limiter.acquire(8).await.unwrap();
         assert_eq!(limiter.running(), 3);

@@ -160,7 +160,9 @@ impl HashBudget {
         bytes: u64,
         now: Instant,
     ) -> Result<(), BudgetExceeded> {
-        let cost = entries.saturating_mul(self.entry_cost).saturating_add(bytes);
+        let cost = entries
+            .saturating_mul(self.entry_cost)
+            .saturating_add(bytes);
         if self.window.is_zero() || cost == 0 {
             return Ok(());
         }
@@ -277,7 +279,9 @@ mod tests {
             (DEFAULT_ENTRY_COST, 0, 1)
         );
         assert!(
-            refused.to_string().contains("4096 per file or directory entry"),
+            refused
+                .to_string()
+                .contains("4096 per file or directory entry"),
             "{refused}"
         );
         // A file costs its size plus one entry.

@@ -746,7 +746,9 @@ mod tests {
         // Cancelled before the walk: nothing listed is charged or read.
         let before = budget.remaining(1);
         let err = digest_tree_with(dir.path(), &TreeLimits::default(), &walk.inner).unwrap_err();
-        assert!(matches!(&err, TreeError::Io { source, .. } if super::super::cancel::is_cancelled(source)));
+        assert!(
+            matches!(&err, TreeError::Io { source, .. } if super::super::cancel::is_cancelled(source))
+        );
         assert_eq!(budget.remaining(1), before);
         assert_eq!(cache.files_hashed(), 3);
     }
