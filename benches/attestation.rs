@@ -394,6 +394,70 @@ fn walk_limits(c: &mut Criterion) {
     });
 }
 
+/// The checks of issue 12 on a real python process (Debian's python3.11)
+/// that runs an app tree script and maps its model: the loaded-code
+/// classification (every fetch), the main program (images with
+/// `code.interpreter`) and `model.require_loaded`, all with digests cached.
+fn code(c: &mut Criterion) {
+    let dir = scratch("code");
+    std::fs::create_dir_all(dir.path().join("app")).unwrap();
+    std::fs::create_dir_all(dir.path().join("model")).unwrap();
+    std::fs::write(dir.path().join("model/model.safetensors"), vec![1u8; 4096]).unwrap();
+    std::fs::write(
+        dir.path().join("app/main.py"),
+        "import mmap, sys, time\nf = open(sys.argv[1], 'rb')\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\nprint('ready', flush=True)\ntime.sleep(600)\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg("app/main.py")
+        .arg(dir.path().join("model/model.safetensors"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let python = hex::encode(Sha256::digest(
+        std::fs::read(std::fs::canonicalize("/usr/bin/python3").unwrap()).unwrap(),
+    ));
+    let pinned = PinnedProcess::open(i32::try_from(child.id()).unwrap()).unwrap();
+    let app = dir.path().join("app").display().to_string();
+    let model = dir.path().join("model").display().to_string();
+    let plain = Request::default();
+    let mut program = Request::default();
+    program.app_paths.insert(python.clone(), vec![app]);
+    program.interpreters.insert(
+        python.clone(),
+        vec![hallmark_attestors::workload::cmdline::Dialect::Python],
+    );
+    let mut loaded = Request::default();
+    loaded.model_paths.insert(python.clone(), vec![model]);
+    loaded.require_loaded.insert(python);
+    let all = attestor(&AttestorKind::ALL);
+    let mut group = c.benchmark_group("code");
+    group.sample_size(100);
+    for (name, request) in [
+        ("python_cached", &plain),
+        ("python_cached_main_program", &program),
+        ("python_cached_require_loaded", &loaded),
+    ] {
+        let evidence = all.attest(&pinned, request).unwrap();
+        assert!(
+            evidence
+                .loaded_code
+                .is_some_and(|l| l.unprotected.is_empty())
+        );
+        group.bench_function(name, |b| b.iter(|| all.attest(&pinned, request).unwrap()));
+    }
+    group.finish();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 criterion_group!(
     benches,
     sha256,
@@ -401,6 +465,7 @@ criterion_group!(
     trees,
     evidence,
     cache_flood,
-    walk_limits
+    walk_limits,
+    code
 );
 criterion_main!(benches);

@@ -203,6 +203,10 @@ fn fake_proc_of_self(root: &Path, start_time: u64) {
     let link = dir.join("exe");
     if !link.exists() {
         std::os::unix::fs::symlink(exe, link).unwrap();
+        // No mapped code beyond the executable; the root is the real one.
+        std::fs::write(dir.join("maps"), b"").unwrap();
+        std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
     }
     // Its root and working directory, where its paths are resolved.
     for name in ["root", "cwd"] {
