@@ -12,6 +12,7 @@
 )]
 
 mod agent;
+mod attack_socket;
 mod attestation;
 mod common;
 mod examples;
