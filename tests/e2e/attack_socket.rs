@@ -43,6 +43,17 @@ struct Deployment {
 }
 
 async fn deploy(images: &[(&str, &str, String)], workload_toml: &str) -> Deployment {
+    deploy_with(images, workload_toml, "", false).await
+}
+
+/// [`deploy`] with `top` lines in every image (e.g. `x509_ttl = 20`) and,
+/// with `manual_clock`, the agent on the issuer's manual clock.
+async fn deploy_with(
+    images: &[(&str, &str, String)],
+    workload_toml: &str,
+    top: &str,
+    manual_clock: bool,
+) -> Deployment {
     let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
         .unwrap();
     let mut signers = TrustedSigners::new();
@@ -58,6 +69,7 @@ async fn deploy(images: &[(&str, &str, String)], workload_toml: &str) -> Deploym
             purpose = "socket attack tests"
             risk_tier = "low"
             not_after = 2099-12-31
+            {top}
             [code]
             sha256 = ["{sha256}"]
             "#
@@ -89,6 +101,9 @@ async fn deploy(images: &[(&str, &str, String)], workload_toml: &str) -> Deploym
     );
     let mut settings = AgentSettings::from_toml_str(&toml).unwrap();
     settings.join_token = Some(server.token().await);
+    if manual_clock {
+        settings.clock = Arc::new(server.clock.clone());
+    }
     let agent = Agent::start(settings).await.unwrap();
     let mut status = agent.status();
     tokio::time::timeout(
@@ -408,6 +423,9 @@ async fn a_process_that_execs_a_registered_binary_and_then_asks_gets_its_svid() 
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
+# The agent's HTTP/2 SETTINGS arrive once it has accepted the connection
+# (and seen which program connected): exec only then.
+s.recv(1, socket.MSG_PEEK)
 s.set_inheritable(True)
 os.environ["HALLMARK_TEST_FD"] = str(s.fileno())
 os.environ["HALLMARK_TEST_SOCKET"] = sys.argv[1]
@@ -602,5 +620,83 @@ async fn floods_from_another_uid_are_limited_and_other_uids_keep_getting_svids()
             .any(|l| l.contains("FLOOD idle closed 10 of 10")),
         "{flood_lines:?}"
     );
+    d.agent.shutdown().await;
+}
+
+/// Not a test of its own: a registered process (this binary) opens a
+/// `FetchX509SVID` stream, prints the first message, keeps the connection
+/// across an exec (CLOEXEC cleared) and exec's sleep (also registered)
+/// without ever reading again.
+#[test]
+#[ignore = "helper process, run by the attack_socket tests"]
+fn open_a_stream_then_exec_sleep() {
+    let Ok(socket) = std::env::var("HALLMARK_TEST_SOCKET") else {
+        return;
+    };
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    rustix::io::fcntl_setfd(&stream, rustix::io::FdFlags::empty()).unwrap();
+    let kept = stream.try_clone().unwrap();
+    rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::empty()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stream_alive, _client) = runtime.block_on(async move {
+        let mut client = client_over(stream).await;
+        let mut svids = client
+            .fetch_x509svid(with_header(X509svidRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = svids.message().await.unwrap().unwrap();
+        print_outcome(Ok(first));
+        (svids, client)
+    });
+    // The exec replaces this process; `kept` (and the stream) carry over.
+    let error = Command::new(SLEEP).arg("30").exec();
+    drop((stream_alive, kept, runtime));
+    panic!("exec sleep: {error}");
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_process_execs_another_registered_program() {
+    let d = deploy_with(&[this_binary(), sleeper()], "", "x509_ttl = 20", true).await;
+    // Once the CA is older than the backdate, leaves start 30 s in the past
+    // (see a_short_lived_svid_rotates_at_half_its_life... in attestation.rs).
+    d.server.clock.advance(Duration::from_secs(60));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(helper_args("open_a_stream_then_exec_sleep"))
+        .env("HALLMARK_TEST_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let outcome = outcome(&mut child).await;
+    assert_eq!(outcome, format!("svid {SELF_ID}"));
+    tokio::task::spawn_blocking(move || wait_for_exe(&pid, SLEEP))
+        .await
+        .unwrap();
+    let metrics = d.agent.metrics().clone();
+    let open = || metrics.streams(hallmark_agent::metrics::StreamMethod::FetchX509Svid);
+    assert_eq!(open(), 1, "the stream is still open after the exec");
+    // Past half of the 20 s granted: the stream re-measures its process,
+    // which now runs sleep, and ends instead of streaming sleep's SVID.
+    d.server.clock.advance(Duration::from_secs(11));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while open() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the stream ends at its rotation");
+    finish(child);
+    let minted: Vec<String> = crate::common::audit_records(&d.server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted")
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(minted.len(), 1, "only the first SVID: {minted:?}");
+    assert!(minted[0].contains(SELF_ID), "{minted:?}");
     d.agent.shutdown().await;
 }
