@@ -700,3 +700,89 @@ async fn a_stream_ends_when_its_process_execs_another_registered_program() {
     assert!(minted[0].contains(SELF_ID), "{minted:?}");
     d.agent.shutdown().await;
 }
+
+/// Not a test of its own: opens `HALLMARK_TEST_STREAMS` `FetchX509SVID`
+/// streams over connections of 100 streams each, reads only the first
+/// message of each, prints `OUTCOME=open`, and closes them all (exits) when
+/// its stdin closes.
+#[test]
+#[ignore = "helper process, run by measure_agent_memory_with_many_unread_streams"]
+fn many_streams_child() {
+    let (Ok(socket), Ok(streams)) = (
+        std::env::var("HALLMARK_TEST_SOCKET"),
+        std::env::var("HALLMARK_TEST_STREAMS"),
+    ) else {
+        return;
+    };
+    let streams: usize = streams.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let mut open = Vec::new();
+        let mut client = raw_client(Path::new(&socket)).await;
+        for i in 0..streams {
+            if i % 100 == 0 {
+                client = raw_client(Path::new(&socket)).await;
+            }
+            let mut stream = client
+                .fetch_x509svid(with_header(X509svidRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
+            stream.message().await.unwrap().unwrap();
+            open.push(stream);
+        }
+        println!("OUTCOME=open");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        drop(open);
+    });
+}
+
+/// Agent memory with many unread streams, and after they close: prints
+/// this process's RSS (issuer and agent in process; the streams' client is
+/// a child). `cargo nextest run --workspace --run-ignored only -E
+/// 'test(measure_agent_memory)' --no-capture`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn measure_agent_memory_with_many_unread_streams() {
+    let streams = std::env::var("HALLMARK_MEASURE_STREAMS").unwrap_or_else(|_| "20000".into());
+    let d = deploy(
+        &[this_binary()],
+        "max_connections_per_uid = 1000\nmax_streams_per_uid = 100000\n",
+    )
+    .await;
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_owned()
+    };
+    let mut warm = raw_client(&d.socket).await;
+    first_x509(&mut warm).await.unwrap();
+    println!("MEASURE before: {}", rss());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(helper_args("many_streams_child"))
+        .env("HALLMARK_TEST_SOCKET", &d.socket)
+        .env("HALLMARK_TEST_STREAMS", &streams)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outcome = outcome(&mut child).await;
+    assert_eq!(outcome, "open");
+    println!("MEASURE {streams} streams open: {}", rss());
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    let metrics = d.agent.metrics().clone();
+    while metrics.streams(hallmark_agent::metrics::StreamMethod::FetchX509Svid) > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("MEASURE after they closed: {}", rss());
+    d.agent.shutdown().await;
+}

@@ -413,6 +413,64 @@ mod tests {
         assert_eq!(mode & 0o777, 0o777);
     }
 
+    /// The cost of each check this module adds, per operation. Run with
+    /// `cargo test -p hallmark-agent --lib -- --ignored --nocapture
+    /// check_costs` (local code unoptimized; the syscalls dominate).
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn check_costs() {
+        use std::io::{Read, Write};
+        const N: u32 = 20_000;
+        let per = |start: Instant| start.elapsed() / N;
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let start = Instant::now();
+        for _ in 0..N {
+            ExeIdentity::of(pid).unwrap();
+        }
+        println!("ExeIdentity::of (stat /proc/<pid>/exe): {:?}", per(start));
+
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut data = [0u8; 512];
+        let start = Instant::now();
+        for _ in 0..N {
+            a.write_all(&data[..100]).unwrap();
+            b.read_exact(&mut data[..100]).unwrap();
+        }
+        println!("write + read (100 bytes), no credentials: {:?}", per(start));
+        nix::sys::socket::setsockopt(&b, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let start = Instant::now();
+        for _ in 0..N {
+            a.write_all(&data[..100]).unwrap();
+            let (n, writer) = receive(b.as_raw_fd(), &mut data, &mut cmsg).unwrap();
+            assert_eq!((n, writer.map(|w| w.0)), (100, Some(pid)));
+        }
+        println!(
+            "write + recvmsg with SCM_CREDENTIALS (100 bytes): {:?}",
+            per(start)
+        );
+
+        let limits = UidLimits::new(64, 128);
+        let state = Arc::new(ConnectionState::new(Some(pid), 0, limits.clone()));
+        let start = Instant::now();
+        for _ in 0..N {
+            state.wrote(Some((pid, 0)));
+            state.check_sender().unwrap();
+            drop(state.begin());
+        }
+        println!("sender record + check + activity guard: {:?}", per(start));
+        let start = Instant::now();
+        for _ in 0..N {
+            drop(state.open_stream().unwrap());
+        }
+        println!("stream slot taken and returned: {:?}", per(start));
+        let start = Instant::now();
+        for _ in 0..N {
+            drop(limits.connection(0).unwrap());
+        }
+        println!("connection slot taken and returned: {:?}", per(start));
+    }
+
     fn own_uid() -> u32 {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata("/proc/self").unwrap().uid()
