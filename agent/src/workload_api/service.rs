@@ -512,14 +512,26 @@ fn peer<T>(request: &Request<T>) -> Result<&Peer, Status> {
 }
 
 /// Refuses (and logs) a request on a connection another process wrote on.
+/// When the process that connected has exited, the refusal says so (that
+/// is why nobody else may speak for it).
 fn refuse_foreign(caller: &Caller) -> Result<(), Status> {
-    caller.connection.check_sender().inspect_err(|refusal| {
+    caller.connection.check_sender().map_err(|refusal| {
+        let refusal = if caller.process.exited() {
+            Status::permission_denied(format!(
+                "process {} exited after it connected, and another process wrote on its connection: {}",
+                caller.pid,
+                refusal.message()
+            ))
+        } else {
+            refusal
+        };
         tracing::warn!(
             pid = caller.pid,
             uid = caller.uid,
             "refused: {}",
             refusal.message()
         );
+        refusal
     })
 }
 
