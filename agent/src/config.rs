@@ -131,6 +131,16 @@ pub struct WorkloadSection {
     /// How long a request over a walk limit waits for a place.
     #[serde(default, with = "humantime_serde")]
     pub walk_wait: Option<Duration>,
+    /// Most Workload API connections one uid may hold open at once; more
+    /// are closed as they are accepted.
+    pub max_connections_per_uid: Option<usize>,
+    /// Most open Workload API streams (`FetchX509SVID`, the bundle and
+    /// revocation watches) one uid may hold at once.
+    pub max_streams_per_uid: Option<usize>,
+    /// A connection with no request in flight and no open stream for this
+    /// long is closed.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `[bootstrap]`.
@@ -214,7 +224,20 @@ pub struct WorkloadSettings {
     pub max_walks: usize,
     /// How long a request over a walk limit waits.
     pub walk_wait: Duration,
+    /// Open Workload API connections per uid.
+    pub max_connections_per_uid: usize,
+    /// Open Workload API streams per uid.
+    pub max_streams_per_uid: usize,
+    /// How long a connection may sit with nothing in flight.
+    pub idle_timeout: Duration,
 }
+
+/// Default `workload.max_connections_per_uid`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 64;
+/// Default `workload.max_streams_per_uid`.
+pub const DEFAULT_MAX_STREAMS_PER_UID: usize = 128;
+/// Default `workload.idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for WorkloadSettings {
     fn default() -> Self {
@@ -228,6 +251,9 @@ impl Default for WorkloadSettings {
             max_walks_per_uid: DEFAULT_MAX_WALKS_PER_UID,
             max_walks: DEFAULT_MAX_WALKS,
             walk_wait: DEFAULT_WALK_WAIT,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            max_streams_per_uid: DEFAULT_MAX_STREAMS_PER_UID,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -314,6 +340,25 @@ impl WorkloadSettings {
                     .into(),
             });
         }
+        let max_connections_per_uid = section
+            .max_connections_per_uid
+            .unwrap_or(defaults.max_connections_per_uid);
+        let max_streams_per_uid = section
+            .max_streams_per_uid
+            .unwrap_or(defaults.max_streams_per_uid);
+        if max_connections_per_uid == 0 || max_streams_per_uid == 0 {
+            return Err(ConfigError::Invalid {
+                key: "workload",
+                reason: "max_connections_per_uid and max_streams_per_uid must be above zero: a zero limit would refuse every workload".into(),
+            });
+        }
+        let idle_timeout = section.idle_timeout.unwrap_or(defaults.idle_timeout);
+        if idle_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "workload.idle_timeout",
+                reason: "must be at least 100ms (e.g. \"60s\")".into(),
+            });
+        }
         Ok(Self {
             attestors,
             limits,
@@ -324,6 +369,9 @@ impl WorkloadSettings {
             max_walks_per_uid,
             max_walks,
             walk_wait: section.walk_wait.unwrap_or(defaults.walk_wait),
+            max_connections_per_uid,
+            max_streams_per_uid,
+            idle_timeout,
         })
     }
 }

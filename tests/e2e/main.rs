@@ -15,6 +15,7 @@ mod agent;
 mod attack_cache;
 mod attack_code;
 mod attack_paths;
+mod attack_socket;
 mod attestation;
 mod common;
 mod examples;

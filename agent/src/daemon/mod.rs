@@ -257,7 +257,7 @@ impl Agent {
             None => None,
             Some(source) => {
                 let path = inner.settings.socket_path.clone();
-                let incoming = crate::workload_api::socket::bind(&path)?;
+                let incoming = crate::workload_api::socket::bind(&path, &inner.settings.workload)?;
                 let service = WorkloadService::new(inner.clone(), source, shutdown_rx.clone());
                 let revocations = crate::workload_api::revocations::RevocationService::new(
                     inner.clone(),

@@ -2,9 +2,13 @@
 //! gRPC service and the workload attestors.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use hallmark_attestors::workload::{Cancel, PinnedProcess};
 use hallmark_proto::node::{PathHints, WorkloadEvidence};
+
+use super::connection::ConnectionState;
+use super::socket::ExeIdentity;
 
 /// The process on the other end of a Workload API connection, from the
 /// socket's peer credentials.
@@ -18,6 +22,11 @@ pub struct Caller {
     pub uid: u32,
     /// Group id.
     pub gid: u32,
+    /// The file the process ran when it connected: a request is honoured
+    /// only while it still runs that file.
+    pub exe: Option<ExeIdentity>,
+    /// The connection the request came on (who wrote on it, what is open).
+    pub connection: Arc<ConnectionState>,
 }
 
 /// What the issuer told the agent about measuring workloads (over `Sync`).

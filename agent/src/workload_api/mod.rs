@@ -5,6 +5,7 @@
 
 mod bundles;
 pub mod cache;
+pub mod connection;
 pub mod evidence;
 pub mod process_source;
 pub(crate) mod revocations;

@@ -64,9 +64,11 @@ impl Revocations for RevocationService {
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         check_security_header(request.metadata())?;
+        let slot = super::service::open_stream(&request)?;
         let service = self.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _slot = slot;
             let _open = service
                 .agent
                 .metrics()

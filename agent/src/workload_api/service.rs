@@ -38,8 +38,9 @@ use hallmark_proto::workload::{
 };
 
 use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid, rotation_start};
+use super::connection::{ConnectionState, StreamSlot};
 use super::evidence::{Caller, EvidenceSource};
-use super::socket::Peer;
+use super::socket::{ExeIdentity, Peer};
 use super::walks::WalkLimiter;
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
@@ -120,25 +121,46 @@ impl WorkloadService {
     }
 
     /// Measures the caller on the blocking pool, within the walk limits.
-    /// Dropping this future (the client went away) stops the measurement;
-    /// its place is freed when the walk has actually stopped.
+    /// Refused when a process other than the caller wrote on its
+    /// connection, or when the caller runs another executable than when it
+    /// connected (checked after the measurement, so an exec during it is
+    /// caught too). Dropping this future (the client went away) stops the
+    /// measurement; its place is freed when the walk has actually stopped.
     async fn measure(&self, caller: &Caller) -> Result<WorkloadEvidence, Status> {
+        refuse_foreign(caller)?;
         let permit = self.walks.acquire(caller.uid).await.map_err(|e| {
             tracing::warn!(uid = caller.uid, pid = caller.pid, error = %e, "measurement refused");
             e.to_status()
         })?;
         let source = self.source.clone();
-        let caller = caller.clone();
+        let measured = caller.clone();
         let hints = self.agent.hints();
         let cancel = Cancel::default();
         let _cancel_on_drop = cancel.guard();
-        tokio::task::spawn_blocking(move || {
+        let (evidence, exe_now) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            source.evidence(&caller, &hints, &cancel)
+            let evidence = source.evidence(&measured, &hints, &cancel);
+            (evidence, ExeIdentity::of(measured.pid).ok())
         })
         .await
-        .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
-        .map_err(|e| e.to_status())
+        .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?;
+        let evidence = evidence.map_err(|e| e.to_status())?;
+        // The sender check again: bytes read while measuring count too.
+        refuse_foreign(caller)?;
+        if caller.exe.is_none() || exe_now != caller.exe {
+            let refusal = Status::permission_denied(format!(
+                "process {} executed another program since it connected to the Workload API (or its executable could not be read): a connection and its streams belong to the program that opened them; open a new connection from the program that asks",
+                caller.pid
+            ));
+            tracing::warn!(
+                pid = caller.pid,
+                uid = caller.uid,
+                "refused: {}",
+                refusal.message()
+            );
+            return Err(refusal);
+        }
+        Ok(evidence)
     }
 
     /// The caller's current X.509-SVIDs and where they came from: from the
@@ -254,6 +276,7 @@ impl WorkloadService {
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_security_header(request.metadata())?;
         let caller = caller(&request)?;
+        let _active = caller.connection.begin();
         let wanted = request.into_inner();
         if wanted.audience.iter().all(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -335,7 +358,13 @@ impl WorkloadService {
     }
 
     /// Streams a workload's SVIDs until it goes away or loses its identity.
-    async fn stream_x509(self, caller: Caller, tx: mpsc::Sender<Result<X509svidResponse, Status>>) {
+    async fn stream_x509(
+        self,
+        caller: Caller,
+        slot: StreamSlot,
+        tx: mpsc::Sender<Result<X509svidResponse, Status>>,
+    ) {
+        let _slot = slot;
         let mut status = self.agent.status_receiver();
         let mut down = self.shutdown.clone();
         let mut sequence = status.borrow_and_update().bundle_sequence;
@@ -450,6 +479,12 @@ impl WorkloadService {
                             sent = Some(set.clone());
                         }
                     }
+                    refusal = caller.connection.tainted() => {
+                        // Another process wrote on this connection: the
+                        // stream ends now rather than at its next rotation.
+                        let _ = tx.send(Err(refusal)).await;
+                        return;
+                    }
                     () = tx.closed() => return,
                     () = signalled(&mut down) => {
                         let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
@@ -473,23 +508,64 @@ impl WorkloadService {
 }
 
 /// The caller's identity from the Unix socket's peer credentials and the
-/// pidfd taken when its connection was accepted.
+/// pidfd taken when its connection was accepted; `PermissionDenied` when
+/// a process other than the one that connected wrote on the connection.
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    let peer = request.extensions().get::<Peer>().ok_or_else(|| {
-        Status::unauthenticated("cannot read the caller's credentials from the socket")
-    })?;
+    let peer = peer(request)?;
     let pid = peer.pid.ok_or_else(|| {
         Status::unauthenticated("the caller's pid is not visible (another pid namespace?)")
     })?;
     let process = peer.process.clone().ok_or_else(|| {
         Status::permission_denied(format!("process {pid} exited before it could be attested"))
     })?;
-    Ok(Caller {
+    let caller = Caller {
         pid,
         process,
         uid: peer.uid,
         gid: peer.gid,
+        exe: peer.exe,
+        connection: peer.connection.clone(),
+    };
+    refuse_foreign(&caller)?;
+    Ok(caller)
+}
+
+fn peer<T>(request: &Request<T>) -> Result<&Peer, Status> {
+    request.extensions().get::<Peer>().ok_or_else(|| {
+        Status::unauthenticated("cannot read the caller's credentials from the socket")
     })
+}
+
+/// Refuses (and logs) a request on a connection another process wrote on.
+/// When the process that connected has exited, the refusal says so (that
+/// is why nobody else may speak for it).
+fn refuse_foreign(caller: &Caller) -> Result<(), Status> {
+    caller.connection.check_sender().map_err(|refusal| {
+        let refusal = if caller.process.exited() {
+            Status::permission_denied(format!(
+                "process {} exited after it connected, and another process wrote on its connection: {}",
+                caller.pid,
+                refusal.message()
+            ))
+        } else {
+            refusal
+        };
+        tracing::warn!(
+            pid = caller.pid,
+            uid = caller.uid,
+            "refused: {}",
+            refusal.message()
+        );
+        refusal
+    })
+}
+
+/// A stream slot of the request's connection (the uid's stream limit),
+/// after the sender check.
+pub(crate) fn open_stream<T>(request: &Request<T>) -> Result<StreamSlot, Status> {
+    let connection: &std::sync::Arc<ConnectionState> = &peer(request)?.connection;
+    connection.check_sender()?;
+    connection.open_stream()
 }
 
 #[tonic::async_trait]
@@ -505,8 +581,9 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_security_header(request.metadata())?;
         let caller = caller(&request)?;
+        let slot = caller.connection.open_stream()?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.clone().stream_x509(caller, tx));
+        tokio::spawn(self.clone().stream_x509(caller, slot, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -516,9 +593,11 @@ impl SpiffeWorkloadApi for WorkloadService {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_security_header(request.metadata())?;
+        let slot = open_stream(&request)?;
         let agent = self.agent.clone();
         Ok(Response::new(Box::pin(bundle_stream(
             agent,
+            slot,
             self.shutdown.clone(),
             x509_bundles_response,
             StreamMethod::FetchX509Bundles,
@@ -551,9 +630,11 @@ impl SpiffeWorkloadApi for WorkloadService {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_security_header(request.metadata())?;
+        let slot = open_stream(&request)?;
         let agent = self.agent.clone();
         Ok(Response::new(Box::pin(bundle_stream(
             agent,
+            slot,
             self.shutdown.clone(),
             jwt_bundles_response,
             StreamMethod::FetchJwtBundles,
@@ -566,6 +647,9 @@ impl SpiffeWorkloadApi for WorkloadService {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_security_header(request.metadata())?;
+        let connection = &peer(&request)?.connection;
+        connection.check_sender()?;
+        let _active = connection.begin();
         let bundle = self.agent.bundle();
         let revocations = self.agent.revocations().ok_or_else(|| {
             Status::unavailable(
@@ -634,12 +718,14 @@ async fn prune_revoked(
 /// A stream of bundle messages: one now, one on every bundle change.
 fn bundle_stream<T: Send + 'static>(
     agent: Arc<Inner>,
+    slot: StreamSlot,
     mut down: watch::Receiver<bool>,
     render: fn(&hallmark_ca::bundle::Bundle) -> T,
     method: StreamMethod,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let _slot = slot;
         let _open = agent.metrics().stream(method);
         let mut status = agent.status_receiver();
         let mut sequence = status.borrow_and_update().bundle_sequence;

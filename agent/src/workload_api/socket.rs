@@ -9,19 +9,30 @@
 //! be attested in its place.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{Future, Stream};
 use hallmark_attestors::workload::PinnedProcess;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Connected;
 
+use super::connection::{ConnectionState, Slot, UidLimits};
+use crate::config::WorkloadSettings;
 use crate::error::AgentError;
+
+/// First and longest pause of the accept loop while the agent is out of
+/// descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`): the
+/// listener stays readable, so retrying at once would spin.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Who is on the other end of a Workload API connection.
 #[derive(Debug, Clone)]
@@ -35,13 +46,47 @@ pub struct Peer {
     /// The peer process, pinned; `None` when its pid is not visible (another
     /// pid namespace) or it exited before the connection was accepted.
     pub process: Option<PinnedProcess>,
+    /// The file the peer ran when its connection was accepted (device,
+    /// inode of `/proc/<pid>/exe`); `None` when it could not be read.
+    pub exe: Option<ExeIdentity>,
+    /// Who wrote on the connection, and what is in flight on it.
+    pub connection: Arc<ConnectionState>,
 }
 
-/// An accepted connection and its [`Peer`].
+/// A running executable's file identity: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExeIdentity {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+}
+
+impl ExeIdentity {
+    /// The file `pid` runs now, through `/proc/<pid>/exe`.
+    pub fn of(pid: i32) -> io::Result<Self> {
+        let meta = std::fs::metadata(format!("/proc/{pid}/exe"))?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// An accepted connection and its [`Peer`]. Reads go through `recvmsg` so
+/// the kernel names the writer of every chunk (see
+/// [`super::connection`]); a connection idle for the configured timeout
+/// ends its reads with `TimedOut`, which closes it.
 #[derive(Debug)]
 pub struct PeerStream {
     io: UnixStream,
     peer: Peer,
+    /// Room for one `SCM_CREDENTIALS` message, reused by every read.
+    cmsg: Vec<u8>,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// The uid's connection slot, released when the connection closes.
+    _slot: Slot,
 }
 
 impl Connected for PeerStream {
@@ -52,14 +97,92 @@ impl Connected for PeerStream {
     }
 }
 
+impl PeerStream {
+    /// Closes an idle connection: `Ready(Err)` once the connection has had
+    /// nothing in flight for the idle timeout, else `Pending` with a timer
+    /// armed for the moment it could be.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            match self.peer.connection.idle_deadline(self.idle_timeout) {
+                Some(deadline) if deadline <= now => {
+                    tracing::debug!(
+                        pid = self.peer.pid,
+                        uid = self.peer.uid,
+                        "closing an idle Workload API connection"
+                    );
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "idle Workload API connection closed",
+                    )));
+                }
+                Some(deadline) => self.idle.as_mut().reset(deadline.into()),
+                None => self.idle.as_mut().reset((now + self.idle_timeout).into()),
+            }
+        }
+    }
+}
+
 impl AsyncRead for PeerStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            match this.io.poll_read_ready(cx) {
+                Poll::Pending => return this.poll_idle(cx),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let fd = this.io.as_raw_fd();
+            let data = buf.initialize_unfilled();
+            let cmsg = &mut this.cmsg;
+            match this
+                .io
+                .try_io(Interest::READABLE, || receive(fd, data, cmsg))
+            {
+                Ok((0, _)) => return Poll::Ready(Ok(())),
+                Ok((n, writer)) => {
+                    this.peer.connection.wrote(writer);
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
+}
+
+/// One `recvmsg`: the bytes read and the writer's (pid, uid) from
+/// `SCM_CREDENTIALS` (`None`: the kernel sent none, or the control data was
+/// truncated because the peer also sent descriptors, which the kernel then
+/// closes: fail closed).
+fn receive(
+    fd: std::os::fd::RawFd,
+    data: &mut [u8],
+    cmsg: &mut [u8],
+) -> io::Result<(usize, Option<(i32, u32)>)> {
+    let mut iov = [io::IoSliceMut::new(data)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let writer = msg.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|c| match c {
+            ControlMessageOwned::ScmCredentials(c) => Some((c.pid(), c.uid())),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, writer))
 }
 
 impl AsyncWrite for PeerStream {
@@ -97,7 +220,10 @@ pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<PeerStream>> + Send>>;
 
 /// Binds the socket at `path`: creates its directory (0755), replaces a
 /// stale socket file, and opens the socket to every local user (0777).
-pub fn bind(path: &Path) -> Result<Incoming, AgentError> {
+/// Connections beyond a uid's `max_connections_per_uid` are closed unread
+/// as they are accepted; the stream never yields an error (tonic would
+/// retry at once), and pauses while the agent is out of descriptors.
+pub fn bind(path: &Path, settings: &WorkloadSettings) -> Result<Incoming, AgentError> {
     if let Some(dir) = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
@@ -118,20 +244,120 @@ pub fn bind(path: &Path) -> Result<Incoming, AgentError> {
         std::fs::remove_file(path).map_err(|e| AgentError::io(path, e))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| AgentError::io(path, e))?;
+    // On the listener, before any client can connect: accepted sockets
+    // inherit it (at connect since Linux 6.16, so even bytes written before
+    // the accept carry their writer; on older kernels such bytes come
+    // without credentials and taint the connection: fail closed).
+    nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| AgentError::io(path, io::Error::from(e)))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
         .map_err(|e| AgentError::io(path, e))?;
-    Ok(Box::pin(UnixListenerStream::new(listener).map(
-        |accepted| {
-            let io = accepted?;
-            let peer = peer_of(&io)?;
-            Ok(PeerStream { io, peer })
+    let acceptor = Arc::new(Acceptor {
+        listener,
+        limits: UidLimits::new(
+            settings.max_connections_per_uid,
+            settings.max_streams_per_uid,
+        ),
+        idle_timeout: settings.idle_timeout,
+    });
+    Ok(Box::pin(futures::stream::unfold(
+        acceptor,
+        |acceptor| async move {
+            let stream = acceptor.next().await;
+            Some((Ok(stream), acceptor))
         },
     )))
 }
 
-/// The peer's credentials and pinned process.
-fn peer_of(io: &UnixStream) -> io::Result<Peer> {
-    let cred = io.peer_cred()?;
+struct Acceptor {
+    listener: UnixListener,
+    limits: Arc<UidLimits>,
+    idle_timeout: Duration,
+}
+
+impl Acceptor {
+    /// The next connection the agent admits.
+    async fn next(&self) -> PeerStream {
+        let mut pause = ACCEPT_PAUSE_MIN;
+        loop {
+            let io = match self.listener.accept().await {
+                Ok((io, _)) => io,
+                Err(e) if out_of_resources(&e) => {
+                    tracing::warn!(error = %e, pause = ?pause, "cannot accept Workload API connections (out of descriptors or memory): pausing; raise LimitNOFILE or lower workload.max_connections_per_uid");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    continue;
+                }
+                Err(e) => {
+                    // The client went away before the accept.
+                    tracing::debug!(error = %e, "accepting a Workload API connection failed");
+                    continue;
+                }
+            };
+            pause = ACCEPT_PAUSE_MIN;
+            if let Some(stream) = self.admit(io) {
+                return stream;
+            }
+        }
+    }
+
+    /// The accepted connection with its peer, or `None` when it is closed
+    /// at once (its uid holds its connection limit, or its peer is unreadable).
+    fn admit(&self, io: UnixStream) -> Option<PeerStream> {
+        let cred = match io.peer_cred() {
+            Ok(cred) => cred,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read a Workload API peer's credentials");
+                return None;
+            }
+        };
+        let Some(slot) = self.limits.connection(cred.uid()) else {
+            tracing::warn!(
+                uid = cred.uid(),
+                pid = cred.pid(),
+                limit = self.limits.max_connections(),
+                "closing a Workload API connection unread: its uid holds workload.max_connections_per_uid connections"
+            );
+            return None;
+        };
+        let peer = match peer_of(&io, cred, &self.limits) {
+            Ok(peer) => peer,
+            Err(error) => {
+                tracing::debug!(%error, "cannot pin a Workload API peer");
+                return None;
+            }
+        };
+        Some(PeerStream {
+            io,
+            peer,
+            cmsg: nix::cmsg_space!(UnixCredentials),
+            idle_timeout: self.idle_timeout,
+            idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
+            _slot: slot,
+        })
+    }
+}
+
+/// Whether an accept error means the agent is out of a resource (retrying
+/// at once would spin).
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(nix::errno::Errno::from_raw),
+        Some(
+            nix::errno::Errno::EMFILE
+                | nix::errno::Errno::ENFILE
+                | nix::errno::Errno::ENOBUFS
+                | nix::errno::Errno::ENOMEM
+        )
+    )
+}
+
+/// The peer's credentials, pinned process and executable.
+fn peer_of(
+    io: &UnixStream,
+    cred: tokio::net::unix::UCred,
+    limits: &Arc<UidLimits>,
+) -> io::Result<Peer> {
     let pid = cred.pid().filter(|pid| *pid > 0);
     let process = match pid {
         None => None,
@@ -146,23 +372,28 @@ fn peer_of(io: &UnixStream) -> io::Result<Peer> {
             Err(e) => return Err(io::Error::from(e)),
         },
     };
+    let exe = pid.and_then(|pid| ExeIdentity::of(pid).ok());
     Ok(Peer {
         pid,
         uid: cred.uid(),
         gid: cred.gid(),
         process,
+        exe,
+        connection: Arc::new(ConnectionState::new(pid, cred.uid(), limits.clone())),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     #[tokio::test]
     async fn an_accepted_connection_knows_and_pins_its_peer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let mut incoming = bind(&path).unwrap();
+        let mut incoming = bind(&path, &WorkloadSettings::default()).unwrap();
         let client = UnixStream::connect(&path).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
         let peer = accepted.connect_info();
@@ -180,6 +411,64 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
+    }
+
+    /// The cost of each check this module adds, per operation. Run with
+    /// `cargo test -p hallmark-agent --lib -- --ignored --nocapture
+    /// check_costs` (local code unoptimized; the syscalls dominate).
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn check_costs() {
+        use std::io::{Read, Write};
+        const N: u32 = 20_000;
+        let per = |start: Instant| start.elapsed() / N;
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let start = Instant::now();
+        for _ in 0..N {
+            ExeIdentity::of(pid).unwrap();
+        }
+        println!("ExeIdentity::of (stat /proc/<pid>/exe): {:?}", per(start));
+
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut data = [0u8; 512];
+        let start = Instant::now();
+        for _ in 0..N {
+            a.write_all(&data[..100]).unwrap();
+            b.read_exact(&mut data[..100]).unwrap();
+        }
+        println!("write + read (100 bytes), no credentials: {:?}", per(start));
+        nix::sys::socket::setsockopt(&b, nix::sys::socket::sockopt::PassCred, &true).unwrap();
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let start = Instant::now();
+        for _ in 0..N {
+            a.write_all(&data[..100]).unwrap();
+            let (n, writer) = receive(b.as_raw_fd(), &mut data, &mut cmsg).unwrap();
+            assert_eq!((n, writer.map(|w| w.0)), (100, Some(pid)));
+        }
+        println!(
+            "write + recvmsg with SCM_CREDENTIALS (100 bytes): {:?}",
+            per(start)
+        );
+
+        let limits = UidLimits::new(64, 128);
+        let state = Arc::new(ConnectionState::new(Some(pid), 0, limits.clone()));
+        let start = Instant::now();
+        for _ in 0..N {
+            state.wrote(Some((pid, 0)));
+            state.check_sender().unwrap();
+            drop(state.begin());
+        }
+        println!("sender record + check + activity guard: {:?}", per(start));
+        let start = Instant::now();
+        for _ in 0..N {
+            drop(state.open_stream().unwrap());
+        }
+        println!("stream slot taken and returned: {:?}", per(start));
+        let start = Instant::now();
+        for _ in 0..N {
+            drop(limits.connection(0).unwrap());
+        }
+        println!("connection slot taken and returned: {:?}", per(start));
     }
 
     fn own_uid() -> u32 {
