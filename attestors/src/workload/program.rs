@@ -250,7 +250,10 @@ impl FileHasher for Recording<'_> {
         let digest = self.inner.sha256(file, meta)?;
         if let Some(rel) = file
             .path()
-            .strip_prefix(self.root).ok().and_then(|p| p.to_str()) {
+            .strip_prefix(self.root)
+            .ok()
+            .and_then(|p| p.to_str())
+        {
             self.seen
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
