@@ -337,6 +337,10 @@ fn fake_process(root: &Path, pid: u32, uid: u32, model: &Path) {
     std::fs::write(dir.join("cgroup"), "0::/bench\n").unwrap();
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
     std::os::unix::fs::symlink(exe, dir.join("exe")).unwrap();
+    // Its view is this process's own; it maps no code beyond its executable.
+    std::os::unix::fs::symlink("/", dir.join("root")).unwrap();
+    std::os::unix::fs::symlink("/", dir.join("cwd")).unwrap();
+    std::fs::write(dir.join("maps"), "").unwrap();
 }
 
 fn cache_flood(c: &mut Criterion) {
