@@ -29,28 +29,13 @@ use hallmark_attestors::workload::{FileCache, ProcRoot};
 use hallmark_proto::workload::X509svidRequest;
 
 use crate::workload_api::{
-    Deployment, Variant, assert_status, deploy_with, raw_client, with_header,
+    Deployment, Variant, assert_status, deploy_with, first_x509, raw_client, with_header,
 };
 
 /// The cost of an entry, as configured below.
 const ENTRY_COST: u64 = 4096;
 /// Attacker uid/gid.
 const NOBODY: u32 = 65534;
-
-/// The first message of a new `FetchX509SVID` stream.
-async fn first_x509(
-    socket: &Path,
-) -> Result<hallmark_proto::workload::X509svidResponse, tonic::Status> {
-    let mut raw = raw_client(socket).await;
-    let mut stream = raw
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await?
-        .into_inner();
-    stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
-}
 
 /// Deploys with `agent_toml` and a real /proc evidence source the test
 /// keeps a handle on (a cache that trusts just-written files).

@@ -25,12 +25,9 @@ use tonic::transport::Endpoint;
 use hallmark_agent::Agent;
 use hallmark_agent::config::AgentSettings;
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
-use hallmark_proto::admin::RegisterImageRequest;
 use hallmark_proto::workload::X509svidRequest;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use hallmark_server::image::{
-    Algorithm, Envelope, GoldImage, SigningKey, TrustedSigners, canonical,
-};
+use hallmark_server::image::{Algorithm, GoldImage, SigningKey, TrustedSigners};
 
 use crate::common::*;
 use crate::workload_api::{assert_status, with_header};
@@ -121,15 +118,7 @@ async fn deploy(images: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Env {
             "name = \"{name}\"\nversion = \"1\"\nspiffe_id = \"spiffe://example.org/{name}\"\nowner = \"alice@example.org\"\npurpose = \"attack tests\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n{body}"
         );
         let image = GoldImage::from_toml(&text).unwrap();
-        let envelope = Envelope::sign(&canonical::encode(&image), &key)
-            .unwrap()
-            .to_json();
-        server
-            .admin()
-            .await
-            .register_image(RegisterImageRequest { envelope })
-            .await
-            .unwrap();
+        server.register_image(&image, &key).await.unwrap();
     }
     let bootstrap = server.path("bootstrap.pem");
     std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
@@ -414,15 +403,7 @@ async fn an_app_tree_image_without_interpreter_is_refused_at_registration() {
         "2".repeat(64)
     );
     let image = GoldImage::from_toml(&text).unwrap();
-    let envelope = Envelope::sign(&canonical::encode(&image), &key)
-        .unwrap()
-        .to_json();
-    let err = server
-        .admin()
-        .await
-        .register_image(RegisterImageRequest { envelope })
-        .await
-        .unwrap_err();
+    let err = server.register_image(&image, &key).await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, "code.interpreter");
     assert!(
         err.message().contains("add interpreter = \"python\""),

@@ -18,15 +18,12 @@ use tonic::transport::Endpoint;
 
 use hallmark_agent::Agent;
 use hallmark_agent::config::AgentSettings;
-use hallmark_proto::admin::RegisterImageRequest;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{X509svidRequest, X509svidResponse};
-use hallmark_server::image::{
-    Algorithm, Envelope, GoldImage, SigningKey, TrustedSigners, canonical,
-};
+use hallmark_server::image::{Algorithm, GoldImage, SigningKey, TrustedSigners};
 
 use crate::common::{TRUST_DOMAIN, TestServer};
-use crate::workload_api::{own_exe_sha256, raw_client, with_header};
+use crate::workload_api::{first_x509_on, own_exe_sha256, raw_client, with_header};
 
 const SLEEP: &str = "/usr/bin/sleep";
 const PYTHON: &str = "/usr/bin/python3";
@@ -75,15 +72,7 @@ async fn deploy_with(
             "#
         );
         let image = GoldImage::from_toml(&text).unwrap();
-        let envelope = Envelope::sign(&canonical::encode(&image), &key)
-            .unwrap()
-            .to_json();
-        server
-            .admin()
-            .await
-            .register_image(RegisterImageRequest { envelope })
-            .await
-            .unwrap();
+        server.register_image(&image, &key).await.unwrap();
     }
     let bootstrap = server.path("bootstrap.pem");
     std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
@@ -190,20 +179,6 @@ async fn client_over(
     SpiffeWorkloadApiClient::new(channel)
 }
 
-/// The first message of `FetchX509SVID` on `client`.
-async fn first_x509(
-    client: &mut SpiffeWorkloadApiClient<tonic::transport::Channel>,
-) -> Result<X509svidResponse, tonic::Status> {
-    let mut stream = client
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await?
-        .into_inner();
-    stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
-}
-
 /// Prints the outcome of a `FetchX509SVID` as one `OUTCOME=` line.
 fn print_outcome(result: Result<X509svidResponse, tonic::Status>) {
     match result {
@@ -249,7 +224,7 @@ fn speak_on_a_connection_of_another_process() {
         .unwrap();
     runtime.block_on(async move {
         let mut client = client_over(stream).await;
-        print_outcome(first_x509(&mut client).await);
+        print_outcome(first_x509_on(&mut client).await);
     });
 }
 
@@ -272,9 +247,9 @@ fn ask_after_exec() {
         .unwrap();
     runtime.block_on(async move {
         let mut carried = client_over(stream).await;
-        print_outcome(first_x509(&mut carried).await);
+        print_outcome(first_x509_on(&mut carried).await);
         let mut own = raw_client(Path::new(&socket)).await;
-        print_outcome(first_x509(&mut own).await);
+        print_outcome(first_x509_on(&mut own).await);
     });
 }
 
@@ -573,7 +548,7 @@ async fn floods_from_another_uid_are_limited_and_other_uids_keep_getting_svids()
     let mut served = 0;
     loop {
         let mut client = raw_client(&d.socket).await;
-        let response = first_x509(&mut client).await.unwrap();
+        let response = first_x509_on(&mut client).await.unwrap();
         assert_eq!(response.svids[0].spiffe_id, SELF_ID);
         served += 1;
         match tokio::time::timeout(Duration::from_millis(50), lines_rx.recv()).await {
@@ -763,7 +738,7 @@ async fn measure_agent_memory_with_many_unread_streams() {
             .to_owned()
     };
     let mut warm = raw_client(&d.socket).await;
-    first_x509(&mut warm).await.unwrap();
+    first_x509_on(&mut warm).await.unwrap();
     println!("MEASURE before: {}", rss());
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(helper_args("many_streams_child"))

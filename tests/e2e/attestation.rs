@@ -18,22 +18,9 @@ use hallmark_attestors::workload::{FileCache, ProcRoot};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, X509svidRequest};
 
-use crate::workload_api::{Variant, assert_status, deploy_with, raw_client, with_header};
-
-/// The first message of a new `FetchX509SVID` stream.
-async fn first_x509(
-    socket: &Path,
-) -> Result<hallmark_proto::workload::X509svidResponse, tonic::Status> {
-    let mut raw = raw_client(socket).await;
-    let mut stream = raw
-        .fetch_x509svid(with_header(X509svidRequest {}))
-        .await?
-        .into_inner();
-    stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
-}
+use crate::workload_api::{
+    Variant, assert_status, deploy_with, first_x509, raw_client, with_header,
+};
 
 #[tokio::test]
 async fn an_interpreted_agent_is_bound_by_its_app_tree() {

@@ -16,14 +16,17 @@ use hallmark_ca::clock::{Clock, ManualClock};
 use hallmark_ca::id::{SpiffeId, TrustDomain};
 use hallmark_ca::key::CaKey;
 use hallmark_ca::tls::{ClockTimeProvider, SpiffeServerVerifier, SvidCertResolver};
-use hallmark_proto::admin::GenerateJoinTokenRequest;
 use hallmark_proto::admin::admin_client::AdminClient;
+use hallmark_proto::admin::{
+    GenerateJoinTokenRequest, RegisterImageRequest, RegisterImageResponse,
+};
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{
     AttestParams, AttestRequest, AttestResult, JoinTokenParams, attest_params, attest_request,
     attest_response,
 };
 use hallmark_server::config::ServerSettings;
+use hallmark_server::image::{Envelope, GoldImage, SigningKey, canonical};
 use hallmark_server::server::{ServerHandle, start_with_clock};
 
 pub const TRUST_DOMAIN: &str = "example.org";
@@ -92,6 +95,22 @@ impl TestServer {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
+    }
+
+    /// Signs `image` with `key` (one signature) and registers it.
+    pub async fn register_image(
+        &self,
+        image: &GoldImage,
+        key: &SigningKey,
+    ) -> Result<RegisterImageResponse, Status> {
+        let envelope = Envelope::sign(&canonical::encode(image), key)
+            .unwrap()
+            .to_json();
+        self.admin()
+            .await
+            .register_image(RegisterImageRequest { envelope })
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {

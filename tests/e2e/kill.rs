@@ -22,17 +22,13 @@ use tonic::transport::{Channel, Endpoint};
 use hallmark_agent::config::AgentSettings;
 use hallmark_agent::{Agent, AgentHandle};
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
-use hallmark_proto::admin::{
-    CreateRevocationRequest, LiftRevocationRequest, RegisterImageRequest, Revocation,
-};
+use hallmark_proto::admin::{CreateRevocationRequest, LiftRevocationRequest, Revocation};
 use hallmark_proto::revocations::revocations_client::RevocationsClient;
 use hallmark_proto::revocations::{WatchRevocationsRequest, WatchRevocationsResponse};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
 use hallmark_server::config::ServerSettings;
-use hallmark_server::image::{
-    Algorithm, Envelope, GoldImage, SigningKey, TrustedSigners, canonical,
-};
+use hallmark_server::image::{Algorithm, GoldImage, SigningKey, TrustedSigners};
 
 use crate::common::*;
 
@@ -93,15 +89,7 @@ impl KillEnv {
                 "name = \"{name}\"\nversion = \"1.0.0\"\nspiffe_id = \"spiffe://example.org/{name}\"\nowner = \"alice@example.org\"\npurpose = \"kill switch tests\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{code}\"]\n{extra}"
             ))
             .unwrap();
-            let envelope = Envelope::sign(&canonical::encode(&image), &key)
-                .unwrap()
-                .to_json();
-            server
-                .admin()
-                .await
-                .register_image(RegisterImageRequest { envelope })
-                .await
-                .unwrap();
+            server.register_image(&image, &key).await.unwrap();
         }
         Self {
             server,

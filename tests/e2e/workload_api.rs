@@ -17,12 +17,10 @@ use hallmark_agent::Agent;
 use hallmark_agent::config::AgentSettings;
 use hallmark_agent::workload_api::evidence::EvidenceSource;
 use hallmark_attestors::tree::{TreeLimits, digest_tree};
-use hallmark_proto::admin::{ListImagesRequest, RegisterImageRequest, RetireImageRequest};
+use hallmark_proto::admin::{ListImagesRequest, RetireImageRequest};
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
-use hallmark_server::image::{
-    Algorithm, Envelope, GoldImage, SigningKey, TrustedSigners, canonical,
-};
+use hallmark_server::image::{Algorithm, GoldImage, SigningKey, TrustedSigners};
 
 use crate::common::*;
 
@@ -165,16 +163,7 @@ pub async fn deploy_with(variant: Variant<'_>) -> Deployment {
         .replace("{dir}", &server.path("").display().to_string());
     let image =
         image_for_this_process(&model_dir, &digest, variant.top, &code_extra, variant.extra);
-    let envelope = Envelope::sign(&canonical::encode(&image), &key)
-        .unwrap()
-        .to_json();
-    let registered = server
-        .admin()
-        .await
-        .register_image(RegisterImageRequest { envelope })
-        .await
-        .unwrap()
-        .into_inner();
+    let registered = server.register_image(&image, &key).await.unwrap();
     assert!(registered.created);
     let bootstrap = server.path("bootstrap.pem");
     std::fs::write(&bootstrap, server.bundle().to_pem()).unwrap();
@@ -251,6 +240,27 @@ pub fn with_header<T>(message: T) -> tonic::Request<T> {
         .metadata_mut()
         .insert("workload.spiffe.io", "true".parse().unwrap());
     request
+}
+
+/// The first message of a new `FetchX509SVID` stream on a new connection.
+pub async fn first_x509(
+    socket: &Path,
+) -> Result<hallmark_proto::workload::X509svidResponse, tonic::Status> {
+    first_x509_on(&mut raw_client(socket).await).await
+}
+
+/// The first message of a new `FetchX509SVID` stream on `client`.
+pub async fn first_x509_on(
+    client: &mut SpiffeWorkloadApiClient<Channel>,
+) -> Result<hallmark_proto::workload::X509svidResponse, tonic::Status> {
+    let mut stream = client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await?
+        .into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("stream ended without a message"))
 }
 
 #[tokio::test]
