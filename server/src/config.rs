@@ -112,6 +112,11 @@ pub struct AuditSection {
     /// unverifiable tail. Default 1m, at least 1s.
     #[serde(default, with = "humantime_serde")]
     pub checkpoint_interval: Option<Duration>,
+    /// Where every signed checkpoint also goes (`[[audit.witness]]` tables
+    /// with `file = "/abs/path"` or `command = ["argv", ...]`), so that a
+    /// rollback of the whole data directory is caught off the host.
+    #[serde(default)]
+    pub witness: Vec<crate::audit::WitnessConfig>,
 }
 
 /// `[images]` in `server.toml`.
@@ -220,6 +225,8 @@ pub struct ServerSettings {
     pub signature_policy: SignaturePolicy,
     /// How often to sign an audit checkpoint.
     pub audit_checkpoint_interval: Duration,
+    /// Where signed checkpoints also go.
+    pub audit_witnesses: Vec<crate::audit::WitnessConfig>,
     /// Where to serve metrics and health (`None`: off).
     pub metrics_address: Option<SocketAddr>,
 }
@@ -367,6 +374,13 @@ impl ServerSettings {
                 reason: "must be at least 1s".into(),
             });
         }
+        for witness in &file.audit.witness {
+            witness.validate().map_err(|reason| ConfigError::Invalid {
+                key: "audit.witness",
+                reason,
+            })?;
+        }
+        let audit_witnesses = file.audit.witness.clone();
         let metrics_address = match flags.metrics_address.or(file.metrics.address) {
             None => None,
             Some(text) => Some(
@@ -392,6 +406,7 @@ impl ServerSettings {
             trusted_signers: Arc::new(trusted_signers),
             signature_policy,
             audit_checkpoint_interval,
+            audit_witnesses,
             metrics_address,
         })
     }
@@ -413,6 +428,7 @@ impl ServerSettings {
             trusted_signers: Arc::new(TrustedSigners::new()),
             signature_policy: SignaturePolicy::default(),
             audit_checkpoint_interval: DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
+            audit_witnesses: Vec::new(),
             metrics_address: None,
         }
     }

@@ -208,6 +208,26 @@ pub enum SecurityEvent {
         /// The operator's uid.
         uid: Option<u32>,
     },
+    /// An operator started a new audit log (`hallmark-server audit reset`):
+    /// always the first record of the new log, naming the old one's head.
+    AuditReset {
+        /// Why, as the operator gave it.
+        reason: String,
+        /// The operator's uid.
+        uid: Option<u32>,
+        /// The old log's last record (0: it had none).
+        old_last_seq: u64,
+        /// That record's hash (`null` when none).
+        old_head: Option<String>,
+        /// The seq the old log's newest checkpoint covered (0: none).
+        old_checkpoint_seq: u64,
+        /// That checkpoint line's hash.
+        old_checkpoint: Option<String>,
+        /// What the database's anchor said of the old log.
+        old_anchor_seq: Option<u64>,
+        /// Where the old audit files were moved.
+        moved_to: Option<String>,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
@@ -315,6 +335,15 @@ pub fn log_event(event: &SecurityEvent) {
         }
         SecurityEvent::IssuerStopping { version } => {
             tracing::info!(target: "hallmark::audit", version, "issuer stopping");
+        }
+        SecurityEvent::AuditReset {
+            reason,
+            old_last_seq,
+            old_head,
+            moved_to,
+            ..
+        } => {
+            tracing::warn!(target: "hallmark::audit", %reason, old_last_seq, ?old_head, ?moved_to, "a new audit log was started");
         }
         SecurityEvent::NodeAttested {
             agent,

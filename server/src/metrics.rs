@@ -425,6 +425,8 @@ pub struct IssuerState {
     pub revocations: Arc<Revocations>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// The audit log: not ready while it cannot write.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Health for IssuerState {
@@ -432,6 +434,7 @@ impl Health for IssuerState {
         if !self.serving.load(Ordering::Acquire) {
             return Err("the issuer is starting or shutting down".into());
         }
+        self.audit.health()?;
         let not_after = self
             .authority
             .ca_not_after()

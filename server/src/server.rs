@@ -18,7 +18,7 @@ use hallmark_proto::node::node_server::NodeServer;
 
 use crate::admin::socket::SocketError;
 use crate::admin::{AdminApi, AdminApiParts, socket};
-use crate::audit::{AuditError, AuditLog, Observed};
+use crate::audit::{AuditError, AuditLog, Observed, Witnesses};
 use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
@@ -28,6 +28,10 @@ use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::revocation::Revocations;
 use crate::store::{FileAuditStore, SledStore, Store, StoreError};
+
+/// How often the issuer checks that its audit and database files are still
+/// the ones it opened, and retries a failed audit journal.
+const AUDIT_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for in-flight calls before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -60,8 +64,9 @@ pub enum ServerError {
     /// The x509pop provisioning CA is unusable.
     #[error("agents.x509pop_ca: {0}")]
     X509Pop(String),
-    /// The audit log could not be opened or written.
-    #[error("audit log: {0}")]
+    /// The audit log could not be opened or written (the message says
+    /// which file or which sequence number).
+    #[error(transparent)]
     Audit(#[from] AuditError),
     /// The metrics address could not be bound.
     #[error("metrics.address {addr}: {source}")]
@@ -125,6 +130,11 @@ async fn start_observed(
     let dyn_store: Arc<dyn Store> = store.clone();
     let audit_store = Arc::new(FileAuditStore::open(&settings.data_dir, Some(&store))?);
     let audit = AuditLog::open_in(&settings.data_dir, audit_store, clock.clone())?;
+    // Before the first record: the database and the log must fit together.
+    audit.anchor(store.clone())?;
+    if !settings.audit_witnesses.is_empty() {
+        audit.witness(Arc::new(Witnesses::new(&settings.audit_witnesses)));
+    }
     let events: Arc<dyn EventSink> = match observer {
         Some(observer) => Arc::new(Observed::new(audit.clone(), observer)),
         None => Arc::new(audit.clone()),
@@ -204,6 +214,7 @@ async fn start_observed(
                 images: images.clone(),
                 revocations,
                 clock: clock.clone(),
+                audit: audit.clone(),
             };
             let registry = Arc::new(metrics.registry(state.clone()));
             let mut down = shutdown_rx.clone();
@@ -254,6 +265,11 @@ async fn start_observed(
         upkeep
             .clone()
             .run(settings.rotation_interval, shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(
+        audit
+            .clone()
+            .run_upkeep(AUDIT_UPKEEP_EVERY, shutdown_rx.clone()),
     ));
     tasks.push(tokio::spawn(
         audit

@@ -51,9 +51,17 @@ fn problems(report: &Value) -> Vec<(u64, String)> {
 }
 
 /// Restarts the issuer and verifies with the pinned key: tampering found.
+/// The issuer refuses to start when the damage reaches its newest
+/// checkpoint or what its database saw; otherwise it starts. Either way
+/// `audit verify` (offline, or against the running issuer) names it.
 fn tampered(node: &mut Node, key: &Path) -> Value {
-    node.start();
-    let (code, report) = node.verify(key);
+    let (code, report) = match node.try_start() {
+        Ok(()) => node.verify(key),
+        Err(log) => {
+            assert!(log.contains("audit log tampered with"), "{log}");
+            node.verify_offline(&["--key", key.to_str().unwrap()])
+        }
+    };
     assert_eq!(code, 2, "{report:#}");
     assert_eq!(report["result"], "tampered", "{report:#}");
     report
@@ -166,24 +174,29 @@ fn reordered_records_are_named() {
 }
 
 #[test]
-fn truncated_checkpointed_history_is_named() {
+fn truncated_checkpointed_history_is_refused_at_start_and_named_offline() {
     let (mut node, key) = stopped_issuer();
     let store = Store::open(&node.data_dir());
     let last = store.last_seq();
     store.remove(last);
     store.remove(last - 1);
     store.close();
-    // The issuer numbers on after its checkpoint, so the cut stays visible.
-    let report = tampered(&mut node, &key);
+    // The issuer does not go on over a log shorter than its checkpoint.
+    let (_, log) = node.start_refused();
+    assert!(
+        log.contains(&format!(
+            "records.log ends at seq {} but a signed checkpoint covers seq {last}: records {}..{last} were removed",
+            last - 2,
+            last - 1
+        )),
+        "{log}"
+    );
+    let (code, report) = node.verify_offline(&["--key", key.to_str().unwrap()]);
+    assert_eq!(code, 2, "{report:#}");
     assert_eq!(
         problems(&report),
-        [(last - 1, "missing".to_owned())],
+        [(last - 1, "truncated".to_owned())],
         "{report:#}"
-    );
-    let message = report["problems"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!("seq {}..{last} are missing", last - 1)),
-        "{message}"
     );
 }
 
@@ -227,20 +240,30 @@ fn a_forged_or_missing_checkpoint_never_verifies() {
     forged.checkpoint.key_id = signed.checkpoint.key_id.clone();
     store.put_checkpoint(cp_key, &forged.encode());
     store.close();
-    let report = tampered(&mut node, &key);
+    let (_, log) = node.start_refused();
+    assert!(
+        log.contains(&format!(
+            "the newest checkpoint (seq {}) is not signed by the audit key",
+            signed.checkpoint.seq
+        )),
+        "{log}"
+    );
+    let (code, report) = node.verify_offline(&["--key", key.to_str().unwrap()]);
+    assert_eq!(code, 2, "{report:#}");
     assert_eq!(
         problems(&report),
         [(signed.checkpoint.seq, "bad_signature".to_owned())],
         "{report:#}"
     );
-    node.stop();
 
-    // Without checkpoints nothing is proven: never "verified".
+    // Without checkpoints nothing is proven: never "verified", and the
+    // issuer, whose database saw them signed, does not start.
     let store = Store::open(&node.data_dir());
     store.clear_checkpoints();
     store.close();
-    node.start();
-    let (code, report) = node.verify(&key);
+    let (_, log) = node.start_refused();
+    assert!(log.contains("checkpoints.log does not hold"), "{log}");
+    let (code, report) = node.verify_offline(&["--key", key.to_str().unwrap()]);
     assert_eq!(code, 3, "{report:#}");
     assert!(report["verified_through"].is_null());
     assert_eq!(report["unverifiable_tail"]["first_seq"], 1);
@@ -252,8 +275,8 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
     let store = Store::open(&node.data_dir());
     let seq = first_of(&store, "token_generated");
     // The attacker rewrites a record, rebuilds the chain after it, and
-    // re-signs every checkpoint with a key of their own, which they also
-    // put in place of the issuer's key file.
+    // re-signs (and re-chains) every checkpoint with a key of their own,
+    // which they also put in place of the issuer's key file.
     let attacker = SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap();
     let signer = SigningKey::from_pkcs8_der(&attacker).unwrap();
     let last = store.last_seq();
@@ -269,15 +292,21 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
         store.put(s, &bytes);
     }
     let checkpoints = store.checkpoints();
+    let mut prev_checkpoint = RecordHash::GENESIS;
     for (cp_key, bytes) in checkpoints {
         let old = SignedCheckpoint::decode(&bytes).unwrap().checkpoint;
         let resigned = Checkpoint {
             head: store.hash(old.seq),
             key_id: signer.keyid().to_owned(),
+            chain: old.chain.map(|c| hallmark_server::audit::CheckpointChain {
+                prev: prev_checkpoint,
+                ..c
+            }),
             ..old
         }
         .sign(&signer)
         .unwrap();
+        prev_checkpoint = resigned.hash();
         store.put_checkpoint(cp_key, &resigned.encode());
     }
     store.close();
@@ -295,14 +324,15 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
         file.write_all(SigningKey::pkcs8_pem(&attacker).as_bytes())
             .unwrap();
     }
-    node.start();
-    // Trusting whatever key the issuer now reports, the forgery passes...
-    let out = node.run(&["audit", "verify", "--output", "json"]);
-    let (_, unpinned) = audit_support::parse_report(&out);
+    // The database saw other records and checkpoints: no start.
+    let (_, log) = node.start_refused();
+    assert!(log.contains("audit log tampered with"), "{log}");
+    // Trusting the key file in the data directory, the forgery passes...
+    let (_, unpinned) = node.verify_offline(&[]);
     assert!(problems(&unpinned).is_empty(), "{unpinned:#}");
     assert_eq!(unpinned["key_pinned"], false);
     // ...against the pinned key it does not.
-    let (code, report) = node.verify(&key);
+    let (code, report) = node.verify_offline(&["--key", key.to_str().unwrap()]);
     assert_eq!(code, 2, "{report:#}");
     assert!(
         problems(&report)

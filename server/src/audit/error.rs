@@ -41,6 +41,16 @@ pub enum AuditError {
     /// signed by another key.
     #[error("{0}")]
     KeyMismatch(String),
+    /// The stored log, its checkpoints and the database do not fit together:
+    /// someone changed, removed or replaced them. The message names the
+    /// sequence number and what to do.
+    #[error("{0}")]
+    Tampered(String),
+    /// The issuer stopped writing the audit log (and so stopped minting)
+    /// because it found its files removed, replaced or rewritten while it
+    /// ran; a restart runs the start-up checks.
+    #[error("the audit log is halted: {0}")]
+    Halted(String),
     /// An internal lock was poisoned by a panic elsewhere.
     #[error("audit log lock poisoned")]
     Poisoned,

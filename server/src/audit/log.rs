@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
@@ -11,14 +11,15 @@ use tokio::sync::watch;
 
 use hallmark_ca::clock::Clock;
 
-use super::AuditError;
-use super::key;
 use super::record::{
-    AuditRecord, Checkpoint, RecordHash, SignedCheckpoint, encode_body, encode_with_body,
+    AuditRecord, Checkpoint, CheckpointChain, RecordHash, SignedCheckpoint, encode_body,
+    encode_with_body,
 };
+use super::witness::Witnesses;
+use super::{AuditError, integrity, key};
 use crate::events::{EventSink, Recorded, SecurityEvent};
 use crate::image::{PublicKey, SigningKey};
-use crate::store::{Appended, AuditStore};
+use crate::store::{AnchorStore, Appended, AuditAnchor, AuditStore, Mark};
 
 /// How many records one store read returns.
 pub const PAGE: usize = 512;
@@ -53,6 +54,16 @@ struct Inner {
     clock: Arc<dyn Clock>,
     key: SigningKey,
     chain: Mutex<Chain>,
+    /// What was verified at open.
+    opened: integrity::Opened,
+    /// The newest checkpoint signed (or verified at open).
+    signed: Mutex<integrity::Signed>,
+    /// The database the log is anchored to.
+    anchor: OnceLock<Arc<dyn AnchorStore>>,
+    /// Where checkpoints also go.
+    witnesses: OnceLock<Arc<Witnesses>>,
+    /// Why the log stopped for good, if it did.
+    halted: Mutex<Option<String>>,
     /// Held by the one caller flushing; the others queue behind it and
     /// usually find their record already durable.
     flushing: tokio::sync::Mutex<()>,
@@ -116,54 +127,19 @@ impl AuditLog {
     /// Opens the log on `store`, continuing its chain, with `key` signing
     /// checkpoints.
     ///
-    /// If the stored records end before the newest checkpoint (records were
-    /// removed), numbering continues after the checkpoint, so the removed
-    /// sequence numbers are never reused and `audit verify` reports them.
+    /// Refuses a log that does not extend its newest signed checkpoint
+    /// ([`AuditError::Tampered`], naming the sequence number): a checkpoint
+    /// not signed by `key` or not chained to the one before it, records
+    /// removed up to it, or records after it that do not chain on.
     pub fn open(
         store: Arc<dyn AuditStore>,
         key: SigningKey,
         clock: Arc<dyn Clock>,
     ) -> Result<AuditLog, AuditError> {
-        let (mut next, mut head) = match store.last_audit_record()? {
-            Some((seq, bytes)) => (seq.saturating_add(1), RecordHash::of(&bytes)),
-            None => (1, RecordHash::GENESIS),
-        };
-        let mut checkpointed = 0;
-        if let Some((stored_seq, bytes)) = store.last_audit_checkpoint()? {
-            match SignedCheckpoint::decode(&bytes) {
-                Ok(signed) if signed.verify(key.public_key()) => {
-                    let cp = &signed.checkpoint;
-                    checkpointed = cp.seq;
-                    if cp.seq >= next {
-                        tracing::error!(
-                            target: "hallmark::audit",
-                            checkpoint = cp.seq,
-                            last_record = next - 1,
-                            "the audit log ends before its newest checkpoint: records were removed; numbering continues after the checkpoint"
-                        );
-                        next = cp.seq.saturating_add(1);
-                        head = cp.head;
-                    } else {
-                        let stored = store.audit_record(cp.seq)?.map(|b| RecordHash::of(&b));
-                        if stored != Some(cp.head) {
-                            tracing::error!(
-                                target: "hallmark::audit",
-                                seq = cp.seq,
-                                "audit record does not match its signed checkpoint: the log was changed; run `hallmark-server audit verify`"
-                            );
-                        }
-                    }
-                }
-                _ => tracing::error!(
-                    target: "hallmark::audit",
-                    seq = stored_seq,
-                    "the newest audit checkpoint is unreadable or not signed by the audit key; run `hallmark-server audit verify`"
-                ),
-            }
-        }
+        let opened = integrity::verify_open(store.as_ref(), key.public_key())?;
         let (state, _) = watch::channel(LogState {
-            durable: next - 1,
-            checkpointed,
+            durable: opened.next - 1,
+            checkpointed: opened.signed.seq,
             stopping: false,
         });
         Ok(AuditLog {
@@ -172,15 +148,97 @@ impl AuditLog {
                 clock,
                 key,
                 chain: Mutex::new(Chain {
-                    next,
-                    head,
+                    next: opened.next,
+                    head: opened.head,
                     conflict: None,
                 }),
+                opened,
+                signed: Mutex::new(opened.signed),
+                anchor: OnceLock::new(),
+                witnesses: OnceLock::new(),
+                halted: Mutex::new(None),
                 flushing: tokio::sync::Mutex::new(()),
                 checkpointing: tokio::sync::Mutex::new(()),
                 state,
             }),
         })
+    }
+
+    /// Ties the log to the issuer's database (see [`crate::store::AnchorStore`]):
+    /// checks the database's anchor against the log in both directions,
+    /// then keeps the anchor current with every durable record and
+    /// checkpoint. Call once, before the first record.
+    pub fn anchor(&self, anchor: Arc<dyn AnchorStore>) -> Result<(), AuditError> {
+        let inner = &self.inner;
+        integrity::check_anchor(anchor.as_ref(), inner.store.as_ref(), &inner.opened)?;
+        anchor.note_audit_anchor(integrity::current(&inner.opened));
+        // Set once; a second call keeps the first database.
+        let _ = inner.anchor.set(anchor);
+        Ok(())
+    }
+
+    /// Sends every checkpoint signed from now on to `witnesses` too.
+    pub fn witness(&self, witnesses: Arc<Witnesses>) {
+        let _ = self.inner.witnesses.set(witnesses);
+    }
+
+    /// `Ok` while the log accepts records; otherwise why not (halted on
+    /// tampering, or a write or sync failed and recovery has not succeeded
+    /// yet). What `/ready` reports.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(why) = self.inner.halted_reason() {
+            return Err(format!("the audit log is halted: {why}; restart the issuer after restoring its data directory"));
+        }
+        if let Some(why) = self.inner.store.audit_failure() {
+            return Err(format!("the audit journal cannot write ({why}); minting is refused until the disk accepts writes again"));
+        }
+        Ok(())
+    }
+
+    /// Stops appending for good (until a restart): every record, and so
+    /// every mint and admin change, is refused with `why`.
+    pub fn halt(&self, why: &str) {
+        self.inner.halt(why);
+    }
+
+    /// One round of upkeep: halts the log if its files or the database's
+    /// were removed or replaced; tries to recover a journal whose write
+    /// or sync failed. [`AuditLog::run_upkeep`] calls it every `every`.
+    pub async fn upkeep(&self) {
+        let inner = &self.inner;
+        if inner.halted_reason().is_some() {
+            return;
+        }
+        let files = inner.store.check_audit_files().and_then(|()| {
+            inner.anchor.get().map_or(Ok(()), |anchor| anchor.check_files())
+        });
+        if let Err(why) = files {
+            inner.halt(&why);
+            return;
+        }
+        if inner.store.audit_failure().is_some() {
+            let store = inner.store.clone();
+            match tokio::task::spawn_blocking(move || store.recover_audit()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "hallmark::audit", %error, "the audit journal still cannot write; retrying");
+                }
+                Err(error) => tracing::error!(target: "hallmark::audit", %error, "audit recovery task failed"),
+            }
+        }
+    }
+
+    /// Runs [`AuditLog::upkeep`] every `every` until `shutdown`.
+    pub async fn run_upkeep(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = crate::server::shutdown_signalled(&mut shutdown) => return,
+            }
+            self.upkeep().await;
+        }
     }
 
     /// Appends `event` as the next record and returns its sequence number.
@@ -206,6 +264,9 @@ impl AuditLog {
         // is encoded before the lock, to keep the lock short.
         let body = encode_body(&kind, &fields);
         let mut chain = inner.chain.lock().map_err(|_| AuditError::Poisoned)?;
+        if let Some(why) = inner.halted_reason() {
+            return Err(AuditError::Halted(why));
+        }
         if let Some(seq) = chain.conflict {
             return Err(AuditError::Conflict(seq));
         }
@@ -239,9 +300,19 @@ impl AuditLog {
 
     /// Signs a checkpoint over the newest record, durably, unless the
     /// newest checkpoint already covers it. Returns the new checkpoint.
+    ///
+    /// First checks that the stored records since the last checkpoint are
+    /// the ones this issuer wrote and that the stored newest checkpoint is
+    /// the one it signed: if not, the log halts and nothing is signed.
+    /// The checkpoint names the one before it and the database's
+    /// generation; once durable, it is the database's new anchor and goes
+    /// to the witnesses.
     pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
         let inner = &self.inner;
         let _one = inner.checkpointing.lock().await;
+        if let Some(why) = inner.halted_reason() {
+            return Err(AuditError::Halted(why));
+        }
         let (seq, head) = {
             let chain = inner.chain.lock().map_err(|_| AuditError::Poisoned)?;
             (chain.next - 1, chain.head)
@@ -251,20 +322,58 @@ impl AuditLog {
         }
         // Never sign a head that a crash could still take away.
         inner.wait_durable(seq).await?;
+        let before = *inner.signed.lock().map_err(|_| AuditError::Poisoned)?;
+        if let Err(error) = integrity::verify_since(inner.store.as_ref(), &before, seq, head) {
+            inner.halt(&error.to_string());
+            return Err(error);
+        }
+        let store_generation = inner.anchor.get().map_or(0, |a| a.generation());
         let signed = Checkpoint {
             seq,
             head,
             time: inner.clock.now(),
             key_id: inner.key.keyid().to_owned(),
+            chain: Some(CheckpointChain {
+                prev: before.hash,
+                store_generation,
+            }),
         }
         .sign(&inner.key)
         .map_err(|e| AuditError::Sign(e.to_string()))?;
-        inner.store.put_audit_checkpoint(seq, &signed.encode())?;
+        let line = signed.encode();
+        inner.store.put_audit_checkpoint(seq, &line)?;
         inner.store.flush_audit().await?;
+        let hash = RecordHash::of(&line);
+        *inner.signed.lock().map_err(|_| AuditError::Poisoned)? = integrity::Signed {
+            seq,
+            head,
+            hash,
+            store_generation: Some(store_generation),
+        };
         inner
             .state
             .send_modify(|s| s.checkpointed = s.checkpointed.max(seq));
         tracing::info!(target: "hallmark::audit", seq, head = %head, "audit checkpoint signed");
+        if let Some(anchor) = inner.anchor.get() {
+            let stored = anchor.put_audit_anchor(AuditAnchor {
+                record: Some(Mark {
+                    seq,
+                    hash: head.to_hex(),
+                }),
+                checkpoint: Some(Mark {
+                    seq,
+                    hash: hash.to_hex(),
+                }),
+            });
+            if let Err(error) = stored {
+                // The anchor lags behind; the next database write or
+                // checkpoint moves it on.
+                tracing::error!(target: "hallmark::audit", %error, seq, "cannot record the checkpoint in the database");
+            }
+        }
+        if let Some(witnesses) = inner.witnesses.get() {
+            witnesses.send(seq, line).await;
+        }
         Ok(Some(signed))
     }
 
@@ -351,6 +460,22 @@ impl AuditLog {
 }
 
 impl Inner {
+    fn halted_reason(&self) -> Option<String> {
+        self.halted.lock().map_or_else(
+            |_| Some("audit log lock poisoned".to_owned()),
+            |h| h.clone(),
+        )
+    }
+
+    fn halt(&self, why: &str) {
+        if let Ok(mut halted) = self.halted.lock()
+            && halted.is_none()
+        {
+            tracing::error!(target: "hallmark::audit", reason = why, "the audit log halts: no record is appended and nothing is minted until the issuer restarts");
+            *halted = Some(why.to_owned());
+        }
+    }
+
     async fn wait_durable(&self, seq: u64) -> Result<(), AuditError> {
         if self.state.borrow().durable >= seq {
             return Ok(());
@@ -361,13 +486,20 @@ impl Inner {
             return Ok(());
         }
         // Everything appended until now goes in this one flush.
-        let target = self
-            .chain
-            .lock()
-            .map_err(|_| AuditError::Poisoned)?
-            .next
-            .saturating_sub(1);
+        let (target, head) = {
+            let chain = self.chain.lock().map_err(|_| AuditError::Poisoned)?;
+            (chain.next.saturating_sub(1), chain.head)
+        };
         self.store.flush_audit().await?;
+        if let Some(anchor) = self.anchor.get() {
+            anchor.note_audit_anchor(AuditAnchor {
+                record: Some(Mark {
+                    seq: target,
+                    hash: head.to_hex(),
+                }),
+                checkpoint: None,
+            });
+        }
         self.state.send_if_modified(|s| {
             let advance = s.durable < target;
             s.durable = s.durable.max(target);

@@ -95,14 +95,19 @@
 //! ```
 
 mod error;
+mod integrity;
 pub mod key;
 mod log;
 pub mod record;
 pub mod verify;
+pub mod witness;
 
 pub use error::AuditError;
 pub use log::{AuditLog, LogState, Observed, PAGE};
-pub use record::{AuditRecord, Checkpoint, Entry, RecordHash, SignedCheckpoint};
+pub use record::{
+    AuditRecord, Checkpoint, CheckpointChain, CheckpointHash, Entry, RecordHash, SignedCheckpoint,
+};
+pub use witness::{WitnessConfig, Witnesses};
 
 /// Every stored entry from record `from` on, in order, each checkpoint
 /// right after the record it covers (and checkpoints beyond the last

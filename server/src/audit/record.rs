@@ -14,8 +14,12 @@ use crate::image::{PublicKey, SigningKey};
 
 /// The bytes that precede a checkpoint's canonical body in the message the
 /// audit key signs, so that the key's signatures cannot be mistaken for
-/// anything else.
-pub const CHECKPOINT_CONTEXT: &[u8] = b"hallmark.audit.checkpoint.v1\n";
+/// anything else: chained checkpoints (with `prev` and `store_generation`).
+pub const CHECKPOINT_CONTEXT: &[u8] = b"hallmark.audit.checkpoint.v2\n";
+
+/// The context of the unchained checkpoints that issuers before the chain
+/// signed (no `prev`, no `store_generation`); still verified, never written.
+pub const LEGACY_CHECKPOINT_CONTEXT: &[u8] = b"hallmark.audit.checkpoint.v1\n";
 
 /// A SHA-256 digest in the chain: the hash of one record's canonical bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,7 +195,28 @@ pub struct Checkpoint {
     pub time: SystemTime,
     /// Key id (hex SHA-256 of the SPKI) of the audit key that signs it.
     pub key_id: String,
+    /// The chain of checkpoints: `None` only in the unchained checkpoints
+    /// of issuers before it.
+    pub chain: Option<CheckpointChain>,
 }
+
+/// What makes checkpoints a chain of their own, and ties them to the
+/// database: the members `prev` and `store_generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointChain {
+    /// [`CheckpointHash`] of the checkpoint signed before this one
+    /// ([`RecordHash::GENESIS`] for the first): removing a checkpoint breaks
+    /// the chain.
+    pub prev: RecordHash,
+    /// How many durable writes the issuer's database had made when this
+    /// checkpoint was signed: a database rolled back to before it is
+    /// caught at start.
+    pub store_generation: u64,
+}
+
+/// The hash of a signed checkpoint's canonical line, which the next
+/// checkpoint names as `prev` and the database keeps as its anchor.
+pub type CheckpointHash = RecordHash;
 
 impl Checkpoint {
     fn body(&self) -> Value {
@@ -200,13 +225,24 @@ impl Checkpoint {
         body.insert("key_id".into(), Value::String(self.key_id.clone()));
         body.insert("seq".into(), Value::from(self.seq));
         body.insert("time".into(), Value::String(format_time(self.time)));
+        if let Some(chain) = &self.chain {
+            body.insert("prev".into(), Value::String(chain.prev.to_hex()));
+            body.insert("store_generation".into(), Value::from(chain.store_generation));
+        }
         Value::Object(body)
     }
 
     /// The exact bytes the audit key signs: [`CHECKPOINT_CONTEXT`] followed
-    /// by the canonical JSON of `{head, key_id, seq, time}`.
+    /// by the canonical JSON of `{head, key_id, prev, seq,
+    /// store_generation, time}` ([`LEGACY_CHECKPOINT_CONTEXT`] and `{head,
+    /// key_id, seq, time}` for an unchained one).
     pub fn signed_message(&self) -> Vec<u8> {
-        let mut message = CHECKPOINT_CONTEXT.to_vec();
+        let context = if self.chain.is_some() {
+            CHECKPOINT_CONTEXT
+        } else {
+            LEGACY_CHECKPOINT_CONTEXT
+        };
+        let mut message = context.to_vec();
         message.extend_from_slice(&encode_value(&self.body()));
         message
     }
@@ -265,6 +301,18 @@ impl SignedCheckpoint {
             head: RecordHash::from_hex(text("head")?).ok_or(FormatError::Member("head"))?,
             time: parse_time(text("time")?).ok_or(FormatError::Member("time"))?,
             key_id: text("key_id")?.to_owned(),
+            chain: match (body.get("prev"), body.get("store_generation")) {
+                (None, None) => None,
+                (prev, generation) => Some(CheckpointChain {
+                    prev: prev
+                        .and_then(Value::as_str)
+                        .and_then(RecordHash::from_hex)
+                        .ok_or(FormatError::Member("prev"))?,
+                    store_generation: generation
+                        .and_then(Value::as_u64)
+                        .ok_or(FormatError::Member("store_generation"))?,
+                }),
+            },
         };
         let signature = value
             .get("signature")
@@ -279,6 +327,12 @@ impl SignedCheckpoint {
             return Err(FormatError::NotCanonical);
         }
         Ok(signed)
+    }
+
+    /// The hash of [`SignedCheckpoint::encode`]: what the next checkpoint
+    /// names as `prev`.
+    pub fn hash(&self) -> CheckpointHash {
+        RecordHash::of(&self.encode())
     }
 
     /// Whether `key` signed this checkpoint (and the checkpoint names it).
@@ -399,6 +453,10 @@ mod tests {
             head: RecordHash::of(b"x"),
             time: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             key_id: key.keyid().to_owned(),
+            chain: Some(CheckpointChain {
+                prev: RecordHash::GENESIS,
+                store_generation: 3,
+            }),
         };
         let message = checkpoint.signed_message();
         assert!(message.starts_with(CHECKPOINT_CONTEXT));
@@ -412,6 +470,42 @@ mod tests {
         let mut moved = signed.clone();
         moved.checkpoint.seq = 10;
         assert!(!moved.verify(key.public_key()));
+        // The chain is signed: neither link can be moved.
+        let mut relinked = signed.clone();
+        relinked.checkpoint.chain = Some(CheckpointChain {
+            prev: RecordHash::of(b"other"),
+            store_generation: 3,
+        });
+        assert!(!relinked.verify(key.public_key()));
+        let mut unchained = signed.clone();
+        unchained.checkpoint.chain = None;
+        assert!(!unchained.verify(key.public_key()));
+    }
+
+    #[test]
+    fn unchained_checkpoints_of_older_issuers_still_read_and_verify() {
+        let key =
+            SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+                .unwrap();
+        let legacy = Checkpoint {
+            seq: 4,
+            head: RecordHash::of(b"y"),
+            time: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            key_id: key.keyid().to_owned(),
+            chain: None,
+        };
+        assert!(legacy.signed_message().starts_with(LEGACY_CHECKPOINT_CONTEXT));
+        let signed = legacy.sign(&key).unwrap();
+        let line = signed.encode();
+        assert!(!String::from_utf8_lossy(&line).contains("prev"));
+        let read = SignedCheckpoint::decode(&line).unwrap();
+        assert_eq!(read.checkpoint.chain, None);
+        assert!(read.verify(key.public_key()));
+        // Half a chain is malformed.
+        let half = String::from_utf8(line)
+            .unwrap()
+            .replacen("\"seq\":4", "\"seq\":4,\"store_generation\":1", 1);
+        assert!(SignedCheckpoint::decode(half.as_bytes()).is_err());
     }
 
     fn field_value() -> impl Strategy<Value = Value> {

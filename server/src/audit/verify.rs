@@ -66,6 +66,12 @@ pub enum ProblemKind {
     BadSignature,
     /// A checkpoint names an audit key other than the one verifying.
     UnknownKey,
+    /// A checkpoint names a previous checkpoint the log does not hold:
+    /// checkpoints were removed (or replaced).
+    CheckpointMissing,
+    /// A witness holds a checkpoint the log does not: the log was rolled
+    /// back or rewritten.
+    WitnessMissing,
 }
 
 impl ProblemKind {
@@ -80,6 +86,8 @@ impl ProblemKind {
             ProblemKind::Truncated => "truncated",
             ProblemKind::BadSignature => "bad_signature",
             ProblemKind::UnknownKey => "unknown_key",
+            ProblemKind::CheckpointMissing => "checkpoint_missing",
+            ProblemKind::WitnessMissing => "witness_missing",
         }
     }
 }
@@ -136,6 +144,34 @@ pub struct Report {
     pub partial: bool,
     /// Everything found wrong, in sequence order.
     pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// Adds problems found by another check (a witness): the verdict
+    /// becomes tampered, and nothing from the first problem on counts as
+    /// verified.
+    #[must_use]
+    pub fn with_problems(mut self, more: Vec<Problem>) -> Report {
+        if more.is_empty() {
+            return self;
+        }
+        self.problems.extend(more);
+        self.problems
+            .sort_by_key(|p| (p.seq.unwrap_or(0), p.kind, p.position));
+        let first = self.problems.iter().map(|p| p.seq.unwrap_or(0)).min();
+        if let (Some(first), Some(through)) = (first, self.verified_through)
+            && through >= first
+        {
+            self.verified_through = self
+                .last_checkpoint
+                .as_ref()
+                .map(|c| c.seq)
+                .filter(|s| *s < first)
+                .or(None);
+        }
+        self.verdict = Verdict::Tampered;
+        self
+    }
 }
 
 /// How to read the input.
@@ -296,9 +332,15 @@ pub fn verify(
         }
     }
 
-    // Checkpoints.
+    // Checkpoints, each naming the one before it.
     let mut valid: Vec<Checkpoint> = Vec::new();
-    for (position, bytes) in &checkpoint_entries {
+    let mut previous: Option<(u64, RecordHash, bool)> = None;
+    for (index, (position, bytes)) in checkpoint_entries.iter().enumerate() {
+        let before = previous.replace((
+            lenient_checkpoint_seq(bytes).unwrap_or(0),
+            RecordHash::of(bytes),
+            false,
+        ));
         let position = Some(*position);
         let signed = match SignedCheckpoint::decode(bytes) {
             Ok(signed) => signed,
@@ -341,6 +383,12 @@ pub fn verify(
                 ),
             });
             continue;
+        }
+        if let Some(problem) = chain_problem(cp, before, index == 0 && partial, position) {
+            problems.push(problem);
+        }
+        if let Some(p) = previous.as_mut() {
+            p.2 = cp.chain.is_some();
         }
         match chosen.get(&cp.seq) {
             Some(&i) if reads[i].hash == cp.head => valid.push(cp.clone()),
@@ -417,6 +465,97 @@ pub fn verify(
         partial,
         problems,
     }
+}
+
+/// Whether checkpoint `cp` links to `before` (the seq, line hash and
+/// chainedness of the checkpoint entry read before it, `None` for the
+/// first): a chained checkpoint must name exactly it (the genesis hash when
+/// it is the first), and an unchained one may not follow a chained one.
+fn chain_problem(
+    cp: &Checkpoint,
+    before: Option<(u64, RecordHash, bool)>,
+    starts_partial_export: bool,
+    position: Option<usize>,
+) -> Option<Problem> {
+    match (&cp.chain, before) {
+        (None, Some((_, _, true))) => Some(Problem {
+            seq: Some(cp.seq),
+            kind: ProblemKind::Inserted,
+            position,
+            message: format!(
+                "the checkpoint at seq {} is unchained but follows chained checkpoints: it was inserted",
+                cp.seq
+            ),
+        }),
+        (None, _) => None,
+        (Some(_), None) if starts_partial_export => None,
+        (Some(chain), before) => {
+            let expected = before.map_or(RecordHash::GENESIS, |(_, hash, _)| hash);
+            (chain.prev != expected).then(|| Problem {
+                seq: Some(cp.seq),
+                kind: ProblemKind::CheckpointMissing,
+                position,
+                message: match before {
+                    Some((seq, _, _)) => format!(
+                        "the checkpoint at seq {} was signed after a checkpoint the log does not hold (the one before it here covers seq {seq}): checkpoints were removed or replaced",
+                        cp.seq
+                    ),
+                    None => format!(
+                        "the checkpoint at seq {} was signed after an earlier checkpoint the log does not hold: checkpoints were removed",
+                        cp.seq
+                    ),
+                },
+            })
+        }
+    }
+}
+
+/// Checks that the verified log holds every checkpoint a witness saw:
+/// `witnessed` are the witness's lines (a line may carry a prefix such as a
+/// syslog header before the checkpoint's JSON), `entries` the log.
+/// Checkpoints the witness holds that `key` did not sign are not evidence
+/// and are skipped (counted in the second value).
+pub fn check_witness(
+    entries: &[Entry],
+    witnessed: &[Vec<u8>],
+    key: &PublicKey,
+) -> (Vec<Problem>, usize) {
+    let in_log: BTreeSet<&[u8]> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Checkpoint(b) => Some(b.as_slice()),
+            Entry::Record(_) => None,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let mut skipped = 0;
+    for (index, line) in witnessed.iter().enumerate() {
+        let Some(start) = line.windows(14).position(|w| w == b"{\"checkpoint\":") else {
+            continue;
+        };
+        let json = line[start..].trim_ascii_end();
+        let Ok(signed) = SignedCheckpoint::decode(json) else {
+            skipped += 1;
+            continue;
+        };
+        if !signed.verify(key) {
+            skipped += 1;
+            continue;
+        }
+        if !in_log.contains(json) {
+            let cp = &signed.checkpoint;
+            problems.push(Problem {
+                seq: Some(cp.seq),
+                kind: ProblemKind::WitnessMissing,
+                position: Some(index + 1),
+                message: format!(
+                    "the witness holds a checkpoint over seq {} (head {}) that the log does not: the log was rolled back or rewritten",
+                    cp.seq, cp.head
+                ),
+            });
+        }
+    }
+    (problems, skipped)
 }
 
 fn missing(from: u64, to: u64) -> Problem {

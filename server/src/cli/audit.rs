@@ -5,9 +5,12 @@
 //! checkpoints are checked with the audit public key, pinned with `--key`.
 //!
 //! `audit verify` exits 0 when every record is covered by a valid
-//! checkpoint, 2 when it finds tampering, 3 when nothing is wrong but some
-//! records (or all, or none exist) are not signed by a checkpoint yet (an
-//! unverifiable tail), and 1 when it cannot run.
+//! checkpoint, 2 when it finds tampering (each problem is named with its
+//! kind: `changed`, `missing`, `inserted`, `reordered`, `truncated`,
+//! `malformed`, `bad_signature`, `unknown_key`, `checkpoint_missing`,
+//! `witness_missing`), 3 when nothing is wrong but some records (or all,
+//! or none exist) are not signed by a checkpoint yet (an unverifiable
+//! tail), and 1 when it cannot run.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,10 @@ use tonic::transport::Channel;
 use super::{AdminArgs, Exit, Output, print_json, rpc_error};
 use render::{checkpoint_json, print_report, report_json, text_line};
 
+mod offline;
 mod render;
 use crate::audit::record::format_time;
-use crate::audit::verify::{Options, Verdict, verify};
+use crate::audit::verify::{Options, Verdict, check_witness, verify};
 use crate::audit::{Entry, SignedCheckpoint, key};
 use crate::image::{PublicKey, SigningKey};
 
@@ -51,6 +55,8 @@ pub enum AuditCommand {
     Key(KeyArgs),
     /// Sign a checkpoint over the newest record now.
     Checkpoint(CheckpointArgs),
+    /// Start a new audit log on a stopped issuer (the old files are kept).
+    Reset(offline::ResetArgs),
 }
 
 /// Flags of `audit tail`.
@@ -97,9 +103,21 @@ pub struct ExportArgs {
 /// Flags of `audit verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Verify an `audit export` file instead of the running issuer's log.
-    #[arg(long, value_name = "FILE")]
+    /// Verify an `audit export` file instead of the running issuer's log
+    /// (the issuer's own `records.log` lines, `<seq> <record>`, are read
+    /// too).
+    #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
     pub from_export: Option<PathBuf>,
+    /// Verify the audit files of a data directory directly (the issuer may
+    /// be stopped, or refusing to start); the key defaults to the
+    /// directory's `audit.key`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A witness file (one checkpoint per line, as `[[audit.witness]]`
+    /// writes them; syslog prefixes are skipped): fail unless the log holds
+    /// every checkpoint in it.
+    #[arg(long, value_name = "FILE")]
+    pub witness: Option<PathBuf>,
     /// The audit public key (PEM, from `audit key`) to verify with. Without
     /// it the key the issuer reports is used, which an attacker who
     /// replaced the issuer's key file would also control.
@@ -151,6 +169,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify(args) => verify_command(args).await,
         AuditCommand::Key(args) => key_command(args).await,
         AuditCommand::Checkpoint(args) => checkpoint(args).await,
+        AuditCommand::Reset(args) => offline::reset(args).await,
     }
 }
 
@@ -211,9 +230,27 @@ async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
         Some(path) => Some(read_public_key(path)?),
         None => None,
     };
-    let (entries, source) = match &args.from_export {
-        Some(path) => (read_export(path)?, path.display().to_string()),
-        None => {
+    let pinned = match (pinned, &args.data_dir) {
+        (None, Some(dir)) => Some(
+            key::load(&key::key_path(dir))?
+                .with_context(|| {
+                    format!(
+                        "{} does not exist: pass --key FILE",
+                        key::key_path(dir).display()
+                    )
+                })?
+                .public_key()
+                .clone(),
+        ),
+        (pinned, _) => pinned,
+    };
+    let (entries, source) = match (&args.from_export, &args.data_dir) {
+        (Some(path), _) => (read_export(path)?, path.display().to_string()),
+        (None, Some(dir)) => (
+            offline::read_data_dir(dir)?,
+            format!("the audit files in {}", dir.display()),
+        ),
+        (None, None) => {
             let mut client = args.admin.client().await?;
             let entries = read_all(&mut client, None, "audit verify").await?;
             (entries, "the issuer's audit log".to_owned())
@@ -231,7 +268,29 @@ async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
     let options = Options {
         allow_partial: args.partial,
     };
-    let report = verify(entries, &key, options);
+    let witnessed = match &args.witness {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --witness {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let witness_problems = witnessed.map(|bytes| {
+        let lines: Vec<Vec<u8>> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let (problems, skipped) = check_witness(&entries, &lines, &key);
+        if skipped > 0 {
+            eprintln!(
+                "audit verify: {skipped} line(s) of the witness are not checkpoints signed by audit key {} (skipped)",
+                key.keyid()
+            );
+        }
+        problems
+    });
+    let report = verify(entries, &key, options).with_problems(witness_problems.unwrap_or_default());
     let pinned = args.key.is_some();
     match args.output {
         Output::Json => print_json(&report_json(&report, &key, pinned, &source))?,
@@ -380,7 +439,24 @@ fn read_export(path: &Path) -> anyhow::Result<Vec<Entry>> {
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }
-    Ok(lines.into_iter().map(Entry::from_line).collect())
+    Ok(lines
+        .into_iter()
+        .map(|line| Entry::from_line(strip_journal_seq(line)))
+        .collect())
+}
+
+/// A line of the issuer's own journal, `<seq> {...}`, read as its entry.
+fn strip_journal_seq(line: &[u8]) -> &[u8] {
+    match line.iter().position(|&b| b == b' ') {
+        Some(space)
+            if space > 0
+                && line[..space].iter().all(u8::is_ascii_digit)
+                && line.get(space + 1) == Some(&b'{') =>
+        {
+            &line[space + 1..]
+        }
+        _ => line,
+    }
 }
 
 /// A public key file: `PUBLIC KEY` PEM, or the private key file itself.

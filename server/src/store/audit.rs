@@ -54,4 +54,19 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` checkpoints with `seq >= from`, in order.
     fn audit_checkpoints(&self, from: u64, limit: usize)
     -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// The checkpoint with the highest `seq` below `seq`, if any.
+    fn audit_checkpoint_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Why appends are refused (a write or sync failed), if they are.
+    fn audit_failure(&self) -> Option<String>;
+
+    /// After a failed write or sync: writes again everything not known to
+    /// be on disk and syncs it; `Ok(true)` once appends are accepted again
+    /// (`Ok(false)`: nothing had failed). Blocking.
+    fn recover_audit(&self) -> Result<bool, StoreError>;
+
+    /// Whether the files are still the ones opened (not removed or replaced
+    /// under the running issuer); the reason if not.
+    fn check_audit_files(&self) -> Result<(), String>;
 }

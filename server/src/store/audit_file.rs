@@ -29,6 +29,15 @@ pub const RECORDS_FILE: &str = "records.log";
 /// The checkpoints journal's file name.
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
 
+/// The entries of the audit files, as read by [`FileAuditStore::read_unlocked`].
+#[derive(Debug, Clone, Default)]
+pub struct StoredLog {
+    /// `(seq, record)`, in file order.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// `(seq covered, checkpoint)`, in file order.
+    pub checkpoints: Vec<(u64, Vec<u8>)>,
+}
+
 /// The audit log's records and checkpoints in append-only files.
 #[derive(Debug, Clone)]
 pub struct FileAuditStore {
@@ -51,6 +60,17 @@ impl FileAuditStore {
             store.migrate(legacy)?;
         }
         Ok(store)
+    }
+
+    /// The records and the checkpoints stored in `data_dir`'s audit files,
+    /// read without locking or changing them (for offline verification,
+    /// also while an issuer runs on them).
+    pub fn read_unlocked(data_dir: &Path) -> Result<StoredLog, StoreError> {
+        let dir = Self::dir(data_dir);
+        Ok(StoredLog {
+            records: super::journal::read_unlocked(&dir.join(RECORDS_FILE))?,
+            checkpoints: super::journal::read_unlocked(&dir.join(CHECKPOINTS_FILE))?,
+        })
     }
 
     /// Where the audit files of `data_dir` are.
@@ -151,6 +171,25 @@ impl AuditStore for FileAuditStore {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.checkpoints.range(from, limit)
+    }
+
+    fn audit_checkpoint_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.checkpoints.before(seq)
+    }
+
+    fn audit_failure(&self) -> Option<String> {
+        self.records.failure().or_else(|| self.checkpoints.failure())
+    }
+
+    fn recover_audit(&self) -> Result<bool, StoreError> {
+        let records = self.records.recover()?;
+        let checkpoints = self.checkpoints.recover()?;
+        Ok(records || checkpoints)
+    }
+
+    fn check_audit_files(&self) -> Result<(), String> {
+        self.records.check_linked()?;
+        self.checkpoints.check_linked()
     }
 }
 

@@ -12,15 +12,19 @@
 //! one sequential scan at open and extended by appends, finds an entry with
 //! at most [`INDEX_EVERY`] lines read.
 //!
-//! A write or sync that fails poisons the journal: every later append and
-//! sync fails, so the caller fails closed, until the process reopens it
-//! (after `fsync` fails, what the page cache holds is unknown). At open, an
-//! unterminated last line (a write a crash cut short, never acknowledged) is
-//! cut off.
+//! A write or sync that fails poisons the journal: every later append,
+//! sync and read fails, so the caller fails closed. The journal keeps every
+//! byte it has not seen synced (written since the last good sync, or not
+//! written at all), so [`Journal::recover`] can cut the file back to what is
+//! known to be on disk, write those bytes again and sync: after a failed
+//! `fsync`, what the page cache holds is unknown, but bytes written again
+//! and synced are on disk. Nothing acknowledged (synced) is ever rewritten,
+//! and nothing is dropped. At open, an unterminated last line (a write a
+//! crash cut short, never acknowledged) is cut off.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -49,6 +53,11 @@ struct Written {
     len: u64,
     /// Bytes in the file known to be on disk.
     synced: u64,
+    /// The file's bytes from `synced` to `len`: written, not known synced.
+    unsynced: Vec<u8>,
+    /// Bytes taken from the buffer whose write failed: they belong at
+    /// `len`, before anything still in the buffer.
+    stalled: Vec<u8>,
 }
 
 /// What has been appended and not yet written, and what the index knows.
@@ -110,6 +119,8 @@ impl Journal {
                 file,
                 len,
                 synced: len,
+                unsynced: Vec::new(),
+                stalled: Vec::new(),
             }),
             buffer: Mutex::new(Buffer {
                 pending: Vec::new(),
@@ -162,8 +173,105 @@ impl Journal {
                 return Err(self.poisoned(&why));
             }
             written.synced = written.len;
+            written.unsynced.clear();
         }
         Ok(())
+    }
+
+    /// Why the journal stopped accepting appends, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.buffer.lock().ok().and_then(|b| b.failed.clone())
+    }
+
+    /// After a failed write or sync: cuts the file back to what is known
+    /// synced, writes every byte not known synced again (in order), syncs,
+    /// and accepts appends again. `Ok(false)` when the journal had not
+    /// failed; an error (the journal stays failed) when the disk still
+    /// refuses. Blocking.
+    pub(crate) fn recover(&self) -> Result<bool, StoreError> {
+        let mut written = self.lock_file()?;
+        if self.lock_buffer()?.failed.is_none() {
+            return Ok(false);
+        }
+        let mut bytes = std::mem::take(&mut written.unsynced);
+        bytes.extend_from_slice(&written.stalled);
+        let synced = written.synced;
+        let attempt = written
+            .file
+            .set_len(synced)
+            .and_then(|()| written.file.write_all(&bytes))
+            .and_then(|()| written.file.sync_data());
+        if let Err(e) = attempt {
+            // Still failed; keep every byte for the next attempt.
+            written.unsynced = bytes;
+            written.stalled.clear();
+            written.len = synced;
+            return Err(StoreError::Backend(format!(
+                "{}: still cannot write and sync: {e}",
+                self.path.display()
+            )));
+        }
+        written.len = synced + bytes.len() as u64;
+        written.synced = written.len;
+        written.stalled.clear();
+        self.lock_buffer()?.failed = None;
+        tracing::warn!(target: "hallmark::audit", path = %self.path.display(), bytes = bytes.len(), "the audit journal recovered: every record not known synced was written again and synced");
+        Ok(true)
+    }
+
+    /// Whether the file at the journal's path is still the one open (not
+    /// removed, renamed away or replaced); the reason if not.
+    pub(crate) fn check_linked(&self) -> Result<(), String> {
+        let written = self.lock_file().map_err(|e| e.to_string())?;
+        let open = written
+            .file
+            .metadata()
+            .map_err(|e| format!("cannot stat the open {}: {e}", self.path.display()))?;
+        if open.nlink() == 0 {
+            return Err(format!(
+                "{} was removed under the running issuer",
+                self.path.display()
+            ));
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(at_path) if (at_path.dev(), at_path.ino()) == (open.dev(), open.ino()) => Ok(()),
+            Ok(_) => Err(format!(
+                "{} was replaced under the running issuer",
+                self.path.display()
+            )),
+            Err(e) => Err(format!(
+                "{} was moved away under the running issuer ({e})",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// The entry with the highest sequence number below `seq`, if any.
+    pub(crate) fn before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let mut written = self.lock_file()?;
+        self.write_pending(&mut written)?;
+        let start = {
+            let buffer = self.lock_buffer()?;
+            let at = buffer.index.partition_point(|(s, _)| *s < seq);
+            // The block of the last indexed entry below `seq` holds it.
+            at.checked_sub(1).map_or(0, |i| buffer.index[i].1)
+        };
+        let mut found = None;
+        for_each_line(
+            &written.file,
+            start,
+            written.len,
+            &self.path,
+            |_, entry_seq, entry| {
+                if entry_seq < seq {
+                    found = Some((entry_seq, entry.to_vec()));
+                    true
+                } else {
+                    false
+                }
+            },
+        )?;
+        Ok(found)
     }
 
     /// The last entry, if any.
@@ -228,13 +336,16 @@ impl Journal {
             pending
         };
         if let Err(e) = written.file.write_all(&pending) {
-            // Leave no partial line for the next write to follow.
+            // Leave no partial line for the next write to follow, and keep
+            // the bytes for `recover`.
             let _ = written.file.set_len(written.len);
+            written.stalled = pending;
             let why = format!("write failed: {e}");
             self.poison(&why);
             return Err(self.poisoned(&why));
         }
         written.len += pending.len() as u64;
+        written.unsynced.extend_from_slice(&pending);
         Ok(())
     }
 
@@ -242,12 +353,12 @@ impl Journal {
         if let Ok(mut buffer) = self.buffer.lock() {
             buffer.failed.get_or_insert_with(|| why.to_owned());
         }
-        tracing::error!(target: "hallmark::audit", path = %self.path.display(), error = why, "the audit journal stopped accepting records; restart the issuer once the disk is fixed");
+        tracing::error!(target: "hallmark::audit", path = %self.path.display(), error = why, "the audit journal stopped accepting records; it writes them again and recovers once the disk accepts writes (free space, or fix the disk)");
     }
 
     fn poisoned(&self, why: &str) -> StoreError {
         StoreError::Backend(format!(
-            "{}: {why}; no record is accepted until the issuer restarts",
+            "{}: {why}; no record is accepted until the disk accepts writes again",
             self.path.display()
         ))
     }
@@ -263,6 +374,32 @@ impl Journal {
             .lock()
             .map_err(|_| StoreError::Backend(format!("{}: lock poisoned", self.path.display())))
     }
+}
+
+/// Every complete entry of the journal at `path`, read without taking its
+/// lock (a running issuer may hold it) and without changing the file: for
+/// offline verification. A missing file reads as empty.
+pub(crate) fn read_unlocked(path: &Path) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StoreError::Backend(format!(
+                "cannot open {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| StoreError::Backend(format!("cannot stat {}: {e}", path.display())))?
+        .len();
+    let mut out = Vec::new();
+    for_each_line(&file, 0, len, path, |_, seq, entry| {
+        out.push((seq, entry.to_vec()));
+        true
+    })?;
+    Ok(out)
 }
 
 /// What one pass over the file found.

@@ -11,6 +11,7 @@
 //! The embedded default is [`SledStore`]; a PostgreSQL store for several
 //! issuers behind one name is the planned second implementation.
 
+mod anchor;
 mod audit;
 mod audit_file;
 mod journal;
@@ -22,8 +23,9 @@ use hallmark_ca::id::SpiffeId;
 
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
+pub use anchor::{AnchorStore, AuditAnchor, Mark};
 pub use audit::{Appended, AuditStore, StoreFuture};
-pub use audit_file::{AUDIT_DIR, CHECKPOINTS_FILE, FileAuditStore, RECORDS_FILE};
+pub use audit_file::{AUDIT_DIR, CHECKPOINTS_FILE, FileAuditStore, RECORDS_FILE, StoredLog};
 pub use sled_store::SledStore;
 pub use sled_store::audit::{
     CHECKPOINTS_TREE as LEGACY_AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as LEGACY_AUDIT_RECORDS_TREE,

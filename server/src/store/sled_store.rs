@@ -2,13 +2,17 @@
 
 pub(super) mod audit;
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use hallmark_ca::id::SpiffeId;
 
+use super::anchor::{AnchorStore, AuditAnchor};
 use super::{
     EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, JoinTokenRecord, NodeRecord, Retirement,
     Store, StoreError, TokenUse,
@@ -16,6 +20,10 @@ use super::{
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 const CA_STATE_KEY: &[u8] = b"ca_state";
+/// Durable writes made so far (u64, big endian).
+const GENERATION_KEY: &[u8] = b"generation";
+/// The [`AuditAnchor`] (JSON).
+const ANCHOR_KEY: &[u8] = b"audit_anchor";
 
 /// Bytes of pages sled keeps in memory. sled's default is 1 GiB, and every
 /// audit record passes through the cache, so under mint load the issuer's
@@ -36,6 +44,12 @@ pub struct SledStore {
     revocations: sled::Tree,
     audit: sled::Tree,
     audit_checkpoints: sled::Tree,
+    /// The generation known durable.
+    generation: Arc<AtomicU64>,
+    /// The anchor to write with the next durable write.
+    pending_anchor: Arc<Mutex<Option<AuditAnchor>>>,
+    /// The database directory and file, and their (device, inode) at open.
+    files: Arc<Vec<(PathBuf, (u64, u64))>>,
 }
 
 impl SledStore {
@@ -51,8 +65,24 @@ impl SledStore {
             .map_err(|e| {
                 StoreError::Backend(format!("cannot open store in {}: {e}", dir.display()))
             })?;
+        let meta = db.open_tree("meta")?;
+        let generation = match meta.get(GENERATION_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    key: "meta/generation".into(),
+                    reason: "not an 8-byte counter".into(),
+                }
+            })?),
+            None => 0,
+        };
+        let mut files = Vec::new();
+        for path in [dir.join("db"), dir.join("db").join("db")] {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                files.push((path, (meta.dev(), meta.ino())));
+            }
+        }
         Ok(Self {
-            meta: db.open_tree("meta")?,
+            meta,
             tokens: db.open_tree("join_tokens")?,
             nodes: db.open_tree("nodes")?,
             images: db.open_tree("images")?,
@@ -60,6 +90,9 @@ impl SledStore {
             audit: db.open_tree(audit::RECORDS_TREE)?,
             audit_checkpoints: db.open_tree(audit::CHECKPOINTS_TREE)?,
             db,
+            generation: Arc::new(AtomicU64::new(generation)),
+            pending_anchor: Arc::new(Mutex::new(None)),
+            files: Arc::new(files),
         })
     }
 
@@ -69,8 +102,102 @@ impl SledStore {
         self.flush()
     }
 
+    /// Makes every write durable, with the next generation and the newest
+    /// audit anchor noted ([`AnchorStore`]).
     fn flush(&self) -> Result<(), StoreError> {
+        let pending = self
+            .pending_anchor
+            .lock()
+            .map_or(None, |mut pending| pending.take());
+        if let Some(anchor) = pending {
+            self.merge_anchor(anchor)?;
+        }
+        let generation = self
+            .meta
+            .update_and_fetch(GENERATION_KEY, |old| {
+                let old = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(old.saturating_add(1).to_be_bytes().to_vec())
+            })?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
         self.db.flush()?;
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Merges `anchor` into the stored one (not durable by itself). A
+    /// stored anchor that does not decode is left as it is, for the start
+    /// check to report.
+    fn merge_anchor(&self, anchor: AuditAnchor) -> Result<(), StoreError> {
+        self.meta.update_and_fetch(ANCHOR_KEY, |old| match old {
+            None => serde_json::to_vec(&anchor).ok(),
+            Some(old) => match serde_json::from_slice::<AuditAnchor>(old) {
+                Ok(stored) => serde_json::to_vec(&stored.merge(anchor.clone())).ok(),
+                Err(_) => Some(old.to_vec()),
+            },
+        })?;
+        Ok(())
+    }
+}
+
+impl AnchorStore for SledStore {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        self.meta
+            .get(ANCHOR_KEY)?
+            .map(|bytes| decode(b"meta/audit_anchor", &bytes))
+            .transpose()
+    }
+
+    fn note_audit_anchor(&self, anchor: AuditAnchor) {
+        if let Ok(mut pending) = self.pending_anchor.lock() {
+            *pending = Some(match pending.take() {
+                Some(noted) => noted.merge(anchor),
+                None => anchor,
+            });
+        }
+    }
+
+    fn put_audit_anchor(&self, anchor: AuditAnchor) -> Result<(), StoreError> {
+        self.note_audit_anchor(anchor);
+        self.flush()
+    }
+
+    fn replace_audit_anchor(&self, anchor: AuditAnchor) -> Result<(), StoreError> {
+        if let Ok(mut pending) = self.pending_anchor.lock() {
+            *pending = None;
+        }
+        self.meta.insert(ANCHOR_KEY, encode(&anchor)?)?;
+        self.flush()
+    }
+
+    fn is_pristine(&self) -> Result<bool, StoreError> {
+        Ok(self.generation() == 0 && self.meta.get(CA_STATE_KEY)?.is_none())
+    }
+
+    fn check_files(&self) -> Result<(), String> {
+        for (path, identity) in self.files.iter() {
+            match std::fs::metadata(path) {
+                Ok(meta) if (meta.dev(), meta.ino()) == *identity => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{} was replaced under the running issuer",
+                        path.display()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{} was removed under the running issuer ({e})",
+                        path.display()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -537,6 +664,57 @@ mod tests {
         let stored = store.image("a", "1").unwrap().unwrap();
         assert_eq!(stored.envelope, "{\"richer\":1}");
         assert_eq!(stored.retired, Some(retirement("compromised", Some(0))));
+    }
+
+    #[test]
+    fn every_durable_write_counts_and_carries_the_noted_anchor() {
+        use crate::store::{AnchorStore, AuditAnchor, Mark};
+        let dir = tempfile::tempdir().unwrap();
+        let mark = |seq: u64| Mark {
+            seq,
+            hash: format!("{seq:064x}"),
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert!(store.is_pristine().unwrap());
+            assert_eq!(store.generation(), 0);
+            assert_eq!(store.audit_anchor().unwrap(), None);
+            store.note_audit_anchor(AuditAnchor {
+                record: Some(mark(5)),
+                checkpoint: None,
+            });
+            store.put_join_token(&token("h", 10)).unwrap();
+            assert_eq!(store.generation(), 1);
+            assert!(!store.is_pristine().unwrap());
+            // An older anchor never moves the stored one back.
+            store
+                .put_audit_anchor(AuditAnchor {
+                    record: Some(mark(3)),
+                    checkpoint: Some(mark(2)),
+                })
+                .unwrap();
+            assert_eq!(store.generation(), 2);
+            store.check_files().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.generation(), 2);
+        assert_eq!(
+            store.audit_anchor().unwrap(),
+            Some(AuditAnchor {
+                record: Some(mark(5)),
+                checkpoint: Some(mark(2)),
+            })
+        );
+        store
+            .replace_audit_anchor(AuditAnchor {
+                record: Some(mark(1)),
+                checkpoint: None,
+            })
+            .unwrap();
+        assert_eq!(store.audit_anchor().unwrap().unwrap().record, Some(mark(1)));
+        std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+        let error = store.check_files().unwrap_err();
+        assert!(error.contains("was removed under the running issuer"), "{error}");
     }
 
     #[test]

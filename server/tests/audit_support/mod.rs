@@ -91,6 +91,17 @@ impl Node {
         }
     }
 
+    /// Like [`Node::new`], with `/ready` served on a free loopback port.
+    pub fn with_metrics(extra: &str) -> (Node, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let node = Node::new(&format!("{extra}\n[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+        (node, port)
+    }
+
     pub fn socket(&self) -> String {
         self.dir.path().join("admin.sock").display().to_string()
     }
@@ -105,6 +116,13 @@ impl Node {
 
     /// Starts the daemon and waits until its admin socket answers.
     pub fn start(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("daemon exited early: {log}");
+        }
+    }
+
+    /// Starts the daemon; its log if it exits instead of answering.
+    pub fn try_start(&mut self) -> Result<(), String> {
         assert!(self.daemon.is_none(), "already running");
         let log = std::fs::File::create(self.path("daemon.log")).unwrap();
         let child = Command::new(BIN)
@@ -118,17 +136,50 @@ impl Node {
         loop {
             let out = cli(&["healthcheck", "--socket", &self.socket()]);
             if out.status.success() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon exited early: {status}: {}",
+                self.daemon = None;
+                return Err(format!(
+                    "{status}: {}",
                     std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
-                );
+                ));
             }
             assert!(Instant::now() < deadline, "daemon did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts the daemon expecting it to refuse: waits for it to exit and
+    /// returns its exit status and log.
+    pub fn start_refused(&mut self) -> (i32, String) {
+        assert!(self.daemon.is_none(), "already running");
+        let out = Command::new(BIN)
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let log = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !out.status.success(),
+            "the daemon was expected to refuse to start: {log}"
+        );
+        (code(&out), log)
+    }
+
+    /// `audit verify --data-dir --output json` (offline), with `extra`
+    /// flags; the exit status and the report.
+    pub fn verify_offline(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        let data = self.data_dir();
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        parse_report(&cli(&args))
     }
 
     /// Stops the daemon cleanly (SIGTERM): it writes its shutdown
@@ -194,6 +245,38 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// `GET /ready` on `port`: the status code and the body.
+pub fn ready(port: u16) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for up to 30 s.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

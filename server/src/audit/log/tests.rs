@@ -69,6 +69,18 @@ impl AuditStore for Flaky {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.audit_checkpoints(from, limit)
     }
+    fn audit_checkpoint_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.inner.audit_checkpoint_before(seq)
+    }
+    fn audit_failure(&self) -> Option<String> {
+        self.inner.audit_failure()
+    }
+    fn recover_audit(&self) -> Result<bool, StoreError> {
+        self.inner.recover_audit()
+    }
+    fn check_audit_files(&self) -> Result<(), String> {
+        self.inner.check_audit_files()
+    }
 }
 
 fn clock() -> Arc<ManualClock> {
@@ -237,7 +249,7 @@ async fn checkpoints_sign_the_durable_head_once_and_reopen_continues_the_chain()
 }
 
 #[tokio::test]
-async fn records_removed_below_a_checkpoint_are_never_renumbered() {
+async fn a_log_shorter_than_its_checkpoint_is_refused_naming_the_removed_records() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Flaky::open(dir.path());
@@ -259,17 +271,72 @@ async fn records_removed_below_a_checkpoint_are_never_renumbered() {
         std::fs::write(&path, kept).unwrap();
     }
     let store = Flaky::open(dir.path());
-    let log = AuditLog::open_in(dir.path(), store, clock()).unwrap();
-    log.record(event(5)).await.unwrap();
-    let seqs: Vec<u64> = decoded(&log).iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, [1, 2, 5]);
-    let report = verify(
-        export(&log, 1).unwrap(),
-        log.public_key(),
-        Options::default(),
+    let error = AuditLog::open_in(dir.path(), store, clock()).unwrap_err();
+    assert!(matches!(error, AuditError::Tampered(_)), "{error}");
+    assert!(
+        error.to_string().contains(
+            "records.log ends at seq 2 but a signed checkpoint covers seq 4: records 3..4 were removed"
+        ),
+        "{error}"
     );
-    assert_eq!(report.verdict, Verdict::Tampered);
-    assert_eq!(report.problems[0].seq, Some(3), "{report:?}");
+}
+
+#[tokio::test]
+async fn records_after_the_checkpoint_must_chain_on_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Flaky::open(dir.path());
+        let log = AuditLog::open_in(dir.path(), store, clock()).unwrap();
+        for n in 1..=2 {
+            log.record(event(n)).await.unwrap();
+        }
+        log.checkpoint().await.unwrap().unwrap();
+        for n in 3..=4 {
+            log.record(event(n)).await.unwrap();
+        }
+    }
+    let path = FileAuditStore::dir(dir.path()).join(crate::store::RECORDS_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Change seq 3 (unsigned, after the checkpoint) without re-chaining.
+    std::fs::write(&path, text.replacen("call 3", "call X", 1)).unwrap();
+    let store = Flaky::open(dir.path());
+    let error = AuditLog::open_in(dir.path(), store, clock()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("seq 4 does not chain to seq 3: records after the newest checkpoint were rewritten"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_over_records_changed_while_running_halts_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Flaky::open(dir.path());
+    let log = AuditLog::open_in(dir.path(), store, clock()).unwrap();
+    for n in 1..=3 {
+        log.record(event(n)).await.unwrap();
+    }
+    log.checkpoint().await.unwrap().unwrap();
+    log.record(event(4)).await.unwrap();
+    log.record(event(5)).await.unwrap();
+    // Someone rewrites seq 4 in place while the issuer runs (same inode).
+    let path = FileAuditStore::dir(dir.path()).join(crate::store::RECORDS_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let forged = text.replacen("call 4", "call Y", 1);
+    assert_ne!(forged, text);
+    {
+        use std::io::{Seek as _, Write as _};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.write_all(forged.as_bytes()).unwrap();
+    }
+    let error = log.checkpoint().await.unwrap_err();
+    assert!(matches!(error, AuditError::Tampered(_)), "{error}");
+    assert!(log.health().unwrap_err().contains("halted"));
+    let refused = log.record(event(6)).await.unwrap_err();
+    assert!(matches!(refused, AuditError::Halted(_)), "{refused}");
+    assert_eq!(log.state().checkpointed, 3, "nothing was signed");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::Map;
 
 use super::*;
+use crate::audit::record::CheckpointChain;
 use crate::image::{Algorithm, SigningKey};
 
 fn key() -> SigningKey {
@@ -12,6 +13,7 @@ fn key() -> SigningKey {
 /// Records 1..=n; a checkpoint after each seq in `checkpoints`.
 fn log(n: u64, checkpoints: &[u64], key: &SigningKey) -> Vec<Entry> {
     let mut prev = RecordHash::GENESIS;
+    let mut prev_checkpoint = RecordHash::GENESIS;
     let mut out = Vec::new();
     for seq in 1..=n {
         let mut fields = Map::new();
@@ -32,9 +34,14 @@ fn log(n: u64, checkpoints: &[u64], key: &SigningKey) -> Vec<Entry> {
                 head: prev,
                 time: UNIX_EPOCH + Duration::from_secs(1_767_225_600 + seq),
                 key_id: key.keyid().to_owned(),
+                chain: Some(CheckpointChain {
+                    prev: prev_checkpoint,
+                    store_generation: seq,
+                }),
             }
             .sign(key)
             .unwrap();
+            prev_checkpoint = signed.hash();
             out.push(Entry::Checkpoint(signed.encode()));
         }
     }
@@ -245,6 +252,7 @@ fn forged_and_foreign_checkpoints_are_refused() {
         head,
         time: UNIX_EPOCH,
         key_id: k.keyid().to_owned(),
+        chain: None,
     }
     .sign(&forger)
     .unwrap();
@@ -279,8 +287,15 @@ fn a_partial_export_is_checked_from_its_first_record() {
     assert_eq!(report.verdict, Verdict::Verified, "{report:#?}");
     assert!(report.partial);
     assert_eq!(report.first_seq, Some(5));
+    // Read as a whole log, the start is missing, and so is the checkpoint
+    // the first one here names.
     let report = run(entries, &k);
-    assert_eq!(only_problem(&report).kind, ProblemKind::Missing);
+    let kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [ProblemKind::Missing, ProblemKind::CheckpointMissing],
+        "{report:#?}"
+    );
 }
 
 #[test]
@@ -297,4 +312,81 @@ fn an_unreadable_line_is_reported_where_it_is() {
             .any(|p| p.kind == ProblemKind::Malformed && p.position == Some(3)),
         "{report:#?}"
     );
+}
+
+#[test]
+fn a_removed_checkpoint_breaks_the_checkpoint_chain() {
+    let k = key();
+    let entries = log(9, &[3, 6, 9], &k);
+    assert_eq!(run(entries.clone(), &k).verdict, Verdict::Verified);
+    // Remove the middle checkpoint (the one after seq 6).
+    let removed: Vec<Entry> = entries
+        .iter()
+        .filter(|e| {
+            !matches!(e, Entry::Checkpoint(b)
+                if SignedCheckpoint::decode(b).unwrap().checkpoint.seq == 6)
+        })
+        .cloned()
+        .collect();
+    let report = run(removed, &k);
+    let problem = only_problem(&report).clone();
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(9), ProblemKind::CheckpointMissing)
+    );
+    assert!(problem.message.contains("covers seq 3"), "{}", problem.message);
+    assert_eq!(report.verified_through, Some(3));
+    // Removing the first one: the second names a predecessor never seen.
+    let first_gone: Vec<Entry> = entries
+        .iter()
+        .filter(|e| {
+            !matches!(e, Entry::Checkpoint(b)
+                if SignedCheckpoint::decode(b).unwrap().checkpoint.seq == 3)
+        })
+        .cloned()
+        .collect();
+    let problem = only_problem(&run(first_gone, &k)).clone();
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (Some(6), ProblemKind::CheckpointMissing)
+    );
+}
+
+#[test]
+fn a_witness_proves_the_log_holds_what_it_saw() {
+    let k = key();
+    let entries = log(6, &[3, 6], &k);
+    let witnessed: Vec<Vec<u8>> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Checkpoint(b) => {
+                let mut line = b"Dec  3 12:00:00 host hallmark-audit: ".to_vec();
+                line.extend_from_slice(b);
+                Some(line)
+            }
+            Entry::Record(_) => None,
+        })
+        .collect();
+    assert_eq!(check_witness(&entries, &witnessed, k.public_key()).0, []);
+    // The log rolled back to before the second checkpoint.
+    let rolled_back: Vec<Entry> = entries[..4].to_vec();
+    let (problems, skipped) = check_witness(&rolled_back, &witnessed, k.public_key());
+    assert_eq!(skipped, 0);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(
+        (problems[0].seq, problems[0].kind),
+        (Some(6), ProblemKind::WitnessMissing)
+    );
+    let report = run(rolled_back, &k).with_problems(problems);
+    assert_eq!(report.verdict, Verdict::Tampered);
+    // Lines another key signed are not evidence.
+    let foreign = log(3, &[3], &key());
+    let foreign_lines: Vec<Vec<u8>> = foreign
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Checkpoint(b) => Some(b.clone()),
+            Entry::Record(_) => None,
+        })
+        .collect();
+    assert_eq!(check_witness(&entries, &foreign_lines, k.public_key()).1, 1);
 }

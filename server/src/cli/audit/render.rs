@@ -62,6 +62,8 @@ pub(super) fn checkpoint_json(checkpoint: &crate::audit::Checkpoint) -> Value {
         "head": checkpoint.head.to_hex(),
         "time": format_time(checkpoint.time),
         "key_id": checkpoint.key_id,
+        "prev": checkpoint.chain.map(|c| c.prev.to_hex()),
+        "store_generation": checkpoint.chain.map(|c| c.store_generation),
     })
 }
 

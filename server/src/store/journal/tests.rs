@@ -179,3 +179,108 @@ fn concurrent_appends_and_syncs_lose_and_reorder_nothing() {
     let want: String = (1..=1000).map(|s| format!("{s} r{s}\n")).collect();
     assert_eq!(text, want);
 }
+
+#[test]
+fn before_finds_the_entry_below_a_sequence_number_across_index_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open(&dir);
+    assert_eq!(journal.before(1).unwrap(), None);
+    for seq in 1..=(INDEX_EVERY * 2 + 5) {
+        assert!(journal.append(seq * 2, b"x").unwrap());
+    }
+    assert_eq!(journal.before(2).unwrap(), None);
+    assert_eq!(journal.before(3).unwrap().unwrap().0, 2);
+    let block_start = INDEX_EVERY * 2 + 2; // the first entry of the second block
+    assert_eq!(journal.before(block_start).unwrap().unwrap().0, block_start - 2);
+    assert_eq!(journal.before(block_start + 1).unwrap().unwrap().0, block_start);
+    assert_eq!(
+        journal.before(u64::MAX).unwrap().unwrap().0,
+        (INDEX_EVERY * 2 + 5) * 2
+    );
+}
+
+#[test]
+fn a_removed_or_replaced_file_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.log");
+    let journal = Journal::open(&path).unwrap();
+    journal.check_linked().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let why = journal.check_linked().unwrap_err();
+    assert!(why.contains("was removed under the running issuer"), "{why}");
+    std::fs::write(&path, b"").unwrap();
+    let why = journal.check_linked().unwrap_err();
+    assert!(why.contains("was removed"), "{why}");
+    let other = Journal::open(&dir.path().join("k.log")).unwrap();
+    std::fs::rename(dir.path().join("k.log"), dir.path().join("moved.log")).unwrap();
+    std::fs::write(dir.path().join("k.log"), b"").unwrap();
+    let why = other.check_linked().unwrap_err();
+    assert!(why.contains("was replaced under the running issuer"), "{why}");
+}
+
+/// Makes the next write fail (as a full disk would), by swapping the open
+/// file for a read-only handle on the same file.
+fn break_writes(journal: &Journal) {
+    let mut written = journal.file.lock().unwrap();
+    written.file = File::open(&journal.path).unwrap();
+}
+
+fn mend_writes(journal: &Journal) {
+    let mut written = journal.file.lock().unwrap();
+    written.file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&journal.path)
+        .unwrap();
+}
+
+#[test]
+fn a_failed_write_refuses_appends_until_recovery_writes_every_byte_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.log");
+    let journal = Journal::open(&path).unwrap();
+    assert!(journal.append(1, b"one").unwrap());
+    journal.sync().unwrap();
+    assert!(journal.append(2, b"two").unwrap());
+    assert!(journal.append(3, b"three").unwrap());
+    break_writes(&journal);
+    assert!(journal.sync().is_err());
+    let why = journal.failure().unwrap();
+    assert!(why.contains("write failed"), "{why}");
+    assert!(journal.append(4, b"four").is_err(), "fails closed");
+    assert!(journal.range(1, 10).is_err());
+    // The disk still refuses: recovery fails and keeps the bytes.
+    assert!(journal.recover().is_err());
+    assert!(journal.failure().is_some());
+    mend_writes(&journal);
+    assert!(journal.recover().unwrap());
+    assert_eq!(journal.failure(), None);
+    assert!(!journal.recover().unwrap(), "nothing to recover");
+    assert!(journal.append(4, b"four").unwrap());
+    journal.sync().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "1 one\n2 two\n3 three\n4 four\n"
+    );
+    drop(journal);
+    let reopened = Journal::open(&path).unwrap();
+    assert_eq!(entries(&reopened, 1, 10).len(), 4);
+    assert_eq!(reopened.get(3).unwrap().unwrap(), b"three");
+}
+
+#[test]
+fn a_failed_sync_rewrites_what_was_written_since_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.log");
+    let journal = Journal::open(&path).unwrap();
+    assert!(journal.append(1, b"one").unwrap());
+    journal.sync().unwrap();
+    assert!(journal.append(2, b"two").unwrap());
+    // Written, not synced; then the journal is poisoned as a failed
+    // fdatasync would leave it.
+    assert_eq!(journal.range(1, 10).unwrap().len(), 2);
+    journal.poison("fdatasync failed: simulated");
+    mend_writes(&journal);
+    assert!(journal.recover().unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1 one\n2 two\n");
+}
