@@ -16,7 +16,7 @@
 //!   plus the append (no wait), the per-mint CPU cost of the record.
 //!
 //! The store is the audit journal files in a temp dir on the same disk as
-//! the issuer's data.
+//! the issuer's data, anchored to a sled database there (issue 13).
 //! Every benchmark reports elements (records or SVIDs) per second.
 
 // A bench crate has no public API to document.
@@ -41,7 +41,7 @@ use hallmark_ca::manager::{CaConfig, CaManager};
 use hallmark_ca::x509::{SvidExtension, SvidRequest};
 use hallmark_server::audit::AuditLog;
 use hallmark_server::events::{EventSink, SecurityEvent};
-use hallmark_server::store::FileAuditStore;
+use hallmark_server::store::{FileAuditStore, SledStore};
 
 /// Concurrent callers in the group-commit cases.
 const CALLERS: usize = 64;
@@ -73,6 +73,10 @@ impl Fixture {
             .unwrap();
         let store = Arc::new(FileAuditStore::open(dir.path(), None).unwrap());
         let log = AuditLog::open_in(dir.path(), store, Arc::new(SystemClock)).unwrap();
+        // Anchored to a database, as in the issuer: each group commit
+        // notes the durable head for the database's next write.
+        let database = Arc::new(SledStore::open(dir.path()).unwrap());
+        log.anchor(database).unwrap();
         let td = TrustDomain::new("example.org").unwrap();
         let ca = CaManager::generate(CaConfig::new(td.clone()), SystemTime::now()).unwrap();
         Fixture {

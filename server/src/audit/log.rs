@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -64,6 +65,8 @@ struct Inner {
     witnesses: OnceLock<Arc<Witnesses>>,
     /// Why the log stopped for good, if it did.
     halted: Mutex<Option<String>>,
+    /// Whether `halted` is set: the append path reads this, not the lock.
+    is_halted: AtomicBool,
     /// Held by the one caller flushing; the others queue behind it and
     /// usually find their record already durable.
     flushing: tokio::sync::Mutex<()>,
@@ -157,6 +160,7 @@ impl AuditLog {
                 anchor: OnceLock::new(),
                 witnesses: OnceLock::new(),
                 halted: Mutex::new(None),
+                is_halted: AtomicBool::new(false),
                 flushing: tokio::sync::Mutex::new(()),
                 checkpointing: tokio::sync::Mutex::new(()),
                 state,
@@ -461,6 +465,9 @@ impl AuditLog {
 
 impl Inner {
     fn halted_reason(&self) -> Option<String> {
+        if !self.is_halted.load(Ordering::Acquire) {
+            return None;
+        }
         self.halted.lock().map_or_else(
             |_| Some("audit log lock poisoned".to_owned()),
             |h| h.clone(),
@@ -473,6 +480,7 @@ impl Inner {
         {
             tracing::error!(target: "hallmark::audit", reason = why, "the audit log halts: no record is appended and nothing is minted until the issuer restarts");
             *halted = Some(why.to_owned());
+            self.is_halted.store(true, Ordering::Release);
         }
     }
 
