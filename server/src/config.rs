@@ -667,6 +667,29 @@ mod tests {
     }
 
     #[test]
+    fn audit_witnesses_are_files_or_commands() {
+        use crate::audit::WitnessConfig;
+        let settings = resolve(
+            "trust_domain = \"example.org\"\n[[audit.witness]]\nfile = \"/mnt/w/cp.log\"\n[[audit.witness]]\ncommand = [\"logger\", \"-t\", \"hallmark-audit\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.audit_witnesses,
+            [
+                WitnessConfig::File("/mnt/w/cp.log".into()),
+                WitnessConfig::Command(vec!["logger".into(), "-t".into(), "hallmark-audit".into()]),
+            ]
+        );
+        let err =
+            resolve("trust_domain = \"example.org\"\n[[audit.witness]]\nfile = \"relative.log\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("absolute path"), "{err}");
+        let err = resolve("trust_domain = \"example.org\"\n[[audit.witness]]\nurl = \"x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("url"), "{err}");
+    }
+
+    #[test]
     fn metrics_are_off_unless_configured_and_the_flag_wins() {
         assert_eq!(
             resolve("trust_domain = \"example.org\"\n")

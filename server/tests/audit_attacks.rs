@@ -102,7 +102,10 @@ fn a_rechained_log_after_a_checkpoint_is_refused_at_start_and_named_by_the_witne
     let (code, report) =
         node.verify_offline(&["--key", key.to_str().unwrap(), "--witness", witness]);
     assert_eq!(code, 2, "{report:#}");
-    assert!(kinds(&report).iter().any(|k| k == "witness_missing"), "{report:#}");
+    assert!(
+        kinds(&report).iter().any(|k| k == "witness_missing"),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -123,7 +126,12 @@ fn a_deleted_checkpoints_log_is_refused_at_start_until_an_audit_reset() {
     drop(old);
     let config = node.config.to_str().unwrap().to_owned();
     let out = audit_support::cli(&[
-        "audit", "reset", "--reason", "checkpoints.log lost in incident 42", "-c", &config,
+        "audit",
+        "reset",
+        "--reason",
+        "checkpoints.log lost in incident 42",
+        "-c",
+        &config,
     ]);
     assert!(out.status.success(), "{}", audit_support::stderr(&out));
     let moved: Vec<_> = std::fs::read_dir(node.data_dir())
@@ -140,7 +148,10 @@ fn a_deleted_checkpoints_log_is_refused_at_start_until_an_audit_reset() {
     let store = Store::open(&node.data_dir());
     let first = store.record(1);
     assert_eq!(first.kind, "audit_reset");
-    assert_eq!(first.fields["reason"], "checkpoints.log lost in incident 42");
+    assert_eq!(
+        first.fields["reason"],
+        "checkpoints.log lost in incident 42"
+    );
     assert_eq!(first.fields["old_last_seq"], old_last);
     assert_eq!(first.fields["old_head"], old_head.to_hex());
 }
@@ -210,7 +221,10 @@ fn a_rollback_of_the_whole_data_directory_is_caught_by_the_witness() {
     let (code, report) = audit_support::parse_report(&out);
     assert_eq!(code, 2, "{report:#}");
     assert_eq!(report["result"], "tampered");
-    assert!(kinds(&report).iter().all(|k| k == "witness_missing"), "{report:#}");
+    assert!(
+        kinds(&report).iter().all(|k| k == "witness_missing"),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -224,7 +238,10 @@ fn a_removed_audit_directory_under_a_running_issuer_halts_it_and_fails_ready() {
         let (status, body) = ready(port);
         (status == 503).then_some(body)
     });
-    assert!(body.contains("records.log was removed under the running issuer"), "{body}");
+    assert!(
+        body.contains("records.log was removed under the running issuer"),
+        "{body}"
+    );
     let out = node.run(&["token", "generate"]);
     assert!(!out.status.success());
     assert!(
@@ -244,7 +261,10 @@ fn a_removed_database_under_a_running_issuer_halts_it_and_the_restart_is_refused
         let (status, body) = ready(port);
         (status == 503).then_some(body)
     });
-    assert!(body.contains("was removed under the running issuer"), "{body}");
+    assert!(
+        body.contains("was removed under the running issuer"),
+        "{body}"
+    );
     assert!(!node.run(&["token", "generate"]).status.success());
     node.crash();
     let (_, log) = node.start_refused();
@@ -294,9 +314,7 @@ fn can_mount_tmpfs() -> bool {
 #[test]
 fn a_full_disk_fails_closed_and_the_issuer_recovers_once_space_is_back() {
     if !can_mount_tmpfs() {
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs in a user namespace here (`unshare -rm` refused)"
-        );
+        eprintln!("SKIPPED: cannot mount a tmpfs in a user namespace here (`unshare -rm` refused)");
         return;
     }
     let (mut node, port) = Node::with_metrics("");

@@ -116,7 +116,11 @@ pub(crate) fn verify_open(store: &dyn AuditStore, key: &PublicKey) -> Result<Ope
 /// Reads the records after `signed` up to `until` and checks that they
 /// chain on from it without a gap (and that the record `signed` covers
 /// still hashes to its head); returns the hash of record `until`.
-fn chain_from(store: &dyn AuditStore, signed: &Signed, until: u64) -> Result<RecordHash, AuditError> {
+fn chain_from(
+    store: &dyn AuditStore,
+    signed: &Signed,
+    until: u64,
+) -> Result<RecordHash, AuditError> {
     let mut expected_seq = signed.seq.max(1);
     let mut prev = RecordHash::GENESIS;
     let mut head = signed.head;
@@ -151,9 +155,8 @@ fn chain_from(store: &dyn AuditStore, signed: &Signed, until: u64) -> Result<Rec
                     expected_seq - 1
                 )));
             }
-            let record = AuditRecord::decode(&bytes).map_err(|e| {
-                tampered(format!("seq {seq} after the newest checkpoint is {e}"))
-            })?;
+            let record = AuditRecord::decode(&bytes)
+                .map_err(|e| tampered(format!("seq {seq} after the newest checkpoint is {e}")))?;
             if record.prev != prev {
                 return Err(tampered(format!(
                     "seq {seq} does not chain to seq {}: records after the newest checkpoint were rewritten",
@@ -217,10 +220,16 @@ pub(crate) fn check_anchor(
                     return Err(tampered(format!(
                         "the database saw the audit log reach seq {}, but records.log ends at {}: records were removed, or the audit files replaced",
                         record.seq,
-                        if last == 0 { "nothing".to_owned() } else { format!("seq {last}") }
+                        if last == 0 {
+                            "nothing".to_owned()
+                        } else {
+                            format!("seq {last}")
+                        }
                     )));
                 }
-                let found = store.audit_record(record.seq)?.map(|b| RecordHash::of(&b).to_hex());
+                let found = store
+                    .audit_record(record.seq)?
+                    .map(|b| RecordHash::of(&b).to_hex());
                 if found.as_deref() != Some(record.hash.as_str()) {
                     return Err(tampered(format!(
                         "seq {} is not the record the database saw written: the log was rewritten up to seq {}",

@@ -191,10 +191,14 @@ impl AuditLog {
     /// yet). What `/ready` reports.
     pub fn health(&self) -> Result<(), String> {
         if let Some(why) = self.inner.halted_reason() {
-            return Err(format!("the audit log is halted: {why}; restart the issuer after restoring its data directory"));
+            return Err(format!(
+                "the audit log is halted: {why}; restart the issuer after restoring its data directory"
+            ));
         }
         if let Some(why) = self.inner.store.audit_failure() {
-            return Err(format!("the audit journal cannot write ({why}); minting is refused until the disk accepts writes again"));
+            return Err(format!(
+                "the audit journal cannot write ({why}); minting is refused until the disk accepts writes again"
+            ));
         }
         Ok(())
     }
@@ -214,7 +218,10 @@ impl AuditLog {
             return;
         }
         let files = inner.store.check_audit_files().and_then(|()| {
-            inner.anchor.get().map_or(Ok(()), |anchor| anchor.check_files())
+            inner
+                .anchor
+                .get()
+                .map_or(Ok(()), |anchor| anchor.check_files())
         });
         if let Err(why) = files {
             inner.halt(&why);
@@ -227,7 +234,9 @@ impl AuditLog {
                 Ok(Err(error)) => {
                     tracing::warn!(target: "hallmark::audit", %error, "the audit journal still cannot write; retrying");
                 }
-                Err(error) => tracing::error!(target: "hallmark::audit", %error, "audit recovery task failed"),
+                Err(error) => {
+                    tracing::error!(target: "hallmark::audit", %error, "audit recovery task failed")
+                }
             }
         }
     }

@@ -39,28 +39,51 @@
 //!
 //! A checkpoint says "record `seq` hashes to `head`", which through the chain
 //! commits to every record up to `seq`. Its body is
-//! `{"head":<hex>,"key_id":<hex>,"seq":<n>,"time":<RFC 3339>}` (canonical
-//! JSON; `key_id` is the hex SHA-256 of the audit public key's SPKI DER).
-//! The audit key signs `b"hallmark.audit.checkpoint.v1\n" || canonical
-//! body` (Ed25519). A checkpoint is stored and exported as the canonical
-//! line `{"checkpoint":<body>,"signature":<base64 of the signature>}`.
+//! `{"head":<hex>,"key_id":<hex>,"prev":<hex>,"seq":<n>,"store_generation":<n>,"time":<RFC 3339>}`
+//! (canonical JSON; `key_id` is the hex SHA-256 of the audit public key's
+//! SPKI DER; `prev` is the SHA-256 of the previous checkpoint's canonical
+//! line, 64 zeros for the first, so checkpoints are a chain of their own;
+//! `store_generation` is how many durable writes the issuer's database had
+//! made, see [`crate::store::AnchorStore`]). The audit key signs
+//! `b"hallmark.audit.checkpoint.v2\n" || canonical body` (Ed25519). A
+//! checkpoint is stored and exported as the canonical line
+//! `{"checkpoint":<body>,"signature":<base64 of the signature>}`.
+//! Checkpoints of issuers before the chain have neither `prev` nor
+//! `store_generation` and are signed under `hallmark.audit.checkpoint.v1\n`;
+//! they still verify, and none may follow a chained one.
 //!
 //! The issuer signs one every `[audit] checkpoint_interval` (when records
 //! were added), on `audit checkpoint`, and on clean shutdown after a final
 //! `issuer_stopping` record, so a cleanly stopped issuer leaves no unsigned
-//! tail.
+//! tail. Each checkpoint also goes to the configured [`witness`]es.
+//!
+//! # Tampering the issuer itself notices
+//!
+//! At open the log must extend its newest signed checkpoint: the checkpoint
+//! verifies and names the one stored before it, the record it covers
+//! hashes to its head, and every later record chains on. The database's
+//! anchor (the newest durable record and checkpoint it saw) must be in the
+//! log, and the database must be at least as new as the newest checkpoint
+//! says; an audit log beside an empty database is refused. Before each
+//! checkpoint the issuer re-reads the records since the last one and
+//! compares them with what it wrote, and every second it checks that its
+//! files are still linked at their paths; either failing halts the log
+//! (every append, so every mint, is refused; `/ready` reports why). Any
+//! of these is an [`AuditError::Tampered`] or [`AuditError::Halted`] that
+//! names the sequence number and what to do (`audit verify --data-dir`,
+//! restore, or `audit reset`).
 //!
 //! # The audit key
 //!
 //! An Ed25519 key in `audit.key` in the data directory (PKCS#8 PEM, 0600,
 //! written atomically), never beside the records ([`key`]). Someone who can
-//! rewrite the data directory's records can change, remove, insert or reorder records, but
-//! cannot sign a checkpoint over the result: `audit verify` names the first
-//! sequence number that no longer fits. What such a person *can* do is
-//! change records after the newest checkpoint, which nothing signs yet:
-//! verification reports those as an unverifiable tail, never as verified.
-//! Pin the public key (`audit key` prints it; `audit verify --key FILE`) so
-//! that a replaced key file is caught too.
+//! rewrite the data directory's records can change, remove, insert or
+//! reorder records, but cannot sign a checkpoint over the result: `audit
+//! verify` names the first sequence number that no longer fits. Records
+//! after the newest checkpoint, which nothing signs yet, are reported as an
+//! unverifiable tail, never as verified. Pin the public key (`audit key`
+//! prints it; `audit verify --key FILE`) so that a replaced key file is
+//! caught too.
 //!
 //! # Writing is part of the operation
 //!

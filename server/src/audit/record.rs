@@ -227,7 +227,10 @@ impl Checkpoint {
         body.insert("time".into(), Value::String(format_time(self.time)));
         if let Some(chain) = &self.chain {
             body.insert("prev".into(), Value::String(chain.prev.to_hex()));
-            body.insert("store_generation".into(), Value::from(chain.store_generation));
+            body.insert(
+                "store_generation".into(),
+                Value::from(chain.store_generation),
+            );
         }
         Value::Object(body)
     }
@@ -494,7 +497,11 @@ mod tests {
             key_id: key.keyid().to_owned(),
             chain: None,
         };
-        assert!(legacy.signed_message().starts_with(LEGACY_CHECKPOINT_CONTEXT));
+        assert!(
+            legacy
+                .signed_message()
+                .starts_with(LEGACY_CHECKPOINT_CONTEXT)
+        );
         let signed = legacy.sign(&key).unwrap();
         let line = signed.encode();
         assert!(!String::from_utf8_lossy(&line).contains("prev"));
@@ -502,9 +509,11 @@ mod tests {
         assert_eq!(read.checkpoint.chain, None);
         assert!(read.verify(key.public_key()));
         // Half a chain is malformed.
-        let half = String::from_utf8(line)
-            .unwrap()
-            .replacen("\"seq\":4", "\"seq\":4,\"store_generation\":1", 1);
+        let half = String::from_utf8(line).unwrap().replacen(
+            "\"seq\":4",
+            "\"seq\":4,\"store_generation\":1",
+            1,
+        );
         assert!(SignedCheckpoint::decode(half.as_bytes()).is_err());
     }
 

@@ -105,11 +105,12 @@ mod tests {
         assert_eq!(merged.checkpoint, mark(8));
         assert_eq!(b.merge(a), merged);
         assert_eq!(
-            AuditAnchor::default().merge(AuditAnchor {
-                record: None,
-                checkpoint: mark(1)
-            })
-            .checkpoint,
+            AuditAnchor::default()
+                .merge(AuditAnchor {
+                    record: None,
+                    checkpoint: mark(1)
+                })
+                .checkpoint,
             mark(1)
         );
     }

@@ -178,7 +178,9 @@ impl AuditStore for FileAuditStore {
     }
 
     fn audit_failure(&self) -> Option<String> {
-        self.records.failure().or_else(|| self.checkpoints.failure())
+        self.records
+            .failure()
+            .or_else(|| self.checkpoints.failure())
     }
 
     fn recover_audit(&self) -> Result<bool, StoreError> {

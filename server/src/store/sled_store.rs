@@ -67,12 +67,12 @@ impl SledStore {
             })?;
         let meta = db.open_tree("meta")?;
         let generation = match meta.get(GENERATION_KEY)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt {
+            Some(bytes) => {
+                u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     key: "meta/generation".into(),
                     reason: "not an 8-byte counter".into(),
-                }
-            })?),
+                })?)
+            }
             None => 0,
         };
         let mut files = Vec::new();
@@ -714,7 +714,10 @@ mod tests {
         assert_eq!(store.audit_anchor().unwrap().unwrap().record, Some(mark(1)));
         std::fs::remove_dir_all(dir.path().join("db")).unwrap();
         let error = store.check_files().unwrap_err();
-        assert!(error.contains("was removed under the running issuer"), "{error}");
+        assert!(
+            error.contains("was removed under the running issuer"),
+            "{error}"
+        );
     }
 
     #[test]

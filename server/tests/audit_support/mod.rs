@@ -98,7 +98,9 @@ impl Node {
             .local_addr()
             .unwrap()
             .port();
-        let node = Node::new(&format!("{extra}\n[metrics]\naddress = \"127.0.0.1:{port}\"\n"));
+        let node = Node::new(&format!(
+            "{extra}\n[metrics]\naddress = \"127.0.0.1:{port}\"\n"
+        ));
         (node, port)
     }
 

@@ -302,9 +302,9 @@ async fn records_after_the_checkpoint_must_chain_on_at_open() {
     let store = Flaky::open(dir.path());
     let error = AuditLog::open_in(dir.path(), store, clock()).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("seq 4 does not chain to seq 3: records after the newest checkpoint were rewritten"),
+        error.to_string().contains(
+            "seq 4 does not chain to seq 3: records after the newest checkpoint were rewritten"
+        ),
         "{error}"
     );
 }

@@ -334,7 +334,11 @@ fn a_removed_checkpoint_breaks_the_checkpoint_chain() {
         (problem.seq, problem.kind),
         (Some(9), ProblemKind::CheckpointMissing)
     );
-    assert!(problem.message.contains("covers seq 3"), "{}", problem.message);
+    assert!(
+        problem.message.contains("covers seq 3"),
+        "{}",
+        problem.message
+    );
     assert_eq!(report.verified_through, Some(3));
     // Removing the first one: the second names a predecessor never seen.
     let first_gone: Vec<Entry> = entries

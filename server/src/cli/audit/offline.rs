@@ -97,16 +97,14 @@ pub(super) async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     let old_dir = FileAuditStore::dir(&data_dir);
     let moved_to = if old_dir.exists() {
         // Holding the journal locks proves no issuer writes them.
-        FileAuditStore::open(&data_dir, None).with_context(|| {
-            format!("cannot lock {}: stop the issuer first", old_dir.display())
-        })?;
+        FileAuditStore::open(&data_dir, None)
+            .with_context(|| format!("cannot lock {}: stop the issuer first", old_dir.display()))?;
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
             .replace(':', "");
         let to = data_dir.join(format!("{AUDIT_DIR}.reset-{stamp}"));
-        std::fs::rename(&old_dir, &to).with_context(|| {
-            format!("cannot move {} to {}", old_dir.display(), to.display())
-        })?;
+        std::fs::rename(&old_dir, &to)
+            .with_context(|| format!("cannot move {} to {}", old_dir.display(), to.display()))?;
         Some(to)
     } else {
         None
@@ -151,7 +149,9 @@ pub(super) async fn reset(args: ResetArgs) -> anyhow::Result<()> {
                     "The old log (records up to seq {seq}) is kept in {}; its witnesses' files belong to it: start new witness files.",
                     to.display()
                 ),
-                (Some(to), None) => println!("The old (empty) audit files are in {}.", to.display()),
+                (Some(to), None) => {
+                    println!("The old (empty) audit files are in {}.", to.display())
+                }
                 (None, _) => println!("There was no audit log before."),
             }
             Ok(())

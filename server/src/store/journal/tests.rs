@@ -191,8 +191,14 @@ fn before_finds_the_entry_below_a_sequence_number_across_index_blocks() {
     assert_eq!(journal.before(2).unwrap(), None);
     assert_eq!(journal.before(3).unwrap().unwrap().0, 2);
     let block_start = INDEX_EVERY * 2 + 2; // the first entry of the second block
-    assert_eq!(journal.before(block_start).unwrap().unwrap().0, block_start - 2);
-    assert_eq!(journal.before(block_start + 1).unwrap().unwrap().0, block_start);
+    assert_eq!(
+        journal.before(block_start).unwrap().unwrap().0,
+        block_start - 2
+    );
+    assert_eq!(
+        journal.before(block_start + 1).unwrap().unwrap().0,
+        block_start
+    );
     assert_eq!(
         journal.before(u64::MAX).unwrap().unwrap().0,
         (INDEX_EVERY * 2 + 5) * 2
@@ -207,7 +213,10 @@ fn a_removed_or_replaced_file_is_noticed() {
     journal.check_linked().unwrap();
     std::fs::remove_file(&path).unwrap();
     let why = journal.check_linked().unwrap_err();
-    assert!(why.contains("was removed under the running issuer"), "{why}");
+    assert!(
+        why.contains("was removed under the running issuer"),
+        "{why}"
+    );
     std::fs::write(&path, b"").unwrap();
     let why = journal.check_linked().unwrap_err();
     assert!(why.contains("was removed"), "{why}");
@@ -215,7 +224,10 @@ fn a_removed_or_replaced_file_is_noticed() {
     std::fs::rename(dir.path().join("k.log"), dir.path().join("moved.log")).unwrap();
     std::fs::write(dir.path().join("k.log"), b"").unwrap();
     let why = other.check_linked().unwrap_err();
-    assert!(why.contains("was replaced under the running issuer"), "{why}");
+    assert!(
+        why.contains("was replaced under the running issuer"),
+        "{why}"
+    );
 }
 
 /// Makes the next write fail (as a full disk would), by swapping the open
