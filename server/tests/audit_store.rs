@@ -342,3 +342,34 @@ fn history_resigned_with_a_replaced_key_fails_against_the_pinned_key() {
     );
     assert!(!problems(&report).is_empty());
 }
+
+#[test]
+fn the_files_of_a_stopped_issuer_verify_offline_without_a_false_alarm() {
+    let (node, key) = stopped_issuer();
+    let key = key.to_str().unwrap();
+    // The data directory itself: every record is signed (clean stop).
+    let (code, report) = node.verify_offline(&["--key", key]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["result"], "verified");
+    // Its key file is found there when none is pinned (and said so).
+    let (code, report) = node.verify_offline(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["key_pinned"], false);
+    // The journal file read as an export: its `<seq> ` prefixes are
+    // understood; it holds no checkpoints, so nothing is proven, but
+    // nothing is called tampering either.
+    let records = node.data_dir().join("audit/records.log");
+    let out = audit_support::cli(&[
+        "audit",
+        "verify",
+        "--from-export",
+        records.to_str().unwrap(),
+        "--key",
+        key,
+        "--output",
+        "json",
+    ]);
+    let (code, report) = audit_support::parse_report(&out);
+    assert_eq!(code, 3, "{report:#}");
+    assert!(problems(&report).is_empty(), "{report:#}");
+}
