@@ -21,6 +21,7 @@
 //! | `hallmark_server_sync_streams` | gauge | (connected agents' `Sync` streams) |
 //! | `hallmark_server_ca_expiry_timestamp_seconds` | gauge | (the active X.509 CA's `notAfter`) |
 //! | `hallmark_server_ready` | gauge | 1 when `/ready` answers 200 |
+//! | `hallmark_server_admin_healthchecks_total` | counter | (admin `Healthcheck` calls answered; not audited) |
 //! | `hallmark_server_build_info` | gauge | `version` |
 
 use std::sync::Arc;
@@ -229,6 +230,7 @@ pub struct ServerMetrics {
     kills_created: [Counter; 5],
     kills_lifted: [Counter; 5],
     sync_streams: Gauge,
+    healthchecks: Counter,
     minted_family: Family<Labels, Counter>,
     refused_family: Family<Labels, Counter>,
     latency_family: Family<Labels, Histogram, fn() -> Histogram>,
@@ -290,6 +292,7 @@ impl ServerMetrics {
             kills_created,
             kills_lifted,
             sync_streams: Gauge::default(),
+            healthchecks: Counter::default(),
             minted_family,
             refused_family,
             latency_family,
@@ -339,6 +342,17 @@ impl ServerMetrics {
         StreamGuard(self.sync_streams.clone())
     }
 
+    /// An admin `Healthcheck` was answered (not audited: probes would fill
+    /// the log).
+    pub fn healthcheck(&self) {
+        self.healthchecks.inc();
+    }
+
+    /// Admin health checks answered so far.
+    pub fn healthchecks(&self) -> u64 {
+        self.healthchecks.get()
+    }
+
     /// Connected `Sync` streams now.
     pub fn sync_streams(&self) -> i64 {
         self.sync_streams.get()
@@ -382,6 +396,11 @@ impl ServerMetrics {
             "sync_streams",
             "Agents' Sync streams open now",
             self.sync_streams.clone(),
+        );
+        registry.register(
+            "admin_healthchecks",
+            "Admin API health checks answered by the issuer's own user or root (counted here, not audited)",
+            self.healthchecks.clone(),
         );
         registry.register(
             "build",

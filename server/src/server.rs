@@ -27,7 +27,7 @@ use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
 use crate::revocation::Revocations;
-use crate::store::{FileAuditStore, SledStore, Store, StoreError};
+use crate::store::{DataDirLock, FileAuditStore, SledStore, Store, StoreError};
 
 /// How often the issuer checks that its audit and database files are still
 /// the ones it opened, and retries a failed audit journal.
@@ -41,7 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum ServerError {
     /// The store could not be opened.
-    #[error("cannot open the store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The CA could not be loaded or created.
     #[error(transparent)]
@@ -94,6 +94,8 @@ pub struct ServerHandle {
     metrics: Arc<ServerMetrics>,
     serving: Arc<AtomicBool>,
     metrics_endpoint: Option<hallmark_metrics::Endpoint>,
+    /// Released last, after the store is closed.
+    _lock: DataDirLock,
 }
 
 /// Starts the issuer with the system clock.
@@ -126,6 +128,8 @@ async fn start_observed(
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn EventSink>>,
 ) -> Result<ServerHandle, ServerError> {
+    // First, so that a second issuer is told who holds the directory.
+    let lock = DataDirLock::acquire(&settings.data_dir)?;
     let store = Arc::new(SledStore::open(&settings.data_dir)?);
     let dyn_store: Arc<dyn Store> = store.clone();
     let audit_store = Arc::new(FileAuditStore::open(&settings.data_dir, Some(&store))?);
@@ -297,6 +301,7 @@ async fn start_observed(
         metrics,
         serving,
         metrics_endpoint,
+        _lock: lock,
     })
 }
 

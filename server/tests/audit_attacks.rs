@@ -386,3 +386,33 @@ fn fill(path: &Path) {
     // Fill the last partial block too.
     while file.write(&[0u8]).is_ok_and(|n| n == 1) {}
 }
+
+#[test]
+fn a_second_issuer_on_the_same_data_directory_is_told_who_holds_it() {
+    let mut node = Node::new("");
+    node.start();
+    let first = node.daemon.as_ref().unwrap().id();
+    // Its own admin socket, the same data directory.
+    let second = node.path("second.toml");
+    let config = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .replace("admin.sock", "admin2.sock");
+    std::fs::write(&second, config).unwrap();
+    let out = audit_support::cli(&["run", "--config", second.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = audit_support::stderr(&out);
+    let expected = format!("another hallmark-server (pid {first}) holds the data directory");
+    assert_eq!(stderr.matches(&expected).count(), 1, "said once: {stderr}");
+    assert!(!stderr.contains("WouldBlock"), "{stderr}");
+    // And `audit reset` does not touch a running issuer's log.
+    let out = audit_support::cli(&[
+        "audit",
+        "reset",
+        "--reason",
+        "x",
+        "--data-dir",
+        node.data_dir().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(audit_support::stderr(&out).contains(&expected));
+}

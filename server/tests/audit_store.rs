@@ -72,7 +72,16 @@ fn untouched_history_verifies_after_a_restart_and_a_checkpoint() {
     let (mut node, key) = stopped_issuer();
     node.start();
     // The restart's own records are not signed yet.
-    let (code, report) = node.verify(&key);
+    let out = node.run(&[
+        "audit",
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        "--include-unsigned",
+        "--output",
+        "json",
+    ]);
+    let (code, report) = audit_support::parse_report(&out);
     assert_eq!(code, 3, "{report:#}");
     assert_eq!(report["result"], "unverifiable_tail");
     assert!(problems(&report).is_empty());
@@ -217,7 +226,16 @@ fn a_truncated_unsigned_tail_is_an_unverifiable_tail_not_success() {
     store.remove(last - 1);
     store.close();
     node.start();
-    let (code, report) = node.verify(&key);
+    let out = node.run(&[
+        "audit",
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        "--include-unsigned",
+        "--output",
+        "json",
+    ]);
+    let (code, report) = audit_support::parse_report(&out);
     assert_eq!(code, 3, "{report:#}");
     assert_eq!(report["result"], "unverifiable_tail");
     assert!(problems(&report).is_empty(), "{report:#}");
@@ -372,4 +390,36 @@ fn the_files_of_a_stopped_issuer_verify_offline_without_a_false_alarm() {
     let (code, report) = audit_support::parse_report(&out);
     assert_eq!(code, 3, "{report:#}");
     assert!(problems(&report).is_empty(), "{report:#}");
+}
+
+#[test]
+fn verify_on_a_running_issuer_is_clean_and_health_probes_write_nothing() {
+    let mut node = Node::new("");
+    node.start();
+    node.ok(&["token", "generate"]);
+    let key = node.save_key();
+    let before = Store::open(&node.data_dir()).last_seq();
+    for _ in 0..5 {
+        node.ok(&["healthcheck"]);
+    }
+    assert_eq!(Store::open(&node.data_dir()).last_seq(), before);
+    // verify signs a checkpoint first and proves the log up to it, so
+    // the common case is clean, run after run.
+    for _ in 0..2 {
+        let (code, report) = node.verify(&key);
+        assert_eq!(code, 0, "{report:#}");
+        assert_eq!(report["result"], "verified");
+    }
+    // Reading everything, its own records are an unsigned tail.
+    let out = node.run(&[
+        "audit",
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        "--include-unsigned",
+        "--output",
+        "json",
+    ]);
+    let (code, report) = audit_support::parse_report(&out);
+    assert_eq!(code, 3, "{report:#}");
 }

@@ -372,6 +372,7 @@ async fn audit_verify(
             .read_audit(ReadAuditRequest {
                 start: None,
                 follow: false,
+                signed_only: true,
             })
             .await
             .map_err(|s| anyhow::anyhow!("audit export: {}", s.message()))?

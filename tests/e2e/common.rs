@@ -300,6 +300,7 @@ pub async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
         .read_audit(hallmark_proto::admin::ReadAuditRequest {
             start: None,
             follow: false,
+            signed_only: false,
         })
         .await
         .unwrap()

@@ -62,14 +62,24 @@ impl AdminApi {
             // beyond the newest record (that is what truncation looks like).
             let stored = log.last_stored_checkpoint().map_err(read_status)?;
             Until::Fixed {
-                records: durable,
+                records: if request.signed_only {
+                    durable.min(log.state().checkpointed)
+                } else {
+                    durable
+                },
                 checkpoints: durable.max(stored),
             }
         };
         tokio::spawn(serve(log, from, until, tx));
         let outcome = format!(
             "read audit log {what}{}",
-            if follow { ", following" } else { "" }
+            if follow {
+                ", following"
+            } else if request.signed_only {
+                ", up to the newest checkpoint"
+            } else {
+                ""
+            }
         );
         Ok((Box::pin(ReceiverStream::new(rx)), outcome))
     }

@@ -123,6 +123,13 @@ pub struct VerifyArgs {
     /// replaced the issuer's key file would also control.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Against a running issuer, `audit verify` first has it sign a
+    /// checkpoint and then proves the log up to that checkpoint (records
+    /// written after it, by this call or others, are left for the next
+    /// run). With this flag nothing is signed and every record is read:
+    /// those after the newest checkpoint are an unverifiable tail (exit 3).
+    #[arg(long, conflicts_with_all = ["from_export", "data_dir"])]
+    pub include_unsigned: bool,
     /// Accept an export that starts after seq 1 (`audit export --since`):
     /// what precedes its first record is not checked.
     #[arg(long, requires = "from_export")]
@@ -178,6 +185,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let request = ReadAuditRequest {
         start: Some(read_audit_request::Start::Last(args.lines)),
         follow: args.follow,
+        signed_only: false,
     };
     let mut stream = client
         .read_audit(request)
@@ -214,7 +222,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         Some(since) => Some(parse_since(since, SystemTime::now())?),
     };
     let mut client = args.admin.client().await?;
-    let entries = read_all(&mut client, start, "audit export").await?;
+    let entries = read_all(&mut client, start, false, "audit export").await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for entry in entries {
         out.write_all(entry.bytes())
@@ -252,8 +260,23 @@ async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
         ),
         (None, None) => {
             let mut client = args.admin.client().await?;
-            let entries = read_all(&mut client, None, "audit verify").await?;
-            (entries, "the issuer's audit log".to_owned())
+            let signed_only = !args.include_unsigned;
+            if signed_only {
+                client
+                    .checkpoint_audit(CheckpointAuditRequest {})
+                    .await
+                    .map_err(|s| rpc_error("audit verify (signing a checkpoint first)", s))?;
+            }
+            let entries = read_all(&mut client, None, signed_only, "audit verify").await?;
+            (
+                entries,
+                if signed_only {
+                    "the issuer's audit log, up to the checkpoint signed for this verification"
+                        .to_owned()
+                } else {
+                    "the issuer's audit log".to_owned()
+                },
+            )
         }
     };
     let key = match pinned {
@@ -397,12 +420,14 @@ async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
 async fn read_all(
     client: &mut AdminClient<Channel>,
     start: Option<read_audit_request::Start>,
+    signed_only: bool,
     what: &str,
 ) -> anyhow::Result<Vec<Entry>> {
     let mut stream = client
         .read_audit(ReadAuditRequest {
             start,
             follow: false,
+            signed_only,
         })
         .await
         .map_err(|s| rpc_error(what, s))?

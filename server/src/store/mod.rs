@@ -15,6 +15,7 @@ mod anchor;
 mod audit;
 mod audit_file;
 mod journal;
+mod lock;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 pub use anchor::{AnchorStore, AuditAnchor, Mark};
 pub use audit::{Appended, AuditStore, StoreFuture};
 pub use audit_file::{AUDIT_DIR, CHECKPOINTS_FILE, FileAuditStore, RECORDS_FILE, StoredLog};
+pub use lock::{DataDirLock, LOCK_FILE};
 pub use sled_store::SledStore;
 pub use sled_store::audit::{
     CHECKPOINTS_TREE as LEGACY_AUDIT_CHECKPOINTS_TREE, RECORDS_TREE as LEGACY_AUDIT_RECORDS_TREE,
@@ -47,6 +49,9 @@ pub enum StoreError {
         /// Why decoding failed.
         reason: String,
     },
+    /// Another process holds the data directory (the message says which).
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl From<sled::Error> for StoreError {

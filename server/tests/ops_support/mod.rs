@@ -216,13 +216,15 @@ impl Daemon {
         path
     }
 
-    /// `audit verify --key KEY --output json`: exit code and report.
+    /// `audit verify --key KEY --include-unsigned --output json` (every
+    /// record, the unsigned tail too): exit code and report.
     pub fn verify(&self, key: &Path) -> (i32, serde_json::Value) {
         let out = self.cli(&[
             "audit",
             "verify",
             "--key",
             key.to_str().unwrap(),
+            "--include-unsigned",
             "--output",
             "json",
         ]);

@@ -13,7 +13,9 @@ use super::super::{Output, print_json};
 use crate::audit::{AuditLog, Entry, RecordHash};
 use crate::config::{DEFAULT_DATA_DIR, ServerConfig};
 use crate::events::{EventSink as _, SecurityEvent};
-use crate::store::{AUDIT_DIR, AnchorStore, AuditAnchor, FileAuditStore, SledStore, StoredLog};
+use crate::store::{
+    AUDIT_DIR, AnchorStore, AuditAnchor, DataDirLock, FileAuditStore, SledStore, StoredLog,
+};
 
 /// Flags of `audit reset`.
 #[derive(Debug, Args)]
@@ -86,6 +88,7 @@ pub(super) async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         anyhow::bail!("--reason must say why the audit log is started over");
     }
     let data_dir = data_dir(args.data_dir.as_deref(), args.config.as_deref())?;
+    let _lock = DataDirLock::acquire(&data_dir)?;
     let store = Arc::new(SledStore::open(&data_dir).with_context(|| {
         format!(
             "cannot open the database in {}: stop the issuer first",
