@@ -394,7 +394,7 @@ pub fn log_event(event: &SecurityEvent) {
             created,
             uid,
         } => {
-            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, created, ?uid, "image registered");
+            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, created, uid, "image registered");
         }
         SecurityEvent::ImageCosigned {
             image,
@@ -402,7 +402,7 @@ pub fn log_event(event: &SecurityEvent) {
             signers,
             uid,
         } => {
-            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, ?uid, "image cosigned");
+            tracing::info!(target: "hallmark::audit", %image, %payload_sha256, ?signers, uid, "image cosigned");
         }
         SecurityEvent::ImageRegistrationRefused {
             envelope_sha256,
@@ -410,11 +410,11 @@ pub fn log_event(event: &SecurityEvent) {
             reason,
             uid,
         } => {
-            tracing::warn!(target: "hallmark::audit", %envelope_sha256, %code, %reason, ?uid, "image registration refused");
+            tracing::warn!(target: "hallmark::audit", %envelope_sha256, %code, %reason, uid, "image registration refused");
         }
         SecurityEvent::ImageRetired { image, reason, uid } => {
             let automatic = uid.is_none();
-            tracing::info!(target: "hallmark::audit", %image, %reason, ?uid, automatic, "image retired");
+            tracing::info!(target: "hallmark::audit", %image, %reason, uid, automatic, "image retired");
         }
         SecurityEvent::KillCreated {
             id,
@@ -422,7 +422,7 @@ pub fn log_event(event: &SecurityEvent) {
             reason,
             uid,
         } => {
-            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill created");
+            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, uid, "kill created");
         }
         SecurityEvent::KillLifted {
             id,
@@ -430,7 +430,7 @@ pub fn log_event(event: &SecurityEvent) {
             reason,
             uid,
         } => {
-            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, ?uid, "kill lifted");
+            tracing::warn!(target: "hallmark::audit", %id, %target, %reason, uid, "kill lifted");
         }
         SecurityEvent::TokenGenerated {
             spiffe_id,
@@ -438,16 +438,16 @@ pub fn log_event(event: &SecurityEvent) {
             expires_at,
             uid,
         } => {
-            tracing::info!(target: "hallmark::audit", %spiffe_id, %token_id, expires_at, ?uid, "join token generated");
+            tracing::info!(target: "hallmark::audit", %spiffe_id, %token_id, expires_at, uid, "join token generated");
         }
         SecurityEvent::AgentEvicted { agent, uid } => {
-            tracing::warn!(target: "hallmark::audit", %agent, ?uid, "agent evicted");
+            tracing::warn!(target: "hallmark::audit", %agent, uid, "agent evicted");
         }
         SecurityEvent::AgentBanned { agent, uid } => {
-            tracing::warn!(target: "hallmark::audit", %agent, ?uid, "agent banned");
+            tracing::warn!(target: "hallmark::audit", %agent, uid, "agent banned");
         }
         SecurityEvent::AgentUnbanned { agent, uid } => {
-            tracing::info!(target: "hallmark::audit", %agent, ?uid, "agent unbanned");
+            tracing::info!(target: "hallmark::audit", %agent, uid, "agent unbanned");
         }
         SecurityEvent::AdminCall {
             method,
@@ -455,7 +455,7 @@ pub fn log_event(event: &SecurityEvent) {
             code,
             outcome,
         } => {
-            tracing::info!(target: "hallmark::audit", method, ?uid, %code, %outcome, "admin call");
+            tracing::info!(target: "hallmark::audit", method, uid, %code, %outcome, "admin call");
         }
     }
 }

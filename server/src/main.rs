@@ -39,7 +39,13 @@ async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            if format == "json" {
+                // One JSON object per line on stderr, like every other log
+                // line of a JSON-logging issuer.
+                tracing::error!(error = %format!("{error:#}"), "hallmark-server failed");
+            } else {
+                eprintln!("error: {error:#}");
+            }
             match error.downcast_ref::<hallmark_server::cli::Exit>() {
                 Some(exit) => ExitCode::from(exit.code),
                 None => ExitCode::FAILURE,

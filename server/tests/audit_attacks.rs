@@ -416,3 +416,53 @@ fn a_second_issuer_on_the_same_data_directory_is_told_who_holds_it() {
     assert!(!out.status.success());
     assert!(audit_support::stderr(&out).contains(&expected));
 }
+
+#[test]
+fn a_fatal_start_up_error_is_json_when_logs_are() {
+    let mut node = Node::new("");
+    node.start();
+    let second = node.path("second.toml");
+    let config = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .replace("admin.sock", "admin2.sock");
+    std::fs::write(&second, config).unwrap();
+    let out = audit_support::cli(&[
+        "run",
+        "--config",
+        second.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    let stderr = audit_support::stderr(&out);
+    let last: Value = serde_json::from_str(stderr.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: not JSON: {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds the data directory"),
+        "{last}"
+    );
+}
+
+#[test]
+fn json_logs_carry_uids_as_integers() {
+    let mut node = Node::new("");
+    let config = std::fs::read_to_string(&node.config).unwrap().replace(
+        "log_level = \"warn\"",
+        "log_level = \"info\"\nlog_format = \"json\"",
+    );
+    std::fs::write(&node.config, config).unwrap();
+    node.start();
+    node.ok(&["token", "generate"]);
+    node.stop();
+    let log = std::fs::read_to_string(node.path("daemon.log")).unwrap();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "join token generated")
+        .unwrap_or_else(|| panic!("no token record logged: {log}"));
+    assert!(line["fields"]["uid"].is_u64(), "{line}");
+}

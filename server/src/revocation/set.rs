@@ -266,7 +266,7 @@ impl Revocations {
                     .cloned()
                     .chain(std::iter::once(revocation.clone()));
                 self.install(RevocationIndex::new(next));
-                tracing::warn!(id = %revocation.id, target = %revocation.target, reason = %revocation.reason, ?uid, "revocation in force");
+                tracing::warn!(id = %revocation.id, target = %revocation.target, reason = %revocation.reason, uid, "revocation in force");
                 return Ok(revocation);
             }
         }
@@ -296,7 +296,7 @@ impl Revocations {
                     .cloned()
                     .collect::<Vec<_>>();
                 self.install(RevocationIndex::new(next));
-                tracing::warn!(id = %revocation.id, target = %revocation.target, reason = %lift.reason, ?uid, "revocation lifted");
+                tracing::warn!(id = %revocation.id, target = %revocation.target, reason = %lift.reason, uid, "revocation lifted");
                 Ok(revocation)
             }
             LiftOutcome::AlreadyLifted(revocation) => {
