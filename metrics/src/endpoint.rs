@@ -17,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
+
+use crate::exposition;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -145,12 +147,25 @@ fn respond(
     match path {
         "/metrics" => {
             let mut body = String::with_capacity(8 * 1024);
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
+            match prometheus_client::encoding::text::encode_registry(&mut body, registry) {
                 Ok(()) => {
+                    exposition::process_metrics(&mut body);
+                    let openmetrics = exposition::wants_openmetrics(
+                        request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()),
+                    );
+                    let (body, content_type) = if openmetrics {
+                        body.push_str("# EOF\n");
+                        (body, OPENMETRICS)
+                    } else {
+                        (
+                            exposition::to_prometheus_text(&body),
+                            exposition::PROMETHEUS_TEXT,
+                        )
+                    };
                     let mut response = Response::new(Full::new(Bytes::from(body)));
                     response
                         .headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                     response
                 }
                 Err(_) => text(
@@ -222,6 +237,20 @@ mod tests {
         (code, body)
     }
 
+    async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (u16, String) {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).await.unwrap();
+        let code = raw[9..12].parse().unwrap();
+        let body = raw.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (code, body)
+    }
+
     #[tokio::test]
     async fn serves_metrics_health_and_refuses_the_rest() {
         let counter: Counter = Counter::default();
@@ -242,10 +271,25 @@ mod tests {
         .unwrap();
         let addr = endpoint.local_addr();
 
-        let (code, body) = get(addr, "GET", "/metrics").await;
+        // A scraper that asks for OpenMetrics gets it...
+        let (code, body) = get_accepting(
+            addr,
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0",
+        )
+        .await;
         assert_eq!(code, 200);
         assert!(body.contains("t_things_total 1\n"), "{body}");
+        assert!(body.contains("\nprocess_resident_memory_bytes "), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
+        // ...anyone else the Prometheus text format.
+        let (code, body) = get(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("# TYPE t_things_total counter\nt_things_total 1\n"),
+            "{body}"
+        );
+        assert!(!body.contains("# EOF"), "{body}");
         assert_eq!(get(addr, "GET", "/live").await, (200, "live\n".into()));
         assert_eq!(
             get(addr, "GET", "/ready").await,

@@ -42,6 +42,7 @@
 //! ```
 
 mod endpoint;
+mod exposition;
 mod histogram;
 
 pub use endpoint::{Endpoint, Health, serve};

@@ -18,6 +18,8 @@
 //! | `hallmark_server_kills_created_total` / `_kills_lifted_total` | counter | `kind` (`spiffe_id`, `image`, `code`, `model`, `node`) |
 //! | `hallmark_server_revocations_in_force` | gauge | |
 //! | `hallmark_server_images_registered` | gauge | |
+//! | `hallmark_server_agents_attested` | gauge | (agents on record and not banned) |
+//! | `process_*` | | the standard process metrics (CPU, resident memory, open fds, start time), unprefixed |
 //! | `hallmark_server_sync_streams` | gauge | (connected agents' `Sync` streams) |
 //! | `hallmark_server_ca_expiry_timestamp_seconds` | gauge | (the active X.509 CA's `notAfter`) |
 //! | `hallmark_server_ready` | gauge | 1 when `/ready` answers 200 |
@@ -446,6 +448,8 @@ pub struct IssuerState {
     pub clock: Arc<dyn Clock>,
     /// The audit log: not ready while it cannot write.
     pub audit: crate::audit::AuditLog,
+    /// The store, for the agents gauge.
+    pub store: Arc<dyn crate::store::Store>,
 }
 
 impl Health for IssuerState {
@@ -486,6 +490,15 @@ impl Collector for IssuerState {
             "Gold images the issuer mints for (verified, not retired)",
             images,
         )?;
+        if let Ok(nodes) = self.store.nodes() {
+            let attested = nodes.iter().filter(|n| !n.banned).count();
+            gauge(
+                &mut encoder,
+                "agents_attested",
+                "Agents on record and not banned (each attested at least once)",
+                i64::try_from(attested).unwrap_or(i64::MAX),
+            )?;
+        }
         if let Ok(not_after) = self.authority.ca_not_after() {
             let secs = not_after
                 .duration_since(SystemTime::UNIX_EPOCH)

@@ -219,6 +219,7 @@ async fn start_observed(
                 revocations,
                 clock: clock.clone(),
                 audit: audit.clone(),
+                store: dyn_store.clone(),
             };
             let registry = Arc::new(metrics.registry(state.clone()));
             let mut down = shutdown_rx.clone();

@@ -34,7 +34,18 @@ fn sigterm_and_sigint_stop_cleanly_with_the_history_signed_up_to_the_shutdown_ch
         "{body}"
     );
     assert_eq!(metric(&body, "hallmark_server_sync_streams"), Some(0.0));
-    assert!(body.ends_with("# EOF\n"));
+    assert_eq!(metric(&body, "hallmark_server_agents_attested"), Some(0.0));
+    // Prometheus text (no Accept header asked for OpenMetrics), with the
+    // standard process metrics.
+    assert!(!body.contains("# EOF"), "{body}");
+    assert!(
+        metric(&body, "process_open_fds").is_some_and(|n| n > 0.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "process_resident_memory_bytes").is_some(),
+        "{body}"
+    );
 
     daemon.ok(&["token", "generate"]);
     let key = daemon.save_key();
