@@ -208,6 +208,16 @@ pub enum SecurityEvent {
         /// The operator's uid.
         uid: Option<u32>,
     },
+    /// The issuer re-read its config (`SIGHUP`): the trusted signers and
+    /// signature policy now in force.
+    ConfigReloaded {
+        /// Key ids of the trusted signers now.
+        signers: Vec<String>,
+        /// Gold images that verify (and so may mint) with them.
+        images_minting: u64,
+        /// Changed settings that only a restart applies.
+        needs_restart: Vec<String>,
+    },
     /// An operator started a new audit log (`hallmark-server audit reset`):
     /// always the first record of the new log, naming the old one's head.
     AuditReset {
@@ -335,6 +345,13 @@ pub fn log_event(event: &SecurityEvent) {
         }
         SecurityEvent::IssuerStopping { version } => {
             tracing::info!(target: "hallmark::audit", version, "issuer stopping");
+        }
+        SecurityEvent::ConfigReloaded {
+            signers,
+            images_minting,
+            needs_restart,
+        } => {
+            tracing::warn!(target: "hallmark::audit", ?signers, images_minting, ?needs_restart, "config reloaded");
         }
         SecurityEvent::AuditReset {
             reason,

@@ -94,6 +94,8 @@ pub struct ServerHandle {
     metrics: Arc<ServerMetrics>,
     serving: Arc<AtomicBool>,
     metrics_endpoint: Option<hallmark_metrics::Endpoint>,
+    data_dir: PathBuf,
+    trust_domain: hallmark_ca::id::TrustDomain,
     /// Released last, after the store is closed.
     _lock: DataDirLock,
 }
@@ -159,12 +161,12 @@ async fn start_observed(
         .transpose()
         .map_err(|e| ServerError::X509Pop(e.to_string()))?;
 
-    let image_policy = Arc::new(ImagePolicy {
-        signers: settings.trusted_signers.clone(),
-        policy: settings.signature_policy,
-        trust_domain: settings.trust_domain.clone(),
-        max_svid_ttl: settings.ca.max_svid_ttl,
-    });
+    let image_policy = Arc::new(ImagePolicy::new(
+        settings.trusted_signers.clone(),
+        settings.signature_policy,
+        settings.trust_domain.clone(),
+        settings.ca.max_svid_ttl,
+    ));
     let images = Arc::new(ImageSet::default());
     images.replace(load_matcher(&*dyn_store, &image_policy)?);
     let revocations = Arc::new(Revocations::load(dyn_store.clone())?);
@@ -302,6 +304,8 @@ async fn start_observed(
         metrics,
         serving,
         metrics_endpoint,
+        data_dir: settings.data_dir,
+        trust_domain: settings.trust_domain,
         _lock: lock,
     })
 }
@@ -429,6 +433,46 @@ impl ServerHandle {
         self.metrics_endpoint
             .as_ref()
             .map(hallmark_metrics::Endpoint::local_addr)
+    }
+
+    /// Applies the settings that can change without a restart (`SIGHUP`):
+    /// the trusted signers and the signature policy. Every stored image is
+    /// verified again with them (an image whose signer was removed stops
+    /// minting, as after a restart), the reload is audited, and a
+    /// checkpoint is signed. Settings that need a restart are named in
+    /// the returned list and left as they are.
+    pub async fn reload(&self, settings: &ServerSettings) -> Result<Vec<String>, ServerError> {
+        let upkeep = &self.upkeep;
+        upkeep
+            .image_policy
+            .replace(settings.trusted_signers.clone(), settings.signature_policy);
+        let matcher = load_matcher(&*upkeep.store, &upkeep.image_policy)?;
+        let minting = matcher.len();
+        self.images.replace(matcher);
+        let mut ignored = Vec::new();
+        if settings.trust_domain != self.trust_domain {
+            ignored.push("trust_domain".to_owned());
+        }
+        if settings.data_dir != self.data_dir {
+            ignored.push("data_dir".to_owned());
+        }
+        if settings.admin_socket != self.admin_socket {
+            ignored.push("admin_socket".to_owned());
+        }
+        upkeep
+            .events
+            .record(SecurityEvent::ConfigReloaded {
+                signers: settings
+                    .trusted_signers
+                    .keyids()
+                    .map(str::to_owned)
+                    .collect(),
+                images_minting: minting as u64,
+                needs_restart: ignored.clone(),
+            })
+            .await?;
+        self.audit.checkpoint().await?;
+        Ok(ignored)
     }
 
     /// Stops serving: long-lived streams end with `Unavailable`, in-flight

@@ -100,7 +100,8 @@ impl AdminApi {
         envelope: &[u8],
         uid: Option<u32>,
     ) -> Result<(Image, Registered), Status> {
-        if self.image_policy.signers.is_empty() {
+        let signers = self.image_policy.signers();
+        if signers.is_empty() {
             return Err(Status::failed_precondition(
                 "no trusted signers are configured: set images.trusted_signers in server.toml",
             ));
@@ -108,8 +109,8 @@ impl AdminApi {
         let now = self.clock.now();
         let verified = verify_envelope(
             envelope,
-            &self.image_policy.signers,
-            &self.image_policy.policy,
+            &signers,
+            &self.image_policy.signature_policy(),
             &self.image_policy.context(now),
         )
         .map_err(|e| image_status(&e))?;

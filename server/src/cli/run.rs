@@ -72,22 +72,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_socket: args.admin_socket.clone(),
         metrics_address: args.metrics_address.clone(),
     };
-    let settings = ServerSettings::resolve(file, overrides)?;
+    let settings = ServerSettings::resolve(file, overrides.clone())?;
     let server = crate::server::start(settings)
         .await
         .context("cannot start hallmark-server")?;
-    wait_for_signal().await?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            result = tokio::signal::ctrl_c() => {
+                result.context("cannot install SIGINT handler")?;
+                break;
+            }
+            _ = hup.recv() => reload(&server, &args, &overrides).await,
+        }
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("cannot install SIGINT handler")?,
+/// `SIGHUP`: re-reads the config file and applies what can change while
+/// running. A config that does not load is logged and changes nothing.
+async fn reload(server: &crate::server::ServerHandle, args: &RunArgs, overrides: &ServerOverrides) {
+    let settings = args
+        .file()
+        .and_then(|file| Ok(ServerSettings::resolve(file, overrides.clone())?));
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "SIGHUP: the config does not load; nothing changed");
+            return;
+        }
+    };
+    match server.reload(&settings).await {
+        Ok(ignored) if ignored.is_empty() => {
+            tracing::info!("SIGHUP: reloaded the trusted signers and signature policy");
+        }
+        Ok(ignored) => tracing::warn!(
+            needs_restart = ?ignored,
+            "SIGHUP: reloaded the trusted signers and signature policy; these changed settings need a restart"
+        ),
+        Err(error) => tracing::error!(%error, "SIGHUP: reload failed"),
     }
-    Ok(())
 }

@@ -68,13 +68,12 @@ use crate::image::{ImageContext, ImageError, SignaturePolicy, TrustedSigners, Ve
 use crate::store::{ImageRecord, ImageRetire, Retirement, Store, StoreError};
 use matcher::Candidate;
 
-/// What a gold image must satisfy to be registered and to mint.
-#[derive(Debug, Clone)]
+/// What a gold image must satisfy to be registered and to mint. The
+/// signers and the signature policy can be replaced while the issuer runs
+/// (`SIGHUP`); the trust domain and the TTL cap cannot.
+#[derive(Debug)]
 pub struct ImagePolicy {
-    /// Keys whose signatures count.
-    pub signers: Arc<TrustedSigners>,
-    /// Signatures required per risk tier.
-    pub policy: SignaturePolicy,
+    trusted: RwLock<(Arc<TrustedSigners>, SignaturePolicy)>,
     /// The issuer's trust domain.
     pub trust_domain: TrustDomain,
     /// Cap on image TTLs.
@@ -82,6 +81,42 @@ pub struct ImagePolicy {
 }
 
 impl ImagePolicy {
+    /// A policy with these signers and signature counts.
+    pub fn new(
+        signers: Arc<TrustedSigners>,
+        policy: SignaturePolicy,
+        trust_domain: TrustDomain,
+        max_svid_ttl: Duration,
+    ) -> Self {
+        Self {
+            trusted: RwLock::new((signers, policy)),
+            trust_domain,
+            max_svid_ttl,
+        }
+    }
+
+    /// Keys whose signatures count now.
+    pub fn signers(&self) -> Arc<TrustedSigners> {
+        self.trusted
+            .read()
+            .map_or_else(|e| e.into_inner().0.clone(), |t| t.0.clone())
+    }
+
+    /// Signatures required per risk tier now.
+    pub fn signature_policy(&self) -> SignaturePolicy {
+        self.trusted
+            .read()
+            .map_or_else(|e| e.into_inner().1, |t| t.1)
+    }
+
+    /// Replaces the signers and the signature policy (a reload).
+    pub fn replace(&self, signers: Arc<TrustedSigners>, policy: SignaturePolicy) {
+        match self.trusted.write() {
+            Ok(mut trusted) => *trusted = (signers, policy),
+            Err(poisoned) => *poisoned.into_inner() = (signers, policy),
+        }
+    }
+
     /// The verification context at `now`.
     pub fn context(&self, now: SystemTime) -> ImageContext {
         ImageContext {
@@ -98,8 +133,8 @@ impl ImagePolicy {
         let registered = SystemTime::UNIX_EPOCH + Duration::from_secs(record.registered_at);
         crate::image::verify_envelope(
             record.envelope.as_bytes(),
-            &self.signers,
-            &self.policy,
+            &self.signers(),
+            &self.signature_policy(),
             &self.context(registered),
         )
     }

@@ -1,0 +1,85 @@
+//! `SIGHUP`: the issuer re-reads its config and applies the trusted
+//! signers and signature policy without a restart (it used to die without
+//! a checkpoint); a config that does not load changes nothing.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit_support;
+
+use audit_support::{Node, Store, cli, eventually, stderr};
+
+const CODE: &str = "4444444444444444444444444444444444444444444444444444444444444444";
+
+fn hup(node: &Node) {
+    let pid = node.daemon.as_ref().unwrap().id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_applies_new_trusted_signers_and_survives_a_broken_config() {
+    let mut node = Node::new("");
+    let key = node.path("alice.key");
+    let out = cli(&["image", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = node.path("agent.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"agent\"\nversion = \"1.0.0\"\nspiffe_id = \"spiffe://example.org/agent\"\nowner = \"alice@example.org\"\npurpose = \"tests\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{CODE}\"]\n"
+        ),
+    )
+    .unwrap();
+    let signed = node.path("agent.signed.json");
+    let out = cli(&[
+        "image",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+        "--out",
+        signed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    node.start();
+    let register = || node.run(&["image", "register", signed.to_str().unwrap()]);
+    let refused = register();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("no trusted signers are configured"));
+
+    // A broken config on SIGHUP: logged, nothing changes, still serving.
+    let good = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(&node.config, format!("{good}\nnot toml at all [")).unwrap();
+    hup(&node);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(node.run(&["healthcheck"]).status.success());
+
+    // The signer added to the config counts after SIGHUP, no restart.
+    std::fs::write(
+        &node.config,
+        good.replace(
+            "[audit]",
+            &format!(
+                "[images]\ntrusted_signers = [\"{}.pub\"]\n[audit]",
+                key.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let pid = node.daemon.as_ref().unwrap().id();
+    hup(&node);
+    eventually("the reload to apply", || {
+        register().status.success().then_some(())
+    });
+    assert_eq!(node.daemon.as_ref().unwrap().id(), pid, "same process");
+    node.stop();
+    let store = Store::open(&node.data_dir());
+    let reloaded = (1..=store.last_seq())
+        .map(|seq| store.record(seq))
+        .find(|r| r.kind == "config_reloaded")
+        .expect("the reload is audited");
+    assert_eq!(reloaded.fields["signers"].as_array().unwrap().len(), 1);
+}
