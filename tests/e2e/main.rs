@@ -24,6 +24,7 @@ mod kill_issuer;
 mod kill_node;
 mod mint;
 mod node_api;
+mod py_spiffe;
 mod quickstart;
 mod relying_party;
 mod resilience;
