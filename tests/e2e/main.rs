@@ -17,6 +17,7 @@ mod attack_code;
 mod attack_paths;
 mod attack_socket;
 mod attestation;
+mod authority;
 mod common;
 mod examples;
 mod kill;

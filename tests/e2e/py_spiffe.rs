@@ -57,7 +57,9 @@ async fn py_spiffe_fetches_validates_and_watches_its_identity_killed() {
     let update = script.next("context").await;
     assert_eq!(update["ids"], serde_json::json!([BETA]));
 
-    let kill = env.kill("code", &interpreter, "backdoored interpreter").await;
+    let kill = env
+        .kill("code", &interpreter, "backdoored interpreter")
+        .await;
     let ended = script.next("ended").await;
     assert!(
         ended["error"]
@@ -188,7 +190,10 @@ impl Script {
             // Only what a workload needs: no PYTHONPATH or the like (the
             // agent refuses those unless the image pins them).
             .env_clear()
-            .env("SPIFFE_ENDPOINT_SOCKET", format!("unix:{}", socket.display()))
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix:{}", socket.display()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
