@@ -222,7 +222,7 @@ impl Script {
             Ok(Err(e)) => self.fail(&format!("unreadable output ({e})")).await,
             Err(_) => self.fail(&format!("no `{event}` in {STEP:?}")).await,
         };
-        let value: Value = serde_json::from_str(&line).unwrap_or_else(|_| Value::Null);
+        let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         if value["event"] != event {
             self.fail(&format!("printed {line:?}, expected `{event}`"))
                 .await;
