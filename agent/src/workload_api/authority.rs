@@ -499,7 +499,9 @@ impl AuthorityRewrite {
 }
 
 /// A literal header field without indexing, new name, no Huffman coding
-/// (RFC 7541 §6.2.2).
+/// (RFC 7541 §6.2.2). Fields the client sent "never indexed" (§6.2.3)
+/// become this too: the agent is their last hop, there is no further
+/// encoder left that could index them.
 fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.push(0);
     encode_string(out, name);

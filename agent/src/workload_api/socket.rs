@@ -174,7 +174,8 @@ impl AsyncRead for PeerStream {
                         );
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
                     }
-                    // Nothing yet (a partial frame): read on.
+                    // Back to the top: hand over what the rewrite gave
+                    // back, or read on if it holds only part of a frame.
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
