@@ -1,8 +1,10 @@
 //! The SPIFFE Workload API as the agent serves it, in pieces that do not
-//! depend on how SVIDs are obtained: the security header check, the bundle
-//! messages, and JWT-SVID validation. The gRPC service that streams SVIDs
-//! to attested workloads is built from these.
+//! depend on how SVIDs are obtained: the socket and its connections (with
+//! the `:authority` rewrite that lets every gRPC client in), the security
+//! header check, the bundle messages, and JWT-SVID validation. The gRPC
+//! service that streams SVIDs to attested workloads is built from these.
 
+pub mod authority;
 mod bundles;
 pub mod cache;
 pub mod connection;

@@ -7,6 +7,11 @@
 //! `pidfd_open` as the connection is accepted. Attestation measures that
 //! process and nothing else, so a pid recycled after the connection cannot
 //! be attested in its place.
+//!
+//! What a connection reads passes through [`AuthorityRewrite`] on its way to
+//! the HTTP/2 server, so gRPC clients that send the socket path as
+//! `:authority` (gRPC C-core, grpc-java) are served: see
+//! [`super::authority`].
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -24,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
+use super::authority::AuthorityRewrite;
 use super::connection::{ConnectionState, Slot, UidLimits};
 use crate::config::WorkloadSettings;
 use crate::error::AgentError;
@@ -75,14 +81,18 @@ impl ExeIdentity {
 
 /// An accepted connection and its [`Peer`]. Reads go through `recvmsg` so
 /// the kernel names the writer of every chunk (see
-/// [`super::connection`]); a connection idle for the configured timeout
-/// ends its reads with `TimedOut`, which closes it.
+/// [`super::connection`]), then through the `:authority` rewrite; a
+/// connection idle for the configured timeout ends its reads with
+/// `TimedOut`, which closes it, and one whose HTTP/2 framing the rewrite
+/// cannot follow ends them with `InvalidData`.
 #[derive(Debug)]
 pub struct PeerStream {
     io: UnixStream,
     peer: Peer,
     /// Room for one `SCM_CREDENTIALS` message, reused by every read.
     cmsg: Vec<u8>,
+    /// What the client wrote, as the HTTP/2 server should read it.
+    rewrite: AuthorityRewrite,
     idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
     /// The uid's connection slot, released when the connection closes.
@@ -134,12 +144,18 @@ impl AsyncRead for PeerStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.rewrite.has_output() {
+                this.rewrite.read_into(buf);
+                return Poll::Ready(Ok(()));
+            }
             match this.io.poll_read_ready(cx) {
                 Poll::Pending => return this.poll_idle(cx),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
             let fd = this.io.as_raw_fd();
+            // Read into the caller's buffer, then hand the bytes to the
+            // rewrite; what it gives back replaces them.
             let data = buf.initialize_unfilled();
             let cmsg = &mut this.cmsg;
             match this
@@ -149,8 +165,17 @@ impl AsyncRead for PeerStream {
                 Ok((0, _)) => return Poll::Ready(Ok(())),
                 Ok((n, writer)) => {
                     this.peer.connection.wrote(writer);
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+                    if let Err(error) = this.rewrite.feed(&data[..n]) {
+                        tracing::debug!(
+                            pid = this.peer.pid,
+                            uid = this.peer.uid,
+                            %error,
+                            "closing a Workload API connection"
+                        );
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
+                    }
+                    // Back to the top: hand over what the rewrite gave
+                    // back, or read on if it holds only part of a frame.
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -331,6 +356,7 @@ impl Acceptor {
             io,
             peer,
             cmsg: nix::cmsg_space!(UnixCredentials),
+            rewrite: AuthorityRewrite::new(),
             idle_timeout: self.idle_timeout,
             idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
             _slot: slot,
