@@ -367,6 +367,36 @@ async fn banned_agent_cannot_attest_until_unbanned() {
 }
 
 #[tokio::test]
+async fn a_banned_agents_refused_attempt_does_not_use_up_its_join_token() {
+    let server = TestServer::start().await;
+    let first = server.token().await;
+    let mut client = server.node_client(None).await.unwrap();
+    let (_, result) = attest_join_token(&mut client, &first).await.unwrap();
+    let agent = result.svid.unwrap().spiffe_id;
+    let mut admin = server.admin().await;
+    admin
+        .ban_agent(AgentRequest {
+            spiffe_id: agent.clone(),
+        })
+        .await
+        .unwrap();
+    // A new token for the same agent, tried while it is banned: refused,
+    // and still unused.
+    let second = server.token_with(0, &agent).await;
+    let err = attest_join_token(&mut client, &second).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("is banned"), "{}", err.message());
+    admin
+        .unban_agent(AgentRequest {
+            spiffe_id: agent.clone(),
+        })
+        .await
+        .unwrap();
+    let (_, result) = attest_join_token(&mut client, &second).await.unwrap();
+    assert_eq!(result.svid.unwrap().spiffe_id, agent);
+}
+
+#[tokio::test]
 async fn restart_keeps_ca_nodes_and_tokens() {
     let mut server = TestServer::start().await;
     let token = server.token().await;

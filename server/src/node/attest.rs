@@ -119,9 +119,15 @@ impl NodeApi {
             )))
         })?;
         let now = unix_secs(self.clock.now());
+        // A banned or revoked agent is refused before its token is used,
+        // so that after `agent unban` (or `kill lift`) the same token works.
+        let hash = join_token::token_hash(token);
+        if let Some(record) = self.store.join_token(&hash).map_err(|e| refuse(store_status(e)))? {
+            self.refuse_barred(&record.spiffe_id).map_err(refuse)?;
+        }
         let outcome = self
             .store
-            .consume_join_token(&join_token::token_hash(token), now)
+            .consume_join_token(&hash, now)
             .map_err(|e| refuse(store_status(e)))?;
         match outcome {
             TokenUse::Consumed(record) => Ok(Admitted {
@@ -210,22 +216,28 @@ impl NodeApi {
         })
     }
 
+    /// Refuses an agent that is banned or that a node revocation names;
+    /// otherwise its record, if it has one.
+    fn refuse_barred(&self, agent: &SpiffeId) -> Result<Option<NodeRecord>, Status> {
+        let existing = self.store.node(agent).map_err(store_status)?;
+        if existing.as_ref().is_some_and(|n| n.banned) {
+            return Err(Status::permission_denied(format!(
+                "agent {agent} is banned: an operator must run `hallmark-server agent unban` first"
+            )));
+        }
+        if let Some(revocation) = self.revocations.current().node(agent) {
+            return Err(revoked_status(agent, revocation));
+        }
+        Ok(existing)
+    }
+
     /// Checks bans, mints the node SVID, records the node durably.
     fn admit(
         &self,
         admitted: Admitted,
         public_key: &[u8],
     ) -> Result<(AttestResult, NodeAttestorKind, String), Status> {
-        let existing = self.store.node(&admitted.spiffe_id).map_err(store_status)?;
-        if existing.as_ref().is_some_and(|n| n.banned) {
-            return Err(Status::permission_denied(format!(
-                "agent {} is banned: an operator must run `hallmark-server agent unban` first",
-                admitted.spiffe_id
-            )));
-        }
-        if let Some(revocation) = self.revocations.current().node(&admitted.spiffe_id) {
-            return Err(revoked_status(&admitted.spiffe_id, revocation));
-        }
+        let existing = self.refuse_barred(&admitted.spiffe_id)?;
         let svid = self
             .authority
             .mint_node_svid(&admitted.spiffe_id, public_key, self.agent_svid_ttl)

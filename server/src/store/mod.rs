@@ -250,6 +250,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn put_join_token(&self, token: &JoinTokenRecord) -> Result<(), StoreError>;
     /// Atomically marks a token used if it exists, is unused and unexpired.
     fn consume_join_token(&self, token_hash: &str, now: u64) -> Result<TokenUse, StoreError>;
+    /// The join token with this hash, without using it.
+    fn join_token(&self, token_hash: &str) -> Result<Option<JoinTokenRecord>, StoreError>;
     /// Deletes tokens that expired before `now`; returns how many.
     fn prune_join_tokens(&self, now: u64) -> Result<usize, StoreError>;
     /// Number of stored tokens (used or not).

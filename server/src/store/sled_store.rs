@@ -290,6 +290,14 @@ impl Store for SledStore {
         self.flush()
     }
 
+    fn join_token(&self, token_hash: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        let key = token_hash.as_bytes();
+        self.tokens
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
     fn consume_join_token(&self, token_hash: &str, now: u64) -> Result<TokenUse, StoreError> {
         let key = token_hash.as_bytes();
         loop {
