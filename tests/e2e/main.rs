@@ -19,6 +19,7 @@ mod attack_socket;
 mod attestation;
 mod common;
 mod examples;
+mod flood;
 mod kill;
 mod kill_issuer;
 mod kill_node;
