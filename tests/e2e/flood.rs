@@ -295,3 +295,159 @@ async fn an_unregistered_local_process_asking_again_and_again_is_counted_not_log
     assert_eq!(counts[0]["fields"]["source"], node.as_str());
     assert_eq!(counts[0]["fields"]["count"].as_u64(), Some(ASKS as u64 - 1));
 }
+
+#[tokio::test]
+async fn a_node_over_its_minting_limit_is_told_when_to_retry_and_others_still_mint() {
+    use hallmark_server::node::NodeLimits;
+    const OVER: usize = 50;
+    let mut server = TestServer::start_with(|s| {
+        s.node_limits = NodeLimits {
+            per_second: 1,
+            burst: 5,
+        }
+    })
+    .await;
+    server.handle().images().replace(Matcher::new([image()]));
+    let (mut greedy, greedy_id) = node(&server).await;
+    let (good, _) = node(&server).await;
+    for pid in 0..5 {
+        greedy
+            .mint_x509_svids(mint_request(CODE, pid))
+            .await
+            .expect("within the burst");
+    }
+    // The manual clock stands still: nothing refills.
+    let mut refused = 0;
+    for pid in 0..OVER {
+        let err = greedy
+            .mint_x509_svids(mint_request(CODE, 100 + u32::try_from(pid).unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(
+            err.message().contains(&greedy_id)
+                && err
+                    .message()
+                    .contains("1 credentials per second (bursts of 5)")
+                && err.message().contains("retry in 1000 ms"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            err.metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok()),
+            Some("1000")
+        );
+        refused += 1;
+    }
+    assert_eq!(refused, OVER);
+    // JWT-SVIDs come out of the same budget.
+    let err = greedy
+        .mint_jwt_svid(hallmark_proto::node::MintJwtSvidRequest {
+            evidence: Some(evidence(CODE, 1)),
+            audience: vec!["payments".into()],
+            spiffe_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // Another node has a budget of its own.
+    assert_eq!(well_behaved(good, 5).await, 5);
+    // A second later one more credential is allowed.
+    server.clock.advance(std::time::Duration::from_secs(1));
+    greedy
+        .mint_x509_svids(mint_request(CODE, 7))
+        .await
+        .expect("refilled");
+
+    server.restart().await;
+    let records = audit_records(&server).await;
+    assert_eq!(of_kind(&records, "svid_minted").count(), 5 + 5 + 1);
+    let limited: Vec<_> = of_kind(&records, "node_rate_limited").collect();
+    assert_eq!(limited.len(), 2, "one per call in full: {limited:#?}");
+    assert!(
+        limited
+            .iter()
+            .all(|r| r["fields"]["node"] == greedy_id.as_str())
+    );
+    let mut counts: Vec<(String, u64)> = of_kind(&records, "refusals_suppressed")
+        .map(|r| {
+            assert_eq!(r["fields"]["refused_kind"], "node_rate_limited");
+            assert_eq!(r["fields"]["source"], greedy_id.as_str());
+            (
+                r["fields"]["reason"].as_str().unwrap().to_owned(),
+                r["fields"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [("mint_x509_svids".to_owned(), OVER as u64 - 1)]);
+}
+
+#[tokio::test]
+async fn a_count_is_written_at_the_first_refusal_after_its_interval() {
+    let server = TestServer::start().await;
+    let mut client = server.node_client(None).await.unwrap();
+    let refuse = |client: &mut NodeClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            let err = attest_join_token(&mut client, "not-a-token")
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument);
+        }
+    };
+    for _ in 0..10 {
+        refuse(&mut client).await;
+    }
+    server
+        .clock
+        .advance(hallmark_server::events::DEFAULT_REFUSAL_INTERVAL);
+    refuse(&mut client).await;
+    let kinds: Vec<String> = audit_records(&server)
+        .await
+        .into_iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .filter(|k| k.contains("refus"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "node_attestation_refused",
+            "refusals_suppressed",
+            "node_attestation_refused"
+        ]
+    );
+    let records = audit_records(&server).await;
+    let count = of_kind(&records, "refusals_suppressed").next().unwrap();
+    assert_eq!(count["fields"]["count"], 9);
+}
+
+#[tokio::test]
+async fn a_count_is_written_by_the_periodic_flush_once_the_flood_stops() {
+    use std::time::Duration;
+    // A short interval: the flush runs every second of real time and
+    // closes what the manual clock says has ended.
+    let server =
+        TestServer::start_with(|s| s.refusal_limits.interval = Duration::from_secs(4)).await;
+    let mut client = server.node_client(None).await.unwrap();
+    for _ in 0..5 {
+        let err = attest_join_token(&mut client, "not-a-token")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+    server.clock.advance(Duration::from_secs(5));
+    // Waits for the flush (not a timing assertion: only for it to happen).
+    let mut count = None;
+    for _ in 0..300 {
+        let records = audit_records(&server).await;
+        if let Some(record) = of_kind(&records, "refusals_suppressed").next() {
+            count = record["fields"]["count"].as_u64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, Some(4), "the periodic flush wrote the count");
+}
