@@ -124,7 +124,7 @@ pub struct AuditSection {
     #[serde(default, with = "humantime_serde")]
     pub refusal_interval: Option<Duration>,
     /// Most refused sources (peer IPs, nodes) tracked at once; refusals
-    /// from the others share one overflow count. Default 1024.
+    /// from the others share one overflow count. Default 256.
     pub refusal_sources: Option<usize>,
     /// Most reasons (with workload classes) tracked per source; its other
     /// reasons share one count. Default 4.

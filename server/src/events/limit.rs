@@ -54,7 +54,7 @@ use crate::audit::record::format_time;
 /// Default [`RefusalLimits::interval`].
 pub const DEFAULT_REFUSAL_INTERVAL: Duration = Duration::from_secs(60);
 /// Default [`RefusalLimits::max_sources`].
-pub const DEFAULT_REFUSAL_SOURCES: usize = 1024;
+pub const DEFAULT_REFUSAL_SOURCES: usize = 256;
 /// Default [`RefusalLimits::reasons_per_source`].
 pub const DEFAULT_REFUSAL_REASONS_PER_SOURCE: usize = 4;
 /// The reason (and, for the overflow bucket, the source) of a bucket that

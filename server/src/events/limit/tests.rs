@@ -386,3 +386,69 @@ fn reasons_are_told_apart_on_a_bounded_prefix() {
     assert_eq!(peer_ip("10.1.2.3"), "10.1.2.3".parse().ok());
     assert_eq!(peer_ip("[2001:db8::1]:8081"), "2001:db8::1".parse().ok());
 }
+
+#[test]
+fn the_readme_bound_uses_the_default_limits() {
+    // README "Audit log": 256 sources × (4 reasons + 2 kinds) + 3 overflow.
+    assert_eq!(RefusalLimits::default().max_buckets(), 1_539);
+    assert_eq!(DEFAULT_REFUSAL_INTERVAL, Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn the_records_an_attacker_can_cause_stay_within_the_bound() {
+    // Small limits, an attacker with many addresses, many reasons, and
+    // nodes with many workloads, refusing every second for an hour.
+    let limits = RefusalLimits {
+        interval: Duration::from_secs(60),
+        max_sources: 6,
+        reasons_per_source: 2,
+    };
+    let f = fixture(limits);
+    let mut refusals = 0u64;
+    for second in 0..3_600u32 {
+        for host in 0..20u32 {
+            let ip = std::net::Ipv4Addr::from(0xc000_0200 + (second * 7 + host) % 251);
+            let reason = format!("reason {}", (second + host) % 9);
+            record(&f.limiter, attest_refused(&format!("{ip}:1"), &reason)).await;
+            refusals += 1;
+        }
+        for n in 0..4usize {
+            let node = node(n);
+            let workload = format!("class {}", second % 5);
+            record(
+                &f.limiter,
+                svid_refused(&node, &workload, "code digest unknown", second),
+            )
+            .await;
+            record(
+                &f.limiter,
+                SecurityEvent::NodeRateLimited {
+                    node,
+                    call: "mint_jwt_svid",
+                    reason: "over".into(),
+                },
+            )
+            .await;
+            refusals += 2;
+        }
+        f.clock.advance(Duration::from_secs(1));
+        if second % 15 == 0 {
+            f.limiter.flush_closed().await.unwrap();
+        }
+        assert!(f.limiter.open_buckets() <= limits.max_buckets());
+    }
+    f.limiter.close().await.unwrap();
+    let written = f.kept.kinds().len() as u64;
+    let bound = 2 * limits.max_buckets() as u64 * (3_600 / 60 + 1);
+    assert!(written <= bound, "{written} records, bound {bound}");
+    // Nothing is lost: every refusal is a full record or in a count.
+    let events = f.kept.events.lock().unwrap();
+    let mut accounted = 0u64;
+    for event in events.iter() {
+        match event {
+            SecurityEvent::RefusalsSuppressed { count, .. } => accounted += count,
+            _ => accounted += 1,
+        }
+    }
+    assert_eq!(accounted, refusals);
+}
