@@ -194,8 +194,8 @@ pub struct AgentsSection {
     /// must chain to. Without it the x509pop attestor is off.
     pub x509pop_ca: Option<PathBuf>,
     /// Credentials per second each node may be issued, sustained (an
-    /// X.509 call counts its keys, a JWT call or a node SVID renewal one).
-    /// Default 200.
+    /// X.509 call counts its keys, a JWT call one; node SVID renewals have
+    /// a bucket of their own). Default 200.
     pub mint_rate: Option<u32>,
     /// Credentials a node may ask for at once, above `mint_rate`. Default 2000.
     pub mint_burst: Option<u32>,

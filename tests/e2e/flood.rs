@@ -16,8 +16,8 @@ use tonic::transport::Channel;
 use hallmark_ca::key::CaKey;
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{
-    AttestParams, JoinTokenParams, MintX509SvidsRequest, TreeEvidence, WorkloadEvidence,
-    attest_params,
+    AttestParams, JoinTokenParams, MintX509SvidsRequest, RenewAgentSvidRequest, TreeEvidence,
+    WorkloadEvidence, attest_params,
 };
 use hallmark_server::image::GoldImage;
 use hallmark_server::issuance::matcher::{Candidate, Matcher};
@@ -352,6 +352,23 @@ async fn a_node_over_its_minting_limit_is_told_when_to_retry_and_others_still_mi
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
+    // Its agent can still renew its node SVID: renewals have a bucket of
+    // their own, with a limit of its own.
+    for _ in 0..hallmark_server::node::RENEWAL_LIMITS.burst {
+        greedy
+            .renew_agent_svid(RenewAgentSvidRequest {
+                public_key: CaKey::generate().unwrap().public_key_der(),
+            })
+            .await
+            .expect("renewal is not starved by minting");
+    }
+    let err = greedy
+        .renew_agent_svid(RenewAgentSvidRequest {
+            public_key: CaKey::generate().unwrap().public_key_der(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // Another node has a budget of its own.
     assert_eq!(well_behaved(good, 5).await, 5);
     // A second later one more credential is allowed.
@@ -365,7 +382,7 @@ async fn a_node_over_its_minting_limit_is_told_when_to_retry_and_others_still_mi
     let records = audit_records(&server).await;
     assert_eq!(of_kind(&records, "svid_minted").count(), 5 + 5 + 1);
     let limited: Vec<_> = of_kind(&records, "node_rate_limited").collect();
-    assert_eq!(limited.len(), 2, "one per call in full: {limited:#?}");
+    assert_eq!(limited.len(), 3, "one per call in full: {limited:#?}");
     assert!(
         limited
             .iter()

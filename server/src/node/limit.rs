@@ -5,8 +5,9 @@
 //! `MintX509Svids`, `MintJwtSvid` or `RenewAgentSvid` in a loop would burn
 //! the issuer's signing time and grow the audit log by a record per
 //! credential. Each node gets [`NodeLimits::burst`] credentials at once
-//! (an X.509 call costs one per key it sends, a JWT call or a renewal
-//! one), refilled at [`NodeLimits::per_second`]; a call beyond that is refused with
+//! (an X.509 call costs one per key it sends, a JWT call one), refilled at
+//! [`NodeLimits::per_second`]; node SVID renewals have a bucket of their
+//! own ([`RENEWAL_LIMITS`]). A call beyond that is refused with
 //! `ResourceExhausted`, naming the limit and when to retry, before anything
 //! is matched or signed. The defaults leave a node with hundreds of
 //! workloads far inside the limit (see `conf/server.toml`).
@@ -30,12 +31,20 @@ pub const DEFAULT_MINT_PER_SECOND: u32 = 200;
 /// Default [`NodeLimits::burst`]: every workload of a 500-workload node
 /// starting at once, with an X.509-SVID and a JWT-SVID each, twice over.
 pub const DEFAULT_MINT_BURST: u32 = 2000;
+/// `RenewAgentSvid`'s own bucket per node, apart from the minting one so
+/// that a node's workloads using up its minting budget never keep its
+/// agent from renewing its node SVID (every half hour with the default 1h
+/// SVID): 10 at once, one a second after that.
+pub const RENEWAL_LIMITS: NodeLimits = NodeLimits {
+    per_second: 1,
+    burst: 10,
+};
 /// The map is cleaned when it reaches this size at the least.
 const MIN_CLEAN_AT: usize = 1024;
 
 /// Per-node limits on minting (`[agents]` `mint_rate` and `mint_burst` in
 /// `server.toml`), in credentials: an X.509 call costs one per key, a JWT
-/// call or a node SVID renewal one.
+/// call one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeLimits {
     /// Sustained credentials per second per node.

@@ -7,8 +7,9 @@
 //! SVID for that agent and that no revocation names the agent, so eviction,
 //! bans and kills take effect on the next call.
 //!
-//! The calls that mint (`MintX509Svids`, `MintJwtSvid`, `RenewAgentSvid`)
-//! are limited per node ([`limit`]): over its limit a node is answered
+//! The calls that mint (`MintX509Svids` and `MintJwtSvid` from one budget,
+//! `RenewAgentSvid` from its own) are limited per node ([`limit`]): over
+//! its limit a node is answered
 //! `ResourceExhausted` with the limit and when to retry, and the refusal is
 //! audited as `node_rate_limited` (aggregated like every refusal, see
 //! [`crate::events::RefusalLimiter`]).
@@ -24,7 +25,7 @@ pub mod listener;
 mod mint;
 mod sync;
 
-pub use limit::{CallLimiter, LimitError, NodeLimits};
+pub use limit::{CallLimiter, LimitError, NodeLimits, RENEWAL_LIMITS};
 pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
 use std::pin::Pin;
@@ -90,7 +91,10 @@ pub struct NodeApiInner {
     revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<ServerMetrics>,
-    limits: CallLimiter,
+    /// `MintX509Svids` and `MintJwtSvid`, per node.
+    mints: CallLimiter,
+    /// `RenewAgentSvid`, per node.
+    renewals: CallLimiter,
 }
 
 impl std::ops::Deref for NodeApi {
@@ -151,7 +155,8 @@ impl NodeApi {
         } = parts;
         Self {
             inner: Arc::new(NodeApiInner {
-                limits: CallLimiter::new(limits, clock.clone()),
+                mints: CallLimiter::new(limits, clock.clone()),
+                renewals: CallLimiter::new(RENEWAL_LIMITS, clock.clone()),
                 authority,
                 store,
                 clock,
@@ -208,18 +213,19 @@ impl NodeApi {
         Ok(record)
     }
 
-    /// Takes `cost` from the node's minting budget ([`limit`]). Over it, the
-    /// refusal is audited (aggregated per node and call) and answered
-    /// `ResourceExhausted`; `svid_type` counts it in the metrics.
+    /// Takes `cost` from the node's bucket in `limiter` ([`limit`]). Over
+    /// it, the refusal is audited (aggregated per node and call) and
+    /// answered `ResourceExhausted`; `svid_type` counts it in the metrics.
     async fn within_limits(
         &self,
+        limiter: &CallLimiter,
         agent: &NodeRecord,
         call: &'static str,
         svid_type: Option<&'static str>,
         cost: usize,
     ) -> Result<(), Status> {
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-        let Err(limited) = self.limits.admit(&agent.spiffe_id, cost) else {
+        let Err(limited) = limiter.admit(&agent.spiffe_id, cost) else {
             return Ok(());
         };
         if let Some(kind) = svid_type {
@@ -360,7 +366,7 @@ impl Node for NodeApi {
         request: Request<RenewAgentSvidRequest>,
     ) -> Result<Response<RenewAgentSvidResponse>, Status> {
         let record = self.authenticate(&request)?;
-        self.within_limits(&record, "renew_agent_svid", None, 1)
+        self.within_limits(&self.renewals, &record, "renew_agent_svid", None, 1)
             .await?;
         let public_key = request.into_inner().public_key;
         if public_key.is_empty() {
@@ -418,7 +424,7 @@ impl Node for NodeApi {
             .public_keys
             .len()
             .clamp(1, MAX_KEYS_PER_CALL);
-        self.within_limits(&agent, "mint_x509_svids", Some("x509"), keys)
+        self.within_limits(&self.mints, &agent, "mint_x509_svids", Some("x509"), keys)
             .await?;
         self.mint_x509(&agent, request.into_inner())
             .await
@@ -431,7 +437,7 @@ impl Node for NodeApi {
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = self.authenticate(&request)?;
-        self.within_limits(&agent, "mint_jwt_svid", Some("jwt"), 1)
+        self.within_limits(&self.mints, &agent, "mint_jwt_svid", Some("jwt"), 1)
             .await?;
         self.mint_jwt(&agent, request.into_inner())
             .await
