@@ -227,7 +227,7 @@ impl RefusalLimiter {
         combine(written)
     }
 
-    /// How many buckets are open (tests and metrics).
+    /// How many buckets are open (at most [`RefusalLimits::max_buckets`]).
     pub fn open_buckets(&self) -> usize {
         self.inner.lock().buckets.len()
     }
