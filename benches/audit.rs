@@ -14,6 +14,14 @@
 //!   made durable. The ratio of the two is the figure in BENCHMARKS.md.
 //! - `mint/x509` and `mint/x509_append`: one caller, mint alone and mint
 //!   plus the append (no wait), the per-mint CPU cost of the record.
+//! - `audit/record` vs `audit/record_limited`: `EventSink::record` on the
+//!   log, and through the `RefusalLimiter` the issuer puts in front of it
+//!   (issue 13): a mint's record is not a refusal, so the limiter must cost
+//!   it nothing measurable.
+//! - `limit/refusal_counted`: a refusal the limiter only counts (the
+//!   flood's cost per call, nothing written).
+//! - `limit/node_admit`: the per-node minting limit's check, which every
+//!   mint call passes, for a node within its limit.
 //!
 //! The store is the audit journal files in a temp dir on the same disk as
 //! the issuer's data, anchored to a sled database there (issue 13).
@@ -40,7 +48,8 @@ use hallmark_ca::key::CaKey;
 use hallmark_ca::manager::{CaConfig, CaManager};
 use hallmark_ca::x509::{SvidExtension, SvidRequest};
 use hallmark_server::audit::AuditLog;
-use hallmark_server::events::{EventSink, SecurityEvent};
+use hallmark_server::events::{EventSink, RefusalLimiter, RefusalLimits, SecurityEvent};
+use hallmark_server::node::{CallLimiter, NodeLimits};
 use hallmark_server::store::{FileAuditStore, SledStore};
 
 /// Concurrent callers in the group-commit cases.
@@ -156,6 +165,20 @@ fn audit(c: &mut Criterion) {
         });
     });
 
+    // Both leave the durability future unawaited: the flushes are
+    // `durable_*`'s subject, this is the CPU on the caller's path.
+    let limited = RefusalLimiter::new(
+        Arc::new(fixture.log.clone()),
+        Arc::new(SystemClock),
+        RefusalLimits::default(),
+    );
+    group.bench_function("record", |b| {
+        b.iter(|| drop(fixture.log.record(fixture.minted(fixture.next_serial()))));
+    });
+    group.bench_function("record_limited", |b| {
+        b.iter(|| drop(limited.record(fixture.minted(fixture.next_serial()))));
+    });
+
     group.throughput(Throughput::Elements(CALLERS as u64));
     group.bench_function("durable_64", |b| {
         b.iter(|| {
@@ -223,5 +246,55 @@ fn mint(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, audit, mint);
+fn limit(c: &mut Criterion) {
+    let fixture = Arc::new(Fixture::new());
+    let mut group = c.benchmark_group("limit");
+    group.throughput(Throughput::Elements(1));
+
+    // An interval longer than the run: after the first, every refusal is
+    // only counted.
+    let limiter = RefusalLimiter::new(
+        Arc::new(fixture.log.clone()),
+        Arc::new(SystemClock),
+        RefusalLimits {
+            interval: Duration::from_secs(24 * 3600),
+            ..RefusalLimits::default()
+        },
+    );
+    let refusal = || SecurityEvent::NodeAttestationRefused {
+        attestor: "join_token",
+        reason: "join token is malformed: expected 64 hex characters".into(),
+        peer: "192.0.2.7:40123".into(),
+    };
+    drop(limiter.record(refusal()));
+    group.bench_function("refusal_counted", |b| {
+        b.iter(|| drop(limiter.record(black_box(refusal()))));
+    });
+
+    // Limits no bench run reaches, on a map holding 1,000 nodes.
+    let admit = CallLimiter::new(
+        NodeLimits {
+            per_second: u32::MAX,
+            burst: u32::MAX,
+        },
+        Arc::new(SystemClock),
+    );
+    let td = TrustDomain::new("example.org").unwrap();
+    let nodes: Vec<SpiffeId> = (0..1_000)
+        .map(|n| SpiffeId::new(&td, &format!("/hallmark/agent/join_token/{n:032x}")).unwrap())
+        .collect();
+    for node in &nodes {
+        admit.admit(node, 1).unwrap();
+    }
+    let mut next = 0;
+    group.bench_function("node_admit", |b| {
+        b.iter(|| {
+            next = (next + 1) % nodes.len();
+            admit.admit(black_box(&nodes[next]), 1).unwrap();
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, audit, mint, limit);
 criterion_main!(benches);

@@ -27,6 +27,11 @@ pub(crate) const TRUST_DOMAIN: &str = "example.org";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime of the join tokens made here (enough for 10,000 attestations).
 const TOKEN_TTL_SECS: u64 = 3600;
+/// `[agents] mint_rate` and `mint_burst`: a few simulated agents drive the
+/// issuer to its signing limit (thousands of credentials a second each,
+/// far beyond a real node's default limit of 200), and the figures measure
+/// the issuer's capacity, so the per-node limit is set out of reach.
+const MINT_LIMIT: u32 = 1_000_000_000;
 
 /// How to start the issuer.
 #[derive(Debug, Clone)]
@@ -67,7 +72,10 @@ impl Issuer {
              admin_socket = \"{}\"\n\
              log_level = \"{}\"\n\
              [images]\n\
-             trusted_signers = [\"{}\"]\n",
+             trusted_signers = [\"{}\"]\n\
+             [agents]\n\
+             mint_rate = {MINT_LIMIT}\n\
+             mint_burst = {MINT_LIMIT}\n",
             path("data").display(),
             path("admin.sock").display(),
             options.log_level,

@@ -408,9 +408,12 @@ pub(crate) fn check_workload(w: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A benchmark a rate is compared with, and how the table calls it.
+type Versus = Option<(&'static str, &'static str)>;
+
 /// The audit benchmarks (benches/audit.rs): id, what it measures, and the
 /// benchmark its rate is compared with.
-const AUDIT: [(&str, &str, Option<&str>); 7] = [
+const AUDIT: [(&str, &str, Versus); 11] = [
     (
         "audit/append",
         "one `svid_minted` record appended (canonical JSON, hash chain, the store write), not yet durable",
@@ -423,6 +426,26 @@ const AUDIT: [(&str, &str, Option<&str>); 7] = [
     ),
     ("audit/durable_64", "64 callers at once: group commit", None),
     (
+        "audit/record",
+        "`EventSink::record` on the log: append, the durability future made but not awaited",
+        None,
+    ),
+    (
+        "audit/record_limited",
+        "the same through the `RefusalLimiter` the issuer puts in front of the log (a mint is not a refusal: passed through)",
+        Some(("audit/record", "the log alone")),
+    ),
+    (
+        "limit/refusal_counted",
+        "a refusal in an open interval: counted, nothing written",
+        None,
+    ),
+    (
+        "limit/node_admit",
+        "the per-node minting limit's check on every mint call (token bucket, one lock), a node within its limit",
+        None,
+    ),
+    (
         "mint/x509",
         "one X.509-SVID through `CaManager` (binding extension)",
         None,
@@ -430,7 +453,7 @@ const AUDIT: [(&str, &str, Option<&str>); 7] = [
     (
         "mint/x509_append",
         "mint + append, one caller",
-        Some("mint/x509"),
+        Some(("mint/x509", "mint alone")),
     ),
     (
         "mint/x509_64",
@@ -440,7 +463,7 @@ const AUDIT: [(&str, &str, Option<&str>); 7] = [
     (
         "mint/x509_audited_64",
         "same, each mint's record made durable before the task ends (as the issuer does before it answers)",
-        Some("mint/x509_64"),
+        Some(("mint/x509_64", "64 mints alone")),
     ),
 ];
 
@@ -464,12 +487,7 @@ pub(crate) fn audit(c: &Criterion) -> anyhow::Result<Option<String>> {
             time(ns)
         };
         let mut rate_cell = rate(c.rate(id));
-        if let Some(versus) = versus {
-            let alone = if versus == "mint/x509" {
-                "mint alone"
-            } else {
-                "64 mints alone"
-            };
+        if let Some((versus, alone)) = versus {
             write!(
                 rate_cell,
                 " ({} of {alone})",

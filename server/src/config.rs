@@ -14,7 +14,9 @@ use hallmark_ca::id::TrustDomain;
 use hallmark_ca::manager::CaConfig;
 use hallmark_ca::x509::UpstreamCa;
 
+use crate::events::RefusalLimits;
 use crate::image::{SignaturePolicy, TrustedSigners};
+use crate::node::NodeLimits;
 use serde::Deserialize;
 
 /// Default node API listen address.
@@ -25,6 +27,11 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/hallmark/server/admin.sock";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hallmark/server";
 /// Default `audit.checkpoint_interval`.
 pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Most sources `audit.refusal_sources` may track (about 2 KiB each at
+/// most, with their buckets).
+pub const MAX_REFUSAL_SOURCES: usize = 1_000_000;
+/// Most buckets per source `audit.refusal_reasons_per_source` allows.
+pub const MAX_REFUSAL_REASONS_PER_SOURCE: usize = 64;
 /// The hard ceiling on every workload SVID's lifetime, whatever the config says.
 pub const HARD_MAX_SVID_TTL: Duration = Duration::from_secs(300);
 
@@ -117,6 +124,16 @@ pub struct AuditSection {
     /// rollback of the whole data directory is caught off the host.
     #[serde(default)]
     pub witness: Vec<crate::audit::WitnessConfig>,
+    /// How long refusals from one source, of one kind and reason, are only
+    /// counted after the first is recorded in full. Default 1m, at least 1s.
+    #[serde(default, with = "humantime_serde")]
+    pub refusal_interval: Option<Duration>,
+    /// Most refused sources (peer IPs, nodes) tracked at once; refusals
+    /// from the others share one overflow count. Default 256.
+    pub refusal_sources: Option<usize>,
+    /// Most reasons (with workload classes) tracked per source; its other
+    /// reasons share one count. Default 4.
+    pub refusal_reasons_per_source: Option<usize>,
 }
 
 /// `[images]` in `server.toml`.
@@ -181,6 +198,12 @@ pub struct AgentsSection {
     /// Provisioning CA certificates (PEM) that x509pop node certificates
     /// must chain to. Without it the x509pop attestor is off.
     pub x509pop_ca: Option<PathBuf>,
+    /// Credentials per second each node may be issued, sustained (an
+    /// X.509 call counts its keys, a JWT call one; node SVID renewals have
+    /// a bucket of their own). Default 200.
+    pub mint_rate: Option<u32>,
+    /// Credentials a node may ask for at once, above `mint_rate`. Default 2000.
+    pub mint_burst: Option<u32>,
 }
 
 /// What the `run` flags set; each `Some` overrides the file.
@@ -229,6 +252,10 @@ pub struct ServerSettings {
     pub audit_witnesses: Vec<crate::audit::WitnessConfig>,
     /// Where to serve metrics and health (`None`: off).
     pub metrics_address: Option<SocketAddr>,
+    /// How refusals are aggregated in the audit log.
+    pub refusal_limits: RefusalLimits,
+    /// Per-node limits on the calls that mint.
+    pub node_limits: NodeLimits,
 }
 
 impl ServerConfig {
@@ -393,6 +420,8 @@ impl ServerSettings {
                     })?,
             ),
         };
+        let refusal_limits = refusal_limits(&file.audit)?;
+        let node_limits = node_limits(&file.agents)?;
         Ok(Self {
             trust_domain,
             data_dir,
@@ -408,6 +437,8 @@ impl ServerSettings {
             audit_checkpoint_interval,
             audit_witnesses,
             metrics_address,
+            refusal_limits,
+            node_limits,
         })
     }
 
@@ -430,8 +461,65 @@ impl ServerSettings {
             audit_checkpoint_interval: DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
             audit_witnesses: Vec::new(),
             metrics_address: None,
+            refusal_limits: RefusalLimits::default(),
+            node_limits: NodeLimits::default(),
         }
     }
+}
+
+/// `[audit]` `refusal_*`, checked.
+fn refusal_limits(audit: &AuditSection) -> Result<RefusalLimits, ConfigError> {
+    let default = RefusalLimits::default();
+    let interval = audit.refusal_interval.unwrap_or(default.interval);
+    if interval < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            key: "audit.refusal_interval",
+            reason: "must be at least 1s".into(),
+        });
+    }
+    let max_sources = audit.refusal_sources.unwrap_or(default.max_sources);
+    if !(1..=MAX_REFUSAL_SOURCES).contains(&max_sources) {
+        return Err(ConfigError::Invalid {
+            key: "audit.refusal_sources",
+            reason: format!("{max_sources} is out of range: write 1 to {MAX_REFUSAL_SOURCES}"),
+        });
+    }
+    let reasons_per_source = audit
+        .refusal_reasons_per_source
+        .unwrap_or(default.reasons_per_source);
+    if !(1..=MAX_REFUSAL_REASONS_PER_SOURCE).contains(&reasons_per_source) {
+        return Err(ConfigError::Invalid {
+            key: "audit.refusal_reasons_per_source",
+            reason: format!(
+                "{reasons_per_source} is out of range: write 1 to {MAX_REFUSAL_REASONS_PER_SOURCE}"
+            ),
+        });
+    }
+    Ok(RefusalLimits {
+        interval,
+        max_sources,
+        reasons_per_source,
+    })
+}
+
+/// `[agents]` `mint_rate` and `mint_burst`, checked.
+fn node_limits(agents: &AgentsSection) -> Result<NodeLimits, ConfigError> {
+    let default = NodeLimits::default();
+    let per_second = agents.mint_rate.unwrap_or(default.per_second);
+    if per_second == 0 {
+        return Err(ConfigError::Invalid {
+            key: "agents.mint_rate",
+            reason: "must be at least 1 (credentials per second per node)".into(),
+        });
+    }
+    let burst = agents.mint_burst.unwrap_or(default.burst);
+    if burst == 0 {
+        return Err(ConfigError::Invalid {
+            key: "agents.mint_burst",
+            reason: "must be at least 1 (credentials a node may ask for at once)".into(),
+        });
+    }
+    Ok(NodeLimits { per_second, burst })
 }
 
 fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
@@ -687,6 +775,62 @@ mod tests {
         let err = resolve("trust_domain = \"example.org\"\n[[audit.witness]]\nurl = \"x\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("url"), "{err}");
+    }
+
+    #[test]
+    fn refusal_and_mint_limits_are_read_and_checked() {
+        let default = resolve("trust_domain = \"example.org\"\n").unwrap();
+        assert_eq!(default.refusal_limits, RefusalLimits::default());
+        assert_eq!(default.node_limits, NodeLimits::default());
+        let settings = resolve(
+            "trust_domain = \"example.org\"\n[audit]\nrefusal_interval = \"5m\"\nrefusal_sources = 64\nrefusal_reasons_per_source = 2\n[agents]\nmint_rate = 10\nmint_burst = 50\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.refusal_limits,
+            RefusalLimits {
+                interval: Duration::from_secs(300),
+                max_sources: 64,
+                reasons_per_source: 2,
+            }
+        );
+        assert_eq!(
+            settings.node_limits,
+            NodeLimits {
+                per_second: 10,
+                burst: 50,
+            }
+        );
+        for (text, key) in [
+            (
+                "[audit]\nrefusal_interval = \"10ms\"\n",
+                "audit.refusal_interval",
+            ),
+            ("[audit]\nrefusal_sources = 0\n", "audit.refusal_sources"),
+            (
+                "[audit]\nrefusal_sources = 2000000\n",
+                "audit.refusal_sources",
+            ),
+            (
+                "[audit]\nrefusal_reasons_per_source = 0\n",
+                "audit.refusal_reasons_per_source",
+            ),
+            ("[agents]\nmint_rate = 0\n", "agents.mint_rate"),
+            ("[agents]\nmint_burst = 0\n", "agents.mint_burst"),
+        ] {
+            let err = resolve(&format!("trust_domain = \"example.org\"\n{text}")).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{text}: {err}"
+            );
+        }
+        let err =
+            resolve("trust_domain = \"example.org\"\n[audit]\nrefusal_interval = \"often\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("refusal_interval"), "{err}");
+        let err =
+            resolve("trust_domain = \"example.org\"\n[agents]\nmint_rate = -1\n").unwrap_err();
+        assert!(err.to_string().contains("mint_rate"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,18 @@
 //! returns a [`Recorded`] future, and a caller that acts on the outcome
 //! (returns an SVID, answers an operator) awaits it first and fails closed
 //! when it fails.
+//!
+//! Refusals are the exception to one record per event: the issuer's sink is
+//! wrapped in a [`RefusalLimiter`], which records the first refusal per
+//! source, reason and interval in full and only counts the others, so that
+//! nobody can fill the audit log by being refused.
+
+mod limit;
+
+pub use limit::{
+    ANY, DEFAULT_REFUSAL_INTERVAL, DEFAULT_REFUSAL_REASONS_PER_SOURCE, DEFAULT_REFUSAL_SOURCES,
+    REFUSED_KINDS, RefusalLimiter, RefusalLimits,
+};
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -106,6 +118,45 @@ pub enum SecurityEvent {
         reason: String,
         /// Digest of the evidence (see `issuance::evidence_digest`).
         evidence_digest: String,
+        /// The workload's class: what it runs, without its pid, uid or
+        /// start time (see `issuance::workload_class`), `none` without
+        /// evidence. Refusals are aggregated per node and class.
+        workload: String,
+    },
+    /// A node's minting call was refused for exceeding its per-node limit
+    /// (`ResourceExhausted`).
+    NodeRateLimited {
+        /// The agent.
+        node: SpiffeId,
+        /// The call: `mint_x509_svids`, `mint_jwt_svid` or `renew_agent_svid`.
+        call: &'static str,
+        /// Why, as told to the agent (the limit and when to retry).
+        reason: String,
+    },
+    /// Refusals counted but not recorded one by one: the first refusal of
+    /// this source, kind and reason in the interval was recorded in full
+    /// (`first_seq`), and `count` more followed before `interval_end`.
+    RefusalsSuppressed {
+        /// The peer's IP address (unauthenticated calls), the node's SPIFFE
+        /// ID (what a node reports), or `*` for the sources beyond the
+        /// limiter's capacity.
+        source: String,
+        /// The workload class of workload refusals (`null` otherwise).
+        workload: Option<String>,
+        /// The kind of the refusals counted (`node_attestation_refused`,
+        /// `svid_refused`, `node_rate_limited`).
+        refused_kind: &'static str,
+        /// Their reason (the call, for `node_rate_limited`), or `*` for
+        /// the bucket that counts a source's reasons beyond its own cap.
+        reason: String,
+        /// How many refusals were counted and not recorded.
+        count: u64,
+        /// When the first refusal was recorded (RFC 3339).
+        interval_start: String,
+        /// When the interval ended, or when it was cut short by shutdown.
+        interval_end: String,
+        /// The sequence number of the first refusal's full record.
+        first_seq: Option<u64>,
     },
     /// A gold image was registered, or registered again (idempotently).
     ImageRegistered {
@@ -279,17 +330,35 @@ impl SecurityEvent {
 /// The outcome of [`EventSink::record`]: resolves once the record is
 /// durable, or with the error that kept it from being written.
 #[must_use = "an audit record is durable only once this resolves; act on its error"]
-pub struct Recorded(Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send + 'static>>);
+pub struct Recorded {
+    durable: Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send + 'static>>,
+    seq: Option<u64>,
+}
 
 impl Recorded {
     /// Wraps the future that makes a record durable.
     pub fn new(durable: impl Future<Output = Result<(), AuditError>> + Send + 'static) -> Self {
-        Recorded(Box::pin(durable))
+        Recorded {
+            durable: Box::pin(durable),
+            seq: None,
+        }
     }
 
     /// An outcome known at once.
     pub fn ready(result: Result<(), AuditError>) -> Self {
-        Recorded(Box::pin(std::future::ready(result)))
+        Recorded::new(std::future::ready(result))
+    }
+
+    /// Says which sequence number the record took in the log.
+    pub fn numbered(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
+    /// The record's sequence number in the log, when the sink numbers its
+    /// records (the audit log does) and the record was appended.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// Awaits every outcome; the first error, if any. The records keep the
@@ -303,13 +372,15 @@ impl Future for Recorded {
     type Output = Result<(), AuditError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        self.durable.as_mut().poll(cx)
     }
 }
 
 impl Debug for Recorded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Recorded(..)")
+        f.debug_struct("Recorded")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 
@@ -401,8 +472,24 @@ pub fn log_event(event: &SecurityEvent) {
             node,
             reason,
             evidence_digest,
+            workload,
         } => {
-            tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, "svid refused");
+            tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, %workload, "svid refused");
+        }
+        SecurityEvent::NodeRateLimited { node, call, reason } => {
+            tracing::warn!(target: "hallmark::audit", %node, call, %reason, "node rate limited");
+        }
+        SecurityEvent::RefusalsSuppressed {
+            source,
+            workload,
+            refused_kind,
+            reason,
+            count,
+            interval_start,
+            interval_end,
+            first_seq,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %source, ?workload, refused_kind, %reason, count, %interval_start, %interval_end, ?first_seq, "refusals counted, not recorded one by one");
         }
         SecurityEvent::ImageRegistered {
             image,

@@ -103,6 +103,8 @@ pub enum RefusalReason {
     NotEntitled,
     /// Malformed request (evidence, keys, audience).
     InvalidRequest,
+    /// The node exceeded its per-node minting limit.
+    RateLimited,
     /// The outcome's audit record could not be written (failed closed).
     AuditUnavailable,
     /// Signing or another internal failure.
@@ -110,7 +112,7 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    const ALL: [RefusalReason; 20] = [
+    const ALL: [RefusalReason; 21] = [
         RefusalReason::CodeDigestUnknown,
         RefusalReason::ImageRetired,
         RefusalReason::Revoked,
@@ -129,6 +131,7 @@ impl RefusalReason {
         RefusalReason::ModelNotLoaded,
         RefusalReason::NotEntitled,
         RefusalReason::InvalidRequest,
+        RefusalReason::RateLimited,
         RefusalReason::AuditUnavailable,
         RefusalReason::Internal,
     ];
@@ -154,6 +157,7 @@ impl RefusalReason {
             RefusalReason::ModelNotLoaded => "model_not_loaded",
             RefusalReason::NotEntitled => "not_entitled",
             RefusalReason::InvalidRequest => "invalid_request",
+            RefusalReason::RateLimited => "rate_limited",
             RefusalReason::AuditUnavailable => "audit_unavailable",
             RefusalReason::Internal => "internal",
         }
@@ -214,6 +218,7 @@ impl RefusalReason {
     pub fn of_status(code: tonic::Code) -> Self {
         match code {
             tonic::Code::InvalidArgument => RefusalReason::InvalidRequest,
+            tonic::Code::ResourceExhausted => RefusalReason::RateLimited,
             tonic::Code::PermissionDenied => RefusalReason::NotEntitled,
             tonic::Code::Unavailable => RefusalReason::AuditUnavailable,
             _ => RefusalReason::Internal,

@@ -22,7 +22,7 @@ use crate::audit::{AuditError, AuditLog, Observed, Witnesses};
 use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
-use crate::events::{EventSink, SecurityEvent};
+use crate::events::{EventSink, RefusalLimiter, SecurityEvent};
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
@@ -89,6 +89,7 @@ pub struct ServerHandle {
     upkeep: Maintenance,
     store: Arc<SledStore>,
     audit: AuditLog,
+    refusals: RefusalLimiter,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     metrics: Arc<ServerMetrics>,
@@ -145,6 +146,9 @@ async fn start_observed(
         Some(observer) => Arc::new(Observed::new(audit.clone(), observer)),
         None => Arc::new(audit.clone()),
     };
+    // Refusals are counted per source and interval, not recorded one by one.
+    let refusals = RefusalLimiter::new(events, clock.clone(), settings.refusal_limits);
+    let events: Arc<dyn EventSink> = Arc::new(refusals.clone());
     events
         .record(SecurityEvent::IssuerStarted {
             version: env!("CARGO_PKG_VERSION"),
@@ -184,6 +188,7 @@ async fn start_observed(
         revocations: revocations.clone(),
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
+        limits: settings.node_limits,
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
     let (node_addr, incoming) =
@@ -268,6 +273,7 @@ async fn start_observed(
         images: images.clone(),
         image_policy,
     };
+    tasks.push(tokio::spawn(refusals.clone().run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(
         upkeep
             .clone()
@@ -299,6 +305,7 @@ async fn start_observed(
         upkeep,
         store,
         audit,
+        refusals,
         shutdown,
         tasks,
         metrics,
@@ -476,8 +483,9 @@ impl ServerHandle {
     }
 
     /// Stops serving: long-lived streams end with `Unavailable`, in-flight
-    /// calls get a grace period, the admin socket is removed, an
-    /// `issuer_stopping` record and a checkpoint covering it are written,
+    /// calls get a grace period, the admin socket is removed, the counts of
+    /// refusals still being aggregated, an `issuer_stopping` record and a
+    /// checkpoint covering them are written,
     /// and the store is flushed and closed before this returns.
     pub async fn shutdown(mut self) {
         // Not ready from now on: a load balancer stops sending new work.
@@ -494,6 +502,10 @@ impl ServerHandle {
         let _ = std::fs::remove_file(&self.admin_socket);
         if let Some(endpoint) = self.metrics_endpoint.take() {
             endpoint.stopped().await;
+        }
+        // The counts of refusals still open, before the last record.
+        if let Err(error) = self.refusals.close().await {
+            tracing::error!(target: "hallmark::audit", %error, "suppressed refusal counts not written at shutdown");
         }
         let stopping = self.upkeep.events.record(SecurityEvent::IssuerStopping {
             version: env!("CARGO_PKG_VERSION"),
@@ -515,9 +527,10 @@ impl ServerHandle {
             upkeep,
             store: handle_store,
             audit,
+            refusals,
             ..
         } = self;
-        drop((authority, images, upkeep, handle_store, audit));
+        drop((authority, images, upkeep, handle_store, audit, refusals));
         // Wait for short-lived tasks (attestations) to drop their references,
         // so that the database is closed when this returns.
         for _ in 0..100 {

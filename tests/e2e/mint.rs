@@ -166,7 +166,14 @@ async fn jwt_svid_validates_with_a_jwt_library_we_did_not_write() {
 
 #[tokio::test]
 async fn refusals_name_the_failed_constraint() {
-    let server = TestServer::start().await;
+    // One node, a dozen distinct refusals in one interval: more reasons
+    // than a source gets in full by default (the others would only be
+    // counted, see tests/e2e/flood.rs). Every one is checked in full here.
+    let server = TestServer::start_with(|s| {
+        s.refusal_limits.reasons_per_source =
+            hallmark_server::config::MAX_REFUSAL_REASONS_PER_SOURCE;
+    })
+    .await;
     server
         .handle()
         .images()

@@ -529,7 +529,7 @@ impl Inner {
 impl EventSink for AuditLog {
     fn record(&self, event: SecurityEvent) -> Recorded {
         match self.append(&event) {
-            Ok(seq) => Recorded::new(self.durable(seq)),
+            Ok(seq) => Recorded::new(self.durable(seq)).numbered(seq),
             Err(error) => {
                 tracing::error!(target: "hallmark::audit", %error, ?event, "audit record not written");
                 Recorded::ready(Err(error))
@@ -568,6 +568,7 @@ impl EventSink for Observed {
             durable.await?;
             observed.await
         })
+        .numbered(seq)
     }
 }
 

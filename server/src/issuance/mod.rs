@@ -59,6 +59,27 @@ impl ImageSet {
 
 pub use hallmark_proto::evidence_digest;
 
+/// A workload's class, for aggregating its refusals
+/// ([`crate::events::RefusalLimiter`]): the hex SHA-256 of what it runs
+/// (executable digest, application tree digest, model digest), without its
+/// pid, uid, start time, paths or environment. A process restarted in a
+/// loop is one class; another executable is another.
+pub fn workload_class(evidence: &hallmark_proto::node::WorkloadEvidence) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"exe_sha256=");
+    hasher.update(evidence.exe_sha256.as_bytes());
+    for (key, tree) in [("app", &evidence.app), ("model", &evidence.model)] {
+        hasher.update(b"\n");
+        hasher.update(key.as_bytes());
+        hasher.update(b"=");
+        if let Some(tree) = tree {
+            hasher.update(tree.digest.as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
 use std::time::{Duration, SystemTime};
 
 use hallmark_ca::id::TrustDomain;
@@ -191,4 +212,44 @@ pub fn retire_expired(
         }
     }
     Ok(retired)
+}
+
+#[cfg(test)]
+mod tests {
+    use hallmark_proto::node::{TreeEvidence, WorkloadEvidence};
+
+    use super::*;
+
+    fn evidence(pid: u32, uid: u32, exe: &str, model: &str) -> WorkloadEvidence {
+        WorkloadEvidence {
+            pid,
+            uid,
+            start_time: u64::from(pid) * 3,
+            exe_path: format!("/proc/{pid}/exe"),
+            exe_sha256: exe.into(),
+            model: Some(TreeEvidence {
+                dir: format!("/tmp/{pid}/model"),
+                digest: model.into(),
+                files: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_workload_class_is_what_runs_not_which_process() {
+        let a = workload_class(&evidence(10, 1000, "aa", "sha256:m1"));
+        assert_eq!(a, workload_class(&evidence(99, 0, "aa", "sha256:m1")));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, workload_class(&evidence(10, 1000, "bb", "sha256:m1")));
+        assert_ne!(a, workload_class(&evidence(10, 1000, "aa", "sha256:m2")));
+        let mut no_model = evidence(10, 1000, "aa", "sha256:m1");
+        no_model.model = None;
+        assert_ne!(a, workload_class(&no_model));
+        // The per-process digest does move with the pid.
+        assert_ne!(
+            evidence_digest(&evidence(10, 1000, "aa", "sha256:m1")),
+            evidence_digest(&evidence(99, 1000, "aa", "sha256:m1"))
+        );
+    }
 }

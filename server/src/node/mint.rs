@@ -26,8 +26,8 @@ use crate::authority::AuthorityError;
 use crate::convert::{svid_to_proto, unix_i64};
 use crate::events::{Recorded, SecurityEvent};
 use crate::issuance::binding::{binding_json, binding_object};
-use crate::issuance::evidence_digest;
 use crate::issuance::matcher::{Candidate, NodeContext};
+use crate::issuance::{evidence_digest, workload_class};
 use crate::metrics::RefusalReason;
 use crate::revocation::RevocationIndex;
 use crate::store::NodeRecord;
@@ -123,6 +123,7 @@ impl NodeApi {
                 node: agent.spiffe_id.clone(),
                 reason: format!("{:?}: {}", status.code(), status.message()),
                 evidence_digest: evidence.map_or_else(|| "none".to_owned(), evidence_digest),
+                workload: evidence.map_or_else(|| "none".to_owned(), workload_class),
             }));
         }
     }
@@ -334,6 +335,7 @@ impl NodeApi {
                     node: agent.spiffe_id.clone(),
                     reason: reason.clone(),
                     evidence_digest: evidence_digest(evidence),
+                    workload: workload_class(evidence),
                 }));
                 Status::permission_denied(reason)
             })

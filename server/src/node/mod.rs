@@ -7,16 +7,25 @@
 //! SVID for that agent and that no revocation names the agent, so eviction,
 //! bans and kills take effect on the next call.
 //!
+//! The calls that mint (`MintX509Svids` and `MintJwtSvid` from one budget,
+//! `RenewAgentSvid` from its own) are limited per node ([`limit`]): over
+//! its limit a node is answered
+//! `ResourceExhausted` with the limit and when to retry, and the refusal is
+//! audited as `node_rate_limited` (aggregated like every refusal, see
+//! [`crate::events::RefusalLimiter`]).
+//!
 //! `Sync` carries the revocations in force in every message (see
 //! [`crate::revocation`]): a kill or lift reaches every open stream as soon
 //! as it is in force, and a stream whose own agent is revoked gets that last
 //! message and then `PermissionDenied`.
 
 mod attest;
+pub mod limit;
 pub mod listener;
 mod mint;
 mod sync;
 
+pub use limit::{CallLimiter, LimitError, NodeLimits, RENEWAL_LIMITS};
 pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
 use std::pin::Pin;
@@ -44,7 +53,7 @@ use crate::authority::Authority;
 use crate::convert::{svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
 use crate::issuance::ImageSet;
-use crate::metrics::ServerMetrics;
+use crate::metrics::{RefusalReason, ServerMetrics};
 use crate::revocation::{Revocations, revoked_status};
 use crate::store::{IssuedSvid, NodeRecord, Store, StoreError};
 
@@ -82,6 +91,10 @@ pub struct NodeApiInner {
     revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<ServerMetrics>,
+    /// `MintX509Svids` and `MintJwtSvid`, per node.
+    mints: CallLimiter,
+    /// `RenewAgentSvid`, per node.
+    renewals: CallLimiter,
 }
 
 impl std::ops::Deref for NodeApi {
@@ -118,6 +131,8 @@ pub struct NodeApiParts {
     pub shutdown: watch::Receiver<bool>,
     /// Counters, gauges and latencies.
     pub metrics: Arc<ServerMetrics>,
+    /// Per-node limits on the calls that mint.
+    pub limits: NodeLimits,
 }
 
 impl NodeApi {
@@ -136,9 +151,12 @@ impl NodeApi {
             revocations,
             shutdown,
             metrics,
+            limits,
         } = parts;
         Self {
             inner: Arc::new(NodeApiInner {
+                mints: CallLimiter::new(limits, clock.clone()),
+                renewals: CallLimiter::new(RENEWAL_LIMITS, clock.clone()),
                 authority,
                 store,
                 clock,
@@ -194,6 +212,50 @@ impl NodeApi {
         }
         Ok(record)
     }
+
+    /// Takes `cost` from the node's bucket in `limiter` ([`limit`]). Over
+    /// it, the refusal is audited (aggregated per node and call) and
+    /// answered `ResourceExhausted`; `svid_type` counts it in the metrics.
+    async fn within_limits(
+        &self,
+        limiter: &CallLimiter,
+        agent: &NodeRecord,
+        call: &'static str,
+        svid_type: Option<&'static str>,
+        cost: usize,
+    ) -> Result<(), Status> {
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        let Err(limited) = limiter.admit(&agent.spiffe_id, cost) else {
+            return Ok(());
+        };
+        if let Some(kind) = svid_type {
+            self.metrics.refused(kind, RefusalReason::RateLimited);
+        }
+        let status = limit_status(&limited);
+        self.events
+            .record(SecurityEvent::NodeRateLimited {
+                node: agent.spiffe_id.clone(),
+                call,
+                reason: limited.to_string(),
+            })
+            .await
+            .map_err(|e| audit_status(&format!("refused ({})", status.message()), &e))?;
+        Err(status)
+    }
+}
+
+/// `ResourceExhausted` for a node over its limit. The message names the
+/// limit and when to retry; `grpc-retry-pushback-ms` (gRPC's retry
+/// pushback) says the same to clients with a retry policy.
+fn limit_status(limited: &LimitError) -> Status {
+    let mut status = Status::resource_exhausted(limited.to_string());
+    let LimitError::Exceeded { retry_after, .. } = limited;
+    if let Ok(value) = retry_after.as_millis().to_string().parse() {
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
 }
 
 /// Maps a store failure to a transient gRPC status.
@@ -304,6 +366,8 @@ impl Node for NodeApi {
         request: Request<RenewAgentSvidRequest>,
     ) -> Result<Response<RenewAgentSvidResponse>, Status> {
         let record = self.authenticate(&request)?;
+        self.within_limits(&self.renewals, &record, "renew_agent_svid", None, 1)
+            .await?;
         let public_key = request.into_inner().public_key;
         if public_key.is_empty() {
             return Err(Status::invalid_argument(
@@ -353,6 +417,15 @@ impl Node for NodeApi {
         request: Request<MintX509SvidsRequest>,
     ) -> Result<Response<MintX509SvidsResponse>, Status> {
         let agent = self.authenticate(&request)?;
+        // One per key asked for (an empty or oversized list is refused
+        // later, and costs one or the most a call can ask).
+        let keys = request
+            .get_ref()
+            .public_keys
+            .len()
+            .clamp(1, MAX_KEYS_PER_CALL);
+        self.within_limits(&self.mints, &agent, "mint_x509_svids", Some("x509"), keys)
+            .await?;
         self.mint_x509(&agent, request.into_inner())
             .await
             .map(Response::new)
@@ -364,6 +437,8 @@ impl Node for NodeApi {
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = self.authenticate(&request)?;
+        self.within_limits(&self.mints, &agent, "mint_jwt_svid", Some("jwt"), 1)
+            .await?;
         self.mint_jwt(&agent, request.into_inner())
             .await
             .map(Response::new)
