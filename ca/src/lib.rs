@@ -7,7 +7,7 @@
 //! - [`key`]: [`CaKey`](key::CaKey), the P-256 signing key, behind rcgen's `SigningKey`;
 //! - [`x509`]: self-signed or upstream-signed CAs and X.509-SVIDs per DESIGN.md,
 //!   including the Hallmark binding extension;
-//! - [`jwt`]: ES256 JWT-SVIDs and their validation against a bundle;
+//! - [`jwt`]: ES256 JWT-SVIDs, the bounds on their audience, and their validation against a bundle;
 //! - [`bundle`]: trust bundles as SPIFFE JWKS and PEM, and a swappable [`SharedBundle`](bundle::SharedBundle);
 //! - [`manager`]: active/next/retired authorities and their rotation, persisted as [`CaState`](manager::CaState);
 //! - [`verify`]: X.509-SVID verification (x509-parser + rustls-webpki);

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use hallmark_ca::CaError;
 use hallmark_ca::id::SpiffeId;
-use hallmark_ca::jwt::JwtSvidClaims;
+use hallmark_ca::jwt::{JwtSvidClaims, check_audience};
 use hallmark_ca::x509::{SvidExtension, SvidRequest};
 use hallmark_proto::node::{
     MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest, MintX509SvidsResponse,
@@ -34,8 +34,9 @@ use crate::store::NodeRecord;
 
 /// Most keys (so SVIDs) one `MintX509Svids` call may ask for.
 pub const MAX_KEYS_PER_CALL: usize = 16;
-/// Most audiences in one JWT-SVID.
-pub const MAX_AUDIENCES: usize = 16;
+/// The bounds on a JWT-SVID's audience, the same for the agent, the issuer
+/// and the CA (see [`check_audience`]).
+pub use hallmark_ca::jwt::{MAX_AUDIENCE_BYTES, MAX_AUDIENCES};
 
 impl NodeApi {
     /// `MintX509Svids`: the SVIDs are returned only once their audit
@@ -223,22 +224,8 @@ impl NodeApi {
         records: &mut Vec<Recorded>,
     ) -> Result<MintJwtSvidResponse, Status> {
         let evidence = check_evidence(request.evidence.as_ref())?;
-        let audience: Vec<String> = request
-            .audience
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect();
-        if audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "audience is required: name the service the token is for",
-            ));
-        }
-        if audience.len() > MAX_AUDIENCES {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_AUDIENCES} audiences per token"
-            )));
-        }
+        let audience = check_audience(&request.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let only = if request.spiffe_id.is_empty() {
             None
         } else {

@@ -17,7 +17,7 @@ pub mod listener;
 mod mint;
 mod sync;
 
-pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
+pub use mint::{MAX_AUDIENCE_BYTES, MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
 use std::pin::Pin;
 use std::sync::Arc;
