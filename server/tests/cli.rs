@@ -175,7 +175,7 @@ fn admin_commands_against_a_running_daemon() {
     assert!(stderr(&out).contains("not an agent ID"), "{}", stderr(&out));
     let out = run(&[
         "agent",
-        "ban",
+        "unban",
         "spiffe://example.org/hallmark/agent/join_token/00",
         "--socket",
         &socket,

@@ -12,7 +12,8 @@ pub enum AgentCommand {
     List(ListArgs),
     /// Forget an agent: it must attest again.
     Evict(AgentArgs),
-    /// Ban an agent: it cannot attest again until unbanned.
+    /// Ban an agent: it cannot attest again until unbanned. An agent that is
+    /// not on record (evicted, or not attested yet) can be banned too.
     Ban(AgentArgs),
     /// Lift a ban; the agent must attest again.
     Unban(AgentArgs),
@@ -57,7 +58,11 @@ fn agent_json(agent: &Agent) -> serde_json::Value {
 
 fn print_agent(agent: &Agent) {
     println!("SPIFFE ID       : {}", agent.spiffe_id);
-    println!("Attestor        : {}", agent.attestor);
+    if agent.attestor.is_empty() {
+        println!("Attestor        : - (banned while not on record)");
+    } else {
+        println!("Attestor        : {}", agent.attestor);
+    }
     println!("Node ID         : {}", agent.node_id);
     println!("Banned          : {}", agent.banned);
     println!("Last attested   : {}", timestamp(agent.last_attested_at));

@@ -30,7 +30,7 @@ use crate::issuance::evidence_digest;
 use crate::issuance::matcher::{Candidate, NodeContext};
 use crate::metrics::RefusalReason;
 use crate::revocation::RevocationIndex;
-use crate::store::NodeRecord;
+use crate::store::{NodeAttestorKind, NodeRecord};
 
 /// Most keys (so SVIDs) one `MintX509Svids` call may ask for.
 pub const MAX_KEYS_PER_CALL: usize = 16;
@@ -307,7 +307,9 @@ impl NodeApi {
     ) -> Result<Vec<std::sync::Arc<Candidate>>, Status> {
         let node = NodeContext {
             agent: &agent.spiffe_id,
-            attestor: agent.attestor.as_str(),
+            // An agent with no attestor on record is banned, and never
+            // gets this far (`authenticate` refuses it).
+            attestor: agent.attestor.map_or("", NodeAttestorKind::as_str),
         };
         self.images
             .current()
