@@ -11,6 +11,8 @@
 //! - [`bundle`]: trust bundles as SPIFFE JWKS and PEM, and a swappable [`SharedBundle`](bundle::SharedBundle);
 //! - [`manager`]: active/next/retired authorities and their rotation, persisted as [`CaState`](manager::CaState);
 //! - [`verify`]: X.509-SVID verification (x509-parser + rustls-webpki);
+//! - [`version`]: what the image and model versions in a binding mean (numeric
+//!   comparison), one rule for the issuer, agents and relying parties;
 //! - [`tls`]: rustls client/server certificate verifiers and a certificate resolver;
 //! - [`clock`]: the time seam ([`ManualClock`](clock::ManualClock) for tests).
 //!
@@ -66,6 +68,7 @@ pub mod manager;
 pub mod tls;
 mod util;
 pub mod verify;
+pub mod version;
 pub mod x509;
 
 pub use error::CaError;

@@ -272,3 +272,55 @@ async fn registration_without_trusted_signers_is_a_failed_precondition() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn non_canonical_and_numerically_equal_versions_are_refused() {
+    let (mut issuer, k) = issuer().await;
+    let signed = |payload: &[u8]| sign(payload, &[&k.alice]);
+    let with_version = |version: &str| {
+        edited_payload(&manifest("agent-v", "low", ""), |v| {
+            v["version"] = version.into();
+        })
+    };
+    issuer
+        .register(signed(&with_version("1.0.0")))
+        .await
+        .unwrap();
+    // Leading zeros: relying parties (`hallmark::version`) read 1.0.00 as
+    // 1.0.0, so it is refused with the form to write instead.
+    refused(
+        &mut issuer,
+        signed(&with_version("1.0.00")),
+        Code::InvalidArgument,
+        "field version: \"1.0.00\" is not canonical: write \"1.0.0\"",
+    )
+    .await;
+    refused(
+        &mut issuer,
+        signed(&with_version("01.0.0")),
+        Code::InvalidArgument,
+        "write \"1.0.0\"",
+    )
+    .await;
+    // Canonical but numerically equal to a registered version: the same
+    // version to every relying party and to the kill switch.
+    refused(
+        &mut issuer,
+        signed(&with_version("1.0")),
+        Code::AlreadyExists,
+        "agent-v@1.0 is the same version as the registered agent-v@1.0.0",
+    )
+    .await;
+    // Non-numeric versions are compared as written, and another name may
+    // use any version.
+    issuer
+        .register(signed(&with_version("1.0.0-rc.01")))
+        .await
+        .unwrap();
+    issuer.register(signed(&with_version("1.1"))).await.unwrap();
+    let other = edited_payload(&manifest("agent-w", "low", ""), |v| {
+        v["version"] = "1.0".into();
+    });
+    issuer.register(signed(&other)).await.unwrap();
+    assert_eq!(issuer.list().await.len(), 4);
+}

@@ -66,6 +66,8 @@ pub struct AdminApi {
     revocations: Arc<Revocations>,
     audit: AuditLog,
     metrics: Arc<ServerMetrics>,
+    /// Serializes image registrations (see `register_checked`).
+    registrations: Arc<std::sync::Mutex<()>>,
 }
 
 /// What the admin API is built from.
@@ -118,6 +120,7 @@ impl AdminApi {
             metrics,
         } = parts;
         Self {
+            registrations: Arc::default(),
             metrics,
             audit,
             revocations,

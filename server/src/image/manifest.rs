@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use hallmark_ca::id::SpiffeId;
+use hallmark_ca::version::Version;
 use serde_json::{Map, Value};
 
 use super::reader::{Obj, opt, req};
@@ -297,15 +298,31 @@ impl GoldImage {
         Ok(image)
     }
 
-    /// What a newly signed or registered image must state that an image
-    /// stored by an earlier release may lack: `code.interpreter` wherever
-    /// `code.app_digest` is set.
+    /// What a newly signed or registered image must hold to that an image
+    /// stored by an earlier release may not (it still loads):
+    /// - `code.interpreter` wherever `code.app_digest` is set;
+    /// - a numeric version in its canonical spelling (`1.0.0`, not
+    ///   `1.0.00`): relying parties, agents and the kill switch compare
+    ///   versions numerically ([`hallmark_ca::version`]), so two spellings
+    ///   would be two registrations of one version.
     pub fn check_new(&self) -> Result<(), FieldError> {
         if self.code.app_digest.is_some() && self.code.interpreter.is_none() {
             return Err(FieldError::new(
                 "code.interpreter",
                 "required with code.app_digest: add interpreter = \"python\" or \"node\" (the agent then checks the main program is in the app tree) or \"none\" (the executable runs its own code and reads the app tree as data)",
             ));
+        }
+        if let Ok(version) = Version::parse(self.version.as_str()) {
+            let canonical = version.canonical();
+            if canonical != self.version.as_str() {
+                return Err(FieldError::new(
+                    "version",
+                    format!(
+                        "{:?} is not canonical: write {canonical:?} (versions compare numerically, so both name the same version)",
+                        self.version.as_str()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
