@@ -201,12 +201,18 @@ fn sign_errors_name_the_file_and_field() {
         "{err}"
     );
 
-    // A version relying parties read as another spelling of 1.0.0.
+    // Text that displays differently from what is signed, and a version
+    // relying parties read as another spelling of 1.0.0.
     let good = MANIFEST.replace(
         "MODEL_DIGEST",
         "sha256:2222222222222222222222222222222222222222222222222222222222222222",
     );
     for (file, text, expected) in [
+        (
+            "bidi.toml",
+            good.replace("owner = \"alice\"", "owner = \"alice\u{202E}eve\""),
+            "bidi.toml: field owner: contains U+202E",
+        ),
         (
             "zeros.toml",
             good.replace("version = \"1.0.0\"", "version = \"1.0.00\""),

@@ -12,6 +12,7 @@ use hallmark_proto::admin::{
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
 use crate::cli::output::outln;
 use crate::image::MAX_ENVELOPE_BYTES;
+use crate::image::text::escape;
 
 /// `image register`.
 #[derive(Debug, Args)]
@@ -125,6 +126,9 @@ fn uid_text(uid: Option<u32>) -> String {
     uid.map_or_else(|| "unknown uid".to_owned(), |u| format!("uid {u}"))
 }
 
+/// `image show`'s text. Text an earlier release let into a signed image
+/// (control and bidirectional characters) is escaped: see
+/// [`crate::image::text`].
 fn print_image(image: &Image) -> anyhow::Result<()> {
     outln!(
         "Image         : {}@{} ({})",
@@ -133,22 +137,25 @@ fn print_image(image: &Image) -> anyhow::Result<()> {
         status_word(image)
     )?;
     if !image.verification_error.is_empty() {
-        outln!("Verification  : FAILED: {}", image.verification_error)?;
+        outln!(
+            "Verification  : FAILED: {}",
+            escape(&image.verification_error)
+        )?;
         outln!("                (the image does not mint until this is fixed)")?;
     }
     outln!("SPIFFE ID     : {}", image.spiffe_id)?;
-    outln!("Owner         : {}", image.owner)?;
-    outln!("Purpose       : {}", image.purpose)?;
+    outln!("Owner         : {}", escape(&image.owner))?;
+    outln!("Purpose       : {}", escape(&image.purpose))?;
     outln!("Risk tier     : {}", image.risk_tier)?;
     outln!("Code sha256   : {}", image.code_sha256.join(", "))?;
     if !image.model.is_empty() {
-        outln!("Model         : {}", image.model)?;
+        outln!("Model         : {}", escape(&image.model))?;
     }
     if !image.env_names.is_empty() {
         outln!("Env required  : {}", image.env_names.join(", "))?;
     }
     if !image.scopes.is_empty() {
-        outln!("Scopes        : {}", image.scopes.join(" "))?;
+        outln!("Scopes        : {}", escape(&image.scopes.join(" ")))?;
     }
     outln!("Signers       : {}", image.signers.join(", "))?;
     if !image.unknown_signers.is_empty() {
@@ -177,7 +184,7 @@ fn print_image(image: &Image) -> anyhow::Result<()> {
         outln!(
             "Retired       : {} {by}: {}",
             timestamp(image.retired_at),
-            image.retired_reason
+            escape(&image.retired_reason)
         )?;
     }
     Ok(())
@@ -273,7 +280,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
                     format!("{}@{}", image.name, image.version),
                     status_word(image),
                     image.risk_tier,
-                    image.owner,
+                    escape(&image.owner),
                     image.spiffe_id
                 )?;
             }

@@ -16,6 +16,7 @@ use hallmark_proto::admin::{
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
 use crate::cli::output::outln;
+use crate::image::text::escape;
 
 /// `kill`: creates a revocation, or runs one of its verbs.
 #[derive(Debug, Args)]
@@ -242,7 +243,7 @@ fn print_revocation(revocation: &Revocation) -> anyhow::Result<()> {
         kind_name(revocation),
         revocation.target
     )?;
-    outln!("Reason    : {}", revocation.reason)?;
+    outln!("Reason    : {}", escape(&revocation.reason))?;
     outln!(
         "Created   : {} by {}",
         timestamp(revocation.created_at),
@@ -253,7 +254,7 @@ fn print_revocation(revocation: &Revocation) -> anyhow::Result<()> {
             "Lifted    : {} by {}: {}",
             timestamp(revocation.lifted_at),
             uid_text(revocation.lifted_by_uid),
-            revocation.lift_reason
+            escape(&revocation.lift_reason)
         )?;
     }
     Ok(())
