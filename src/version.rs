@@ -1,9 +1,14 @@
 //! Versions of gold images and models, compared numerically.
 //!
+//! [`Version`] is `hallmark_ca::version::Version`: the issuer (which
+//! refuses a second spelling of a registered version), the agents and the
+//! kill switch compare versions by the same rule as relying parties do here.
+//!
 //! A [`Version`] is one or more dot-separated decimal components: `3`,
 //! `3.1`, `2024.07.15`. Components compare as numbers, left to right, and a
 //! missing trailing component counts as 0, so `3.10 > 3.9` and
-//! `3.1 == 3.1.0`. Leading zeros do not matter (`2024.07 == 2024.7`).
+//! `3.1 == 3.1.0`. Leading zeros do not matter (`2024.07 == 2024.7`); an
+//! image registered today spells its version without them.
 //!
 //! Anything else (`2024-07`, `1.0.0-rc.1`, `v2`) is not a [`Version`]: a
 //! credential whose binding carries such a version never satisfies a
@@ -28,101 +33,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// A numeric dotted version (see the [module docs](self)).
-#[derive(Debug, Clone)]
-pub struct Version {
-    components: Vec<u64>,
-    text: String,
-}
-
-/// Why a version or version requirement could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum VersionError {
-    /// The version is not dot-separated decimal numbers.
-    #[error("{0:?} is not a numeric dotted version (such as 3, 3.1 or 2024.07.15)")]
-    NotNumeric(String),
-    /// A component does not fit in 64 bits.
-    #[error("{0:?} has a component too large to compare")]
-    TooLarge(String),
-    /// A requirement is not `*`, or comparisons (`>=`, `>`, `<=`, `<`, `=`)
-    /// joined by commas.
-    #[error("{0:?} is not a version requirement (such as \"*\", \">= 3.1\" or \">= 3.1, < 4\")")]
-    BadRequirement(String),
-}
-
-impl Version {
-    /// Parses a numeric dotted version.
-    pub fn parse(text: &str) -> Result<Version, VersionError> {
-        let mut components = Vec::new();
-        for part in text.split('.') {
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(VersionError::NotNumeric(text.to_owned()));
-            }
-            components.push(
-                part.parse::<u64>()
-                    .map_err(|_| VersionError::TooLarge(text.to_owned()))?,
-            );
-        }
-        Ok(Version {
-            components,
-            text: text.to_owned(),
-        })
-    }
-
-    /// The numeric components, as written (trailing zeros kept).
-    pub fn components(&self) -> &[u64] {
-        &self.components
-    }
-
-    /// The version as it was written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl FromStr for Version {
-    type Err = VersionError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Version::parse(s)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let len = self.components.len().max(other.components.len());
-        for i in 0..len {
-            let a = self.components.get(i).copied().unwrap_or(0);
-            let b = other.components.get(i).copied().unwrap_or(0);
-            match a.cmp(&b) {
-                Ordering::Equal => {}
-                unequal => return unequal,
-            }
-        }
-        Ordering::Equal
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Version {}
+pub use hallmark_ca::version::{Version, VersionError, comparison_key, same_version};
 
 /// A requirement on a version: any, or a conjunction of comparisons.
 ///
@@ -287,47 +198,6 @@ mod tests {
 
     fn v(s: &str) -> Version {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn components_compare_as_numbers_and_missing_ones_are_zero() {
-        assert!(v("3.10") > v("3.9"));
-        assert!(v("10") > v("9.99"));
-        assert_eq!(v("3.1"), v("3.1.0"));
-        assert_eq!(v("3.1.0.0"), v("3.1"));
-        assert!(v("3.1.1") > v("3.1"));
-        assert_eq!(v("2024.07"), v("2024.7"));
-        assert!(v("0.0.1") > v("0"));
-        assert_eq!(v("3.1.0").to_string(), "3.1.0");
-        assert_eq!(v("3.1.0").components(), &[3, 1, 0]);
-    }
-
-    #[test]
-    fn non_numeric_versions_are_refused() {
-        for bad in [
-            "",
-            ".",
-            "1.",
-            ".1",
-            "1..2",
-            "v1",
-            "1.0.0-rc.1",
-            "2024-07",
-            "1 .2",
-            "+1",
-            "-1",
-            "1.a",
-        ] {
-            assert_eq!(
-                Version::parse(bad).unwrap_err(),
-                VersionError::NotNumeric(bad.into()),
-                "{bad:?}"
-            );
-        }
-        assert!(matches!(
-            Version::parse("1.99999999999999999999"),
-            Err(VersionError::TooLarge(_))
-        ));
     }
 
     #[test]

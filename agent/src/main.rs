@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hallmark_agent::cli::{Cli, Command, dispatch, report};
+use hallmark_agent::cli::{Cli, Command, dispatch, output, report};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -41,6 +41,8 @@ async fn main() -> ExitCode {
     }
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // `... | head -1`: the reader had what it wanted.
+        Err(error) if output::is_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", report(&error));
             ExitCode::FAILURE

@@ -1,8 +1,16 @@
-//! The agent's state on disk: its node SVID, the SVID's key, and the last
-//! trust bundle, in the data directory (0700). Every file is written to a
-//! temp file in the same directory, synced, then renamed over the old one, so
-//! a crash leaves either the old or the new version, never half of one. The
-//! key file is 0600 from the moment it is created.
+//! The agent's state on disk: its node SVID with the SVID's key, and the
+//! last trust bundle, in the data directory (0700). Every file is written to
+//! a temp file in the same directory, synced, then renamed over the old one,
+//! so a crash leaves either the old or the new version, never half of one.
+//!
+//! The node SVID and its key are one file, `agent_svid_and_key.pem` (0600
+//! from the moment it is created: the key, then the chain), so they are
+//! replaced together by one rename and a crash can never leave a key beside
+//! a certificate that does not certify it. `agent_svid.pem` (0644) is a copy
+//! of the chain for operators and their tools, written after it; the agent
+//! never reads it, except on the first start after an upgrade from a release
+//! that kept the key apart in `agent_svid.key` (that layout is read until
+//! the next save, which removes the separate key).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -16,9 +24,18 @@ use hallmark_ca::tls::{leaf_serial, peer_spiffe_id};
 
 use crate::error::AgentError;
 
+/// The node SVID's key and chain, together (0600).
+const IDENTITY_FILE: &str = "agent_svid_and_key.pem";
+/// A copy of the chain for operators (0644); with [`LEGACY_KEY_FILE`], the
+/// layout of earlier releases.
 const SVID_FILE: &str = "agent_svid.pem";
-const KEY_FILE: &str = "agent_svid.key";
+/// The key alone, as earlier releases kept it: read on upgrade, removed by
+/// the next save.
+const LEGACY_KEY_FILE: &str = "agent_svid.key";
 const BUNDLE_FILE: &str = "bundle.pem";
+/// The writes of [`DataDir::save_svid`], in order.
+#[cfg(test)]
+const SAVE_STEPS: usize = 3;
 
 /// The agent's node SVID and its key.
 #[derive(Clone)]
@@ -144,48 +161,58 @@ impl DataDir {
         })
     }
 
-    /// The persisted node SVID, if there is a readable one.
+    /// The persisted node SVID, if there is a readable one: from the
+    /// one-file layout, else from the two files of an earlier release.
     pub fn load_svid(&self) -> Result<Option<NodeSvid>, AgentError> {
-        let (svid_path, key_path) = (self.root.join(SVID_FILE), self.root.join(KEY_FILE));
+        let identity_path = self.root.join(IDENTITY_FILE);
+        if identity_path.exists() {
+            let chain = read_pem(&identity_path, "CERTIFICATE")?;
+            let keys = read_pem(&identity_path, "PRIVATE KEY")?;
+            return svid_from_parts(&identity_path, chain, &keys, &identity_path).map(Some);
+        }
+        let (svid_path, key_path) = (self.root.join(SVID_FILE), self.root.join(LEGACY_KEY_FILE));
         if !svid_path.exists() || !key_path.exists() {
             return Ok(None);
         }
         let chain = read_pem(&svid_path, "CERTIFICATE")?;
         let keys = read_pem(&key_path, "PRIVATE KEY")?;
-        let key_der = keys
-            .first()
-            .ok_or_else(|| AgentError::Corrupt(key_path.clone(), "no PRIVATE KEY block".into()))?;
-        let key = CaKey::from_pkcs8_der(key_der)
-            .map_err(|e| AgentError::Corrupt(key_path.clone(), e.to_string()))?;
-        // A crash between the two renames of `save_svid` leaves a new key
-        // next to the old certificate: report it rather than fail in TLS.
-        NodeSvid::new(chain, key)
-            .map(Some)
-            .map_err(|e| AgentError::Corrupt(svid_path, e.to_string()))
+        // A crash between the two renames of an earlier release's save left
+        // a new key next to the old certificate: reported, not used.
+        svid_from_parts(&svid_path, chain, &keys, &key_path).map(Some)
     }
 
-    /// Persists a node SVID: the key first, so the certificate on disk
-    /// never points at a key that is not there.
+    /// Persists a node SVID: key and chain in one atomic write, then the
+    /// operators' copy of the chain, then the separate key of an earlier
+    /// release is removed. A crash after the first write leaves the new
+    /// SVID in force; before it, the old one.
     pub fn save_svid(&self, svid: &NodeSvid) -> Result<(), AgentError> {
-        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.key.pkcs8_der()));
-        write_atomic(&self.root.join(KEY_FILE), key_pem.as_bytes(), 0o600)?;
+        self.save_svid_steps(svid, usize::MAX)
+    }
+
+    /// The first `steps` writes of [`DataDir::save_svid`]: tests stop it
+    /// where a crash could.
+    fn save_svid_steps(&self, svid: &NodeSvid, steps: usize) -> Result<(), AgentError> {
         let chain_pem: String = svid
             .chain
             .iter()
             .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
             .collect();
-        write_atomic(&self.root.join(SVID_FILE), chain_pem.as_bytes(), 0o644)
+        let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.key.pkcs8_der()));
+        let both = format!("{key_pem}{chain_pem}");
+        let writes: [&dyn Fn() -> Result<(), AgentError>; 3] = [
+            &|| write_atomic(&self.root.join(IDENTITY_FILE), both.as_bytes(), 0o600),
+            &|| write_atomic(&self.root.join(SVID_FILE), chain_pem.as_bytes(), 0o644),
+            &|| remove_synced(&self.root.join(LEGACY_KEY_FILE)),
+        ];
+        writes.iter().take(steps).try_for_each(|write| write())
     }
 
-    /// Forgets the node SVID (the issuer refused it).
+    /// Forgets the node SVID (the issuer refused it). The earlier release's
+    /// key goes first, then the one file the agent reads, so no crash on
+    /// the way leaves a pair the agent would read.
     pub fn remove_svid(&self) -> Result<(), AgentError> {
-        for name in [SVID_FILE, KEY_FILE] {
-            let path = self.root.join(name);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(AgentError::io(&path, e)),
-            }
+        for name in [LEGACY_KEY_FILE, IDENTITY_FILE, SVID_FILE] {
+            remove_synced(&self.root.join(name))?;
         }
         Ok(())
     }
@@ -207,6 +234,38 @@ impl DataDir {
             0o644,
         )
     }
+}
+
+/// A node SVID from its chain and the `PRIVATE KEY` blocks found for it;
+/// errors name `chain_path` or `key_path`.
+fn svid_from_parts(
+    chain_path: &Path,
+    chain: Vec<Vec<u8>>,
+    keys: &[Vec<u8>],
+    key_path: &Path,
+) -> Result<NodeSvid, AgentError> {
+    let [key_der] = keys else {
+        return Err(AgentError::Corrupt(
+            key_path.to_owned(),
+            format!("expected one PRIVATE KEY block, found {}", keys.len()),
+        ));
+    };
+    let key = CaKey::from_pkcs8_der(key_der)
+        .map_err(|e| AgentError::Corrupt(key_path.to_owned(), e.to_string()))?;
+    NodeSvid::new(chain, key).map_err(|e| AgentError::Corrupt(chain_path.to_owned(), e.to_string()))
+}
+
+/// Removes `path` if it exists, and syncs its directory.
+fn remove_synced(path: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(AgentError::io(path, e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AgentError::io(dir, e))
 }
 
 /// Reads a PEM bundle file.
@@ -309,11 +368,18 @@ pub(crate) mod tests {
             now,
         );
         data.save_svid(&svid).unwrap();
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(IDENTITY_FILE), 0o600);
+        // The operators' copy of the chain holds no key.
+        assert_eq!(mode(SVID_FILE), 0o644);
+        let copy = std::fs::read_to_string(dir.path().join(SVID_FILE)).unwrap();
+        assert!(copy.contains("CERTIFICATE") && !copy.contains("PRIVATE KEY"));
 
         let loaded = data.load_svid().unwrap().unwrap();
         assert_eq!(loaded.spiffe_id, svid.spiffe_id);
@@ -333,11 +399,13 @@ pub(crate) mod tests {
 
         data.remove_svid().unwrap();
         assert!(data.load_svid().unwrap().is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
-    fn key_that_does_not_match_the_certificate_is_corrupt() {
-        // What a crash between the key and certificate renames leaves behind.
+    fn legacy_key_that_does_not_match_the_certificate_is_corrupt() {
+        // What a crash between the key and certificate renames of an
+        // earlier release left behind.
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         let td = TrustDomain::new("example.org").unwrap();
@@ -347,13 +415,74 @@ pub(crate) mod tests {
             Duration::from_secs(3600),
             SystemTime::now(),
         );
-        data.save_svid(&svid).unwrap();
+        write_legacy_pair(dir.path(), &svid);
         let other = CaKey::generate().unwrap();
         let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", other.pkcs8_der()));
-        write_atomic(&dir.path().join(KEY_FILE), pem.as_bytes(), 0o600).unwrap();
+        write_atomic(&dir.path().join(LEGACY_KEY_FILE), pem.as_bytes(), 0o600).unwrap();
         let err = data.load_svid().unwrap_err();
         assert!(matches!(err, AgentError::Corrupt(..)), "{err}");
         assert!(err.to_string().contains("does not certify"), "{err}");
+    }
+
+    /// The node SVID files as a release before the one-file layout wrote
+    /// them: the chain in `agent_svid.pem`, the key in `agent_svid.key`.
+    fn write_legacy_pair(dir: &Path, svid: &NodeSvid) {
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.key.pkcs8_der()));
+        write_atomic(&dir.join("agent_svid.key"), key.as_bytes(), 0o600).unwrap();
+        let chain: String = svid
+            .chain
+            .iter()
+            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())))
+            .collect();
+        write_atomic(&dir.join("agent_svid.pem"), chain.as_bytes(), 0o644).unwrap();
+    }
+
+    #[test]
+    fn a_crash_anywhere_in_a_save_leaves_a_key_and_certificate_that_match() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = SystemTime::now();
+        let ttl = Duration::from_secs(3600);
+        let (_, old) = minted_svid(&td, CaKey::generate().unwrap(), ttl, now);
+        let (_, new) = minted_svid(&td, CaKey::generate().unwrap(), ttl, now);
+        // From the layout this release writes, and from the one an earlier
+        // release left (the first save after an upgrade).
+        for legacy in [false, true] {
+            for crash_after in 0..=SAVE_STEPS {
+                let dir = tempfile::tempdir().unwrap();
+                let data = DataDir::open(dir.path()).unwrap();
+                if legacy {
+                    write_legacy_pair(dir.path(), &old);
+                } else {
+                    data.save_svid(&old).unwrap();
+                }
+                assert_eq!(data.load_svid().unwrap().unwrap().serial, old.serial);
+                data.save_svid_steps(&new, crash_after).unwrap();
+                let loaded = data.load_svid().unwrap_or_else(|e| {
+                    panic!("legacy {legacy}, crash after step {crash_after}: {e}")
+                });
+                let loaded = loaded.unwrap();
+                // `NodeSvid::new` refuses a key the leaf does not certify;
+                // and it is one of the two SVIDs, whole.
+                let (spki, _, _) = leaf_facts(&loaded.chain[0]).unwrap();
+                assert!(loaded.key.matches_spki(&spki));
+                let whole = |s: &NodeSvid| {
+                    loaded.serial == s.serial
+                        && loaded.chain == s.chain
+                        && loaded.key.public_key_der() == s.key.public_key_der()
+                };
+                assert!(
+                    whole(&old) || whole(&new),
+                    "legacy {legacy}, crash after step {crash_after}: a mixed pair"
+                );
+                if crash_after >= 1 {
+                    assert!(whole(&new), "the first step commits the new pair");
+                }
+                if crash_after == SAVE_STEPS {
+                    // Upgraded: the separate key is gone.
+                    assert!(!dir.path().join(LEGACY_KEY_FILE).exists());
+                }
+            }
+        }
     }
 
     #[test]
@@ -391,15 +520,33 @@ pub(crate) mod tests {
 
     #[test]
     fn corrupt_key_file_is_reported_with_its_path() {
+        let bad_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::open(dir.path()).unwrap();
         std::fs::write(dir.path().join(SVID_FILE), "").unwrap();
-        std::fs::write(
-            dir.path().join(KEY_FILE),
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(LEGACY_KEY_FILE), bad_key).unwrap();
         let err = data.load_svid().unwrap_err();
-        assert!(err.to_string().contains(KEY_FILE), "{err}");
+        assert!(err.to_string().contains(LEGACY_KEY_FILE), "{err}");
+
+        std::fs::write(dir.path().join(IDENTITY_FILE), bad_key).unwrap();
+        let err = data.load_svid().unwrap_err();
+        assert!(err.to_string().contains(IDENTITY_FILE), "{err}");
+        // Two keys in the one file: which one the chain is for is unknown.
+        let td = TrustDomain::new("example.org").unwrap();
+        let (_, svid) = minted_svid(
+            &td,
+            CaKey::generate().unwrap(),
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        );
+        data.save_svid(&svid).unwrap();
+        let mut text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
+        text.push_str(&pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            CaKey::generate().unwrap().pkcs8_der(),
+        )));
+        std::fs::write(dir.path().join(IDENTITY_FILE), text).unwrap();
+        let err = data.load_svid().unwrap_err();
+        assert!(err.to_string().contains("found 2"), "{err}");
     }
 }

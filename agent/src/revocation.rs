@@ -41,6 +41,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use hallmark_ca::version::same_version;
 use hallmark_proto::{REVOCATION_METADATA, decode_revocation, node, revocations as wire};
 
 use crate::error::AgentError;
@@ -159,11 +160,15 @@ impl Revocation {
         let target = self.target.as_str();
         match self.kind {
             RevocationKind::SpiffeId => bound.spiffe_id == target,
-            RevocationKind::Image if target.contains('@') => bound.image == target,
-            RevocationKind::Image => bound
-                .image
-                .split_once('@')
-                .is_some_and(|(name, _)| name == target),
+            // Versions compare numerically, as the issuer and relying
+            // parties compare them (`1.0.00` is `1.0.0`).
+            RevocationKind::Image => match (bound.image.split_once('@'), target.split_once('@')) {
+                (Some((name, version)), Some((t_name, t_version))) => {
+                    name == t_name && same_version(version, t_version)
+                }
+                (Some((name, _)), None) => name == target,
+                (None, _) => false,
+            },
             RevocationKind::Code => bound.code_sha256 == target,
             RevocationKind::Model => bound.model_digest == Some(target),
             RevocationKind::Node => bound.node == target,
@@ -358,7 +363,7 @@ mod tests {
         assert!(covers(RevocationKind::Image, "invoice@1.0.0"));
         assert!(!covers(RevocationKind::Image, "invoice@2.0.0"));
         assert!(!covers(RevocationKind::Image, "invoi"));
-        assert!(!covers(RevocationKind::Image, "invoice@1"));
+        assert!(!covers(RevocationKind::Image, "invoice@1.1"));
         assert!(covers(RevocationKind::Code, "c0de"));
         assert!(!covers(RevocationKind::Code, "c0d"));
         assert!(covers(RevocationKind::Model, "sha256:aa"));
@@ -378,6 +383,34 @@ mod tests {
             ..bare
         }));
         assert!(!revocation("1", RevocationKind::Image, "invoice").covers(&bare));
+    }
+
+    #[test]
+    fn image_versions_compare_as_relying_parties_compare_them() {
+        // `hallmark::version` reads these as one version: so does the kill
+        // switch, whichever spelling the kill or the binding uses.
+        let image = |bound_image: &'static str, target: &str| {
+            revocation("1", RevocationKind::Image, target).covers(&Bound {
+                image: bound_image,
+                ..bound()
+            })
+        };
+        for target in [
+            "invoice@1.0.0",
+            "invoice@1.0.00",
+            "invoice@1",
+            "invoice@01.0",
+        ] {
+            assert!(image("invoice@1.0.0", target), "{target}");
+            assert!(image("invoice@1.0.00", target), "{target}");
+        }
+        assert!(!image("invoice@1.0.0", "invoice@1.0.1"));
+        assert!(!image("invoice@1.0.0", "ledger@1.0.0"));
+        assert!(!image("invoice@1.0.00", "invoice@10.0"));
+        // Versions that are not numeric compare as written.
+        assert!(image("invoice@1.0-rc.1", "invoice@1.0-rc.1"));
+        assert!(!image("invoice@1.0-rc.1", "invoice@1.0-rc.01"));
+        assert!(!image("invoice@1.0-rc.1", "invoice@1.0"));
     }
 
     #[test]

@@ -143,6 +143,46 @@ async fn api_fetch_write_and_validate() {
             .contains("BEGIN CERTIFICATE")
     );
 
+    // `hallmark-agent api fetch x509 | head -1` once `head` has exited: a
+    // quiet exit, no panic.
+    for list in [
+        &["api", "fetch", "x509", "--socket", &socket_arg][..],
+        &[
+            "api",
+            "fetch",
+            "jwt",
+            "--audience",
+            "payments",
+            "--socket",
+            &socket_arg,
+        ],
+    ] {
+        let args = args(list);
+        let out = tokio::task::spawn_blocking(move || {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            std::process::Command::new(CLI)
+                .args(args)
+                .stdout(writer)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{list:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{list:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     // SPIFFE_ENDPOINT_SOCKET is honoured.
     let out = cli(
         args(&["api", "fetch", "jwt", "--audience", "payments"]),

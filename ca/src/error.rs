@@ -67,6 +67,9 @@ pub enum CaError {
     /// A JWT-SVID was requested without an audience.
     #[error("jwt-svid audience must not be empty")]
     EmptyAudience,
+    /// A JWT-SVID was requested for too many or too long audiences.
+    #[error("jwt-svid audience: {0}")]
+    Audience(#[from] crate::jwt::AudienceError),
     /// An extra JWT claim tries to set a claim the minter owns.
     #[error("claim {0:?} is reserved and set by the minter")]
     ReservedClaim(String),

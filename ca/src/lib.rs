@@ -7,10 +7,12 @@
 //! - [`key`]: [`CaKey`](key::CaKey), the P-256 signing key, behind rcgen's `SigningKey`;
 //! - [`x509`]: self-signed or upstream-signed CAs and X.509-SVIDs per DESIGN.md,
 //!   including the Hallmark binding extension;
-//! - [`jwt`]: ES256 JWT-SVIDs and their validation against a bundle;
+//! - [`jwt`]: ES256 JWT-SVIDs, the bounds on their audience, and their validation against a bundle;
 //! - [`bundle`]: trust bundles as SPIFFE JWKS and PEM, and a swappable [`SharedBundle`](bundle::SharedBundle);
 //! - [`manager`]: active/next/retired authorities and their rotation, persisted as [`CaState`](manager::CaState);
 //! - [`verify`]: X.509-SVID verification (x509-parser + rustls-webpki);
+//! - [`version`]: what the image and model versions in a binding mean (numeric
+//!   comparison), one rule for the issuer, agents and relying parties;
 //! - [`tls`]: rustls client/server certificate verifiers and a certificate resolver;
 //! - [`clock`]: the time seam ([`ManualClock`](clock::ManualClock) for tests).
 //!
@@ -66,6 +68,7 @@ pub mod manager;
 pub mod tls;
 mod util;
 pub mod verify;
+pub mod version;
 pub mod x509;
 
 pub use error::CaError;

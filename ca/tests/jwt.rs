@@ -16,7 +16,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{id, t0, td};
 use hallmark_ca::CaError;
 use hallmark_ca::bundle::{Bundle, JwtAuthority};
-use hallmark_ca::jwt::{JwtError, JwtKey, JwtSvidClaims, kid_for, validate_jwt_svid};
+use hallmark_ca::jwt::{
+    AudienceError, JwtError, JwtKey, JwtSvidClaims, kid_for, validate_jwt_svid,
+};
 use hallmark_ca::key::CaKey;
 use serde_json::{Value, json};
 
@@ -292,6 +294,18 @@ fn minting_refuses_bad_claims() {
     assert!(matches!(
         key.mint(&claims(&["a"], 0), now),
         Err(CaError::ZeroTtl)
+    ));
+    // The minter bounds the audience too, whoever its caller is.
+    let huge = "a".repeat(1 << 20);
+    assert!(matches!(
+        key.mint(&claims(&[&huge], 60), now),
+        Err(CaError::Audience(AudienceError::TooLong { index: 0, .. }))
+    ));
+    let many: Vec<String> = (0..17).map(|i| i.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(matches!(
+        key.mint(&claims(&many, 60), now),
+        Err(CaError::Audience(AudienceError::TooMany { count: 17 }))
     ));
     let mut reserved = claims(&["a"], 60);
     reserved.extra.insert("exp".into(), json!(1));

@@ -249,6 +249,9 @@ pub enum SecurityEvent {
     AgentBanned {
         /// The agent.
         agent: SpiffeId,
+        /// Whether it was on record (attested) when banned; `false` for an
+        /// agent evicted before, or not attested yet.
+        on_record: bool,
         /// The operator's uid.
         uid: Option<u32>,
     },
@@ -547,8 +550,12 @@ pub fn log_event(event: &SecurityEvent) {
         SecurityEvent::AgentEvicted { agent, uid } => {
             tracing::warn!(target: "hallmark::audit", %agent, uid, "agent evicted");
         }
-        SecurityEvent::AgentBanned { agent, uid } => {
-            tracing::warn!(target: "hallmark::audit", %agent, uid, "agent banned");
+        SecurityEvent::AgentBanned {
+            agent,
+            on_record,
+            uid,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %agent, on_record, uid, "agent banned");
         }
         SecurityEvent::AgentUnbanned { agent, uid } => {
             tracing::info!(target: "hallmark::audit", %agent, uid, "agent unbanned");

@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hallmark_server::cli::{Cli, Command, dispatch};
+use hallmark_server::cli::{Cli, Command, dispatch, output};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of glibc malloc, configured at build time
@@ -38,6 +38,8 @@ async fn main() -> ExitCode {
     }
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // `... | head -1`: the reader had what it wanted.
+        Err(error) if output::is_closed(&error) => ExitCode::SUCCESS,
         Err(error) => {
             if format == "json" {
                 // One JSON object per line on stderr, like every other log

@@ -252,11 +252,12 @@ async fn a_normal_flow_is_recorded_in_order_with_its_fields() {
     assert_eq!(f(17)["method"], "RetireImage");
     assert_eq!(f(17)["code"], "FailedPrecondition");
     assert!(f(17)["outcome"].as_str().unwrap().starts_with("refused: "));
-    for (i, kind) in [
-        (18, "agent_banned"),
-        (20, "agent_unbanned"),
-        (22, "agent_evicted"),
-    ] {
+    assert_eq!(all[18].kind, "agent_banned");
+    assert_eq!(
+        f(18),
+        json!({"agent": agent_id, "on_record": true, "uid": uid})
+    );
+    for (i, kind) in [(20, "agent_unbanned"), (22, "agent_evicted")] {
         assert_eq!(all[i].kind, kind);
         assert_eq!(f(i), json!({"agent": agent_id, "uid": uid}));
     }

@@ -175,7 +175,7 @@ fn admin_commands_against_a_running_daemon() {
     assert!(stderr(&out).contains("not an agent ID"), "{}", stderr(&out));
     let out = run(&[
         "agent",
-        "ban",
+        "unban",
         "spiffe://example.org/hallmark/agent/join_token/00",
         "--socket",
         &socket,
@@ -223,4 +223,68 @@ fn a_second_server_refuses_a_live_admin_socket() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+}
+
+/// Runs `args` with stdout a pipe whose reader is already gone, as in
+/// `hallmark-server image list | head -1` once `head` has exited.
+fn run_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(BIN)
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn listing_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let daemon = start(&config, dir.path().join("admin.sock"));
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    for args in [
+        &["image", "list"][..],
+        &["image", "list", "--output", "json"],
+        &["agent", "list"],
+        &["kill", "list"],
+        &["audit", "tail"],
+        &["audit", "export"],
+        &["bundle", "show"],
+        &["healthcheck"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--socket", &socket]);
+        let out = run_into_closed_pipe(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?} exited with {:?}: {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?} wrote to stderr: {}",
+            stderr(&out)
+        );
+    }
+    // Other failures to write are still errors, named as such.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["agent", "list", "--socket", &socket])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write to stdout"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }

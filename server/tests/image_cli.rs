@@ -201,6 +201,30 @@ fn sign_errors_name_the_file_and_field() {
         "{err}"
     );
 
+    // Text that displays differently from what is signed, and a version
+    // relying parties read as another spelling of 1.0.0.
+    let good = MANIFEST.replace(
+        "MODEL_DIGEST",
+        "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+    );
+    for (file, text, expected) in [
+        (
+            "bidi.toml",
+            good.replace("owner = \"alice\"", "owner = \"alice\u{202E}eve\""),
+            "bidi.toml: field owner: contains U+202E",
+        ),
+        (
+            "zeros.toml",
+            good.replace("version = \"1.0.0\"", "version = \"1.0.00\""),
+            "zeros.toml: field version: \"1.0.00\" is not canonical: write \"1.0.0\"",
+        ),
+    ] {
+        std::fs::write(d.join(file), text).unwrap();
+        let err = fails(&["image", "sign", "--key", "k", file, "--out", "x.json"], d);
+        assert!(err.contains(expected), "{err}");
+        assert!(!d.join("x.json").exists());
+    }
+
     std::fs::write(d.join("garbage.json"), "{\"payloadType\":").unwrap();
     let err = fails(
         &["image", "verify", "garbage.json", "--trusted", "k.pub"],

@@ -272,3 +272,105 @@ async fn registration_without_trusted_signers_is_a_failed_precondition() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn bidi_and_invisible_controls_in_text_fields_are_refused_naming_the_field() {
+    let (mut issuer, k) = issuer().await;
+    let toml = manifest("agent-a", "low", "");
+    let signed = |payload: &[u8]| sign(payload, &[&k.alice]);
+    // U+202E makes "alice@example.org\u{202E}gro.evil" display as
+    // "alice@example.orglive.org": a signer approves what they do not see.
+    for (field, value, shown) in [
+        ("owner", "alice@example.org\u{202E}gro.evil", "U+202E"),
+        ("owner", "al\u{200F}ice", "U+200F"),
+        ("purpose", "reads \u{2066}invoices\u{2069}", "U+2066"),
+        ("purpose", "tests\u{061C}", "U+061C"),
+        ("purpose", "tests\u{2028}approved", "U+2028"),
+        ("owner", "al\u{200B}ice", "U+200B"),
+    ] {
+        let edited = edited_payload(&toml, |v| v[field] = value.into());
+        refused(
+            &mut issuer,
+            signed(&edited),
+            Code::InvalidArgument,
+            &format!("field {field}: contains {shown}"),
+        )
+        .await;
+    }
+    let model = edited_payload(&toml, |v| {
+        v["model"] = serde_json::json!({
+            "name": "llama\u{202D}", "version": "1",
+            "digest": format!("sha256:{}", "2".repeat(64)),
+        });
+    });
+    refused(
+        &mut issuer,
+        signed(&model),
+        Code::InvalidArgument,
+        "field model.name: contains U+202D",
+    )
+    .await;
+    let scopes = edited_payload(&toml, |v| v["scopes"] = serde_json::json!(["pay\u{202E}"]));
+    refused(
+        &mut issuer,
+        signed(&scopes),
+        Code::InvalidArgument,
+        "scopes[0]",
+    )
+    .await;
+    // Scripts that need joiners (ZWNJ in Persian names) are not refused.
+    let joiner = edited_payload(&toml, |v| v["owner"] = "\u{0645}\u{200C}\u{0646}".into());
+    issuer.register(signed(&joiner)).await.unwrap();
+}
+
+#[tokio::test]
+async fn non_canonical_and_numerically_equal_versions_are_refused() {
+    let (mut issuer, k) = issuer().await;
+    let signed = |payload: &[u8]| sign(payload, &[&k.alice]);
+    let with_version = |version: &str| {
+        edited_payload(&manifest("agent-v", "low", ""), |v| {
+            v["version"] = version.into();
+        })
+    };
+    issuer
+        .register(signed(&with_version("1.0.0")))
+        .await
+        .unwrap();
+    // Leading zeros: relying parties (`hallmark::version`) read 1.0.00 as
+    // 1.0.0, so it is refused with the form to write instead.
+    refused(
+        &mut issuer,
+        signed(&with_version("1.0.00")),
+        Code::InvalidArgument,
+        "field version: \"1.0.00\" is not canonical: write \"1.0.0\"",
+    )
+    .await;
+    refused(
+        &mut issuer,
+        signed(&with_version("01.0.0")),
+        Code::InvalidArgument,
+        "write \"1.0.0\"",
+    )
+    .await;
+    // Canonical but numerically equal to a registered version: the same
+    // version to every relying party and to the kill switch.
+    refused(
+        &mut issuer,
+        signed(&with_version("1.0")),
+        Code::AlreadyExists,
+        "agent-v@1.0 is the same version as the registered agent-v@1.0.0",
+    )
+    .await;
+    // Non-numeric versions are compared as written, and another name may
+    // use any version.
+    issuer
+        .register(signed(&with_version("1.0.0-rc.01")))
+        .await
+        .unwrap();
+    issuer.register(signed(&with_version("1.1"))).await.unwrap();
+    let other = edited_payload(&manifest("agent-w", "low", ""), |v| {
+        v["version"] = "1.0".into();
+    });
+    issuer.register(signed(&other)).await.unwrap();
+    assert_eq!(issuer.list().await.len(), 4);
+}

@@ -99,12 +99,13 @@ async fn agent_attests_with_a_join_token_and_resumes_after_restart() {
         server.bundle().x509_authorities
     );
 
-    // Key files are owner-only.
+    // Files holding a key are owner-only.
     use std::os::unix::fs::PermissionsExt;
     let mut keys = 0;
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "key") {
+        let text = std::fs::read(&path).unwrap_or_default();
+        if String::from_utf8_lossy(&text).contains("PRIVATE KEY") {
             keys += 1;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", path.display());

@@ -298,6 +298,21 @@ async fn refusals_name_the_failed_constraint() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("audience"));
+    // An agent cannot have the issuer sign a 1 MB audience either.
+    let err = node
+        .mint_jwt_svid(MintJwtSvidRequest {
+            evidence: Some(with_env.clone()),
+            audience: vec!["a".repeat(1 << 20)],
+            spiffe_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("at most 2048 bytes"),
+        "{}",
+        err.message()
+    );
     let err = node
         .mint_jwt_svid(MintJwtSvidRequest {
             evidence: Some(with_env),

@@ -367,6 +367,91 @@ async fn banned_agent_cannot_attest_until_unbanned() {
 }
 
 #[tokio::test]
+async fn evicted_agent_can_be_banned_and_then_cannot_attest_again() {
+    let provisioning = ProvisioningCa::new();
+    let roots = vec![provisioning.root_der()];
+    let mut server = TestServer::start_with(|s| s.x509pop_roots = Some(roots)).await;
+    let node = provisioning.node_cert("node-a", SystemTime::now() + Duration::from_secs(86400));
+    let mut client = server.node_client(None).await.unwrap();
+    let (_, result) = attest_x509pop(&mut client, &node, false).await.unwrap();
+    let agent = result.svid.unwrap().spiffe_id;
+    let mut admin = server.admin().await;
+    admin
+        .evict_agent(AgentRequest {
+            spiffe_id: agent.clone(),
+        })
+        .await
+        .unwrap();
+
+    // No longer on record, and still bannable: the operator evicted first,
+    // then learned the node was stolen.
+    let banned = admin
+        .ban_agent(AgentRequest {
+            spiffe_id: agent.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(banned.banned);
+    assert_eq!(banned.spiffe_id, agent);
+    assert_eq!(banned.attestor, "", "nothing is known of an evicted agent");
+
+    // The ban is recorded and audited, and holds across a restart.
+    let records = audit_records(&server).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "agent_banned" && r["fields"]["agent"] == agent.as_str()),
+        "no agent_banned record"
+    );
+    drop(admin);
+    drop(client);
+    server.restart().await;
+    let mut client = server.node_client(None).await.unwrap();
+    let err = attest_x509pop(&mut client, &node, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("banned"), "{}", err.message());
+    let mut admin = server.admin().await;
+    let listed = admin
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].banned);
+
+    // Unbanning an agent that was never re-attested forgets it entirely,
+    // and it may attest again.
+    admin
+        .unban_agent(AgentRequest {
+            spiffe_id: agent.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.agent_count().await, 0);
+    let (_, result) = attest_x509pop(&mut client, &node, false).await.unwrap();
+    assert_eq!(result.svid.unwrap().spiffe_id, agent);
+    let listed = admin
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(listed[0].attestor, "x509pop");
+    assert!(listed[0].first_attested_at > 0);
+
+    // A ban of an ID outside the agents' namespace is still malformed input.
+    let err = admin
+        .ban_agent(AgentRequest {
+            spiffe_id: format!("spiffe://{TRUST_DOMAIN}/workload"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
 async fn a_banned_agents_refused_attempt_does_not_use_up_its_join_token() {
     let server = TestServer::start().await;
     let first = server.token().await;

@@ -353,6 +353,51 @@ async fn refusals_have_the_exact_status() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
+    // Audiences are bounded before anything is measured or minted: a 1 MB
+    // audience, and one audience too many.
+    let huge = "a".repeat(1 << 20);
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec![huge],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("at most 2048 bytes"),
+        "{}",
+        err.message()
+    );
+    let err = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: (0..17).map(|i| format!("aud-{i}")).collect(),
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("at most 16 audiences"),
+        "{}",
+        err.message()
+    );
+    // At the limits (a 2048-byte SPIFFE ID is the longest the standard
+    // requires support for), a token is minted.
+    let longest = format!("spiffe://example.org/{}", "s".repeat(2048 - 21));
+    assert_eq!(longest.len(), 2048);
+    let mut at_limit: Vec<String> = (0..15).map(|i| format!("aud-{i}")).collect();
+    at_limit.push(longest);
+    let minted = raw
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: at_limit,
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(minted.svids.len(), 1);
+
     // A token signed by another issuer's key.
     let foreign = {
         let ca = hallmark_ca::manager::CaManager::generate(

@@ -16,6 +16,7 @@ use hallmark_proto::workload::{
     JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
 };
 
+use crate::cli::output::outln;
 use crate::config::AgentConfig;
 use crate::persist::write_atomic;
 
@@ -176,10 +177,10 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             print_x509(&response)?;
             if let Some(dir) = &args.write {
                 write_x509(dir, &response)?;
-                println!(
+                outln!(
                     "Wrote svid.pem, svid.key and bundle.pem to {}",
                     dir.display()
-                );
+                )?;
             }
             Ok(())
         }
@@ -194,8 +195,8 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .map_err(|s| refused("fetch jwt", s))?
                 .into_inner();
             for svid in response.svids {
-                println!("SPIFFE ID: {}", svid.spiffe_id);
-                println!("{}", svid.svid);
+                outln!("SPIFFE ID: {}", svid.spiffe_id)?;
+                outln!("{}", svid.svid)?;
             }
             Ok(())
         }
@@ -209,10 +210,10 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| refused("validate jwt", s))?
                 .into_inner();
-            println!("Valid JWT-SVID for {}", response.spiffe_id);
+            outln!("Valid JWT-SVID for {}", response.spiffe_id)?;
             if let Some(claims) = response.claims {
                 for (name, value) in claims.fields {
-                    println!("  {name}: {}", display_value(&value));
+                    outln!("  {name}: {}", display_value(&value))?;
                 }
             }
             Ok(())
@@ -227,14 +228,14 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             loop {
                 match stream.message().await {
                     Ok(Some(response)) => {
-                        println!(
+                        outln!(
                             "--- update at {}",
                             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                        );
+                        )?;
                         print_x509(&response)?;
                     }
                     Ok(None) => {
-                        println!("--- the agent closed the stream");
+                        outln!("--- the agent closed the stream")?;
                         return Ok(());
                     }
                     Err(status) => return Err(refused("identity withdrawn", status)),
@@ -248,14 +249,14 @@ fn print_x509(response: &X509svidResponse) -> anyhow::Result<()> {
     for svid in &response.svids {
         let (_, leaf) = x509_parser::parse_x509_certificate(&svid.x509_svid)
             .map_err(|e| anyhow::anyhow!("the agent sent an unreadable certificate: {e}"))?;
-        println!("SPIFFE ID : {}", svid.spiffe_id);
-        println!("Image     : {}", svid.hint);
-        println!(
+        outln!("SPIFFE ID : {}", svid.spiffe_id)?;
+        outln!("Image     : {}", svid.hint)?;
+        outln!(
             "Expires   : {}",
             leaf.validity().not_after.to_rfc2822().unwrap_or_default()
-        );
+        )?;
         if let Ok(Some(binding)) = hallmark_ca::x509::binding_from_cert(leaf.as_ref()) {
-            println!("Binding   : {}", String::from_utf8_lossy(&binding));
+            outln!("Binding   : {}", String::from_utf8_lossy(&binding))?;
         }
     }
     Ok(())

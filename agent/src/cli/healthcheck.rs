@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::cli::output::outln;
 use crate::config::AgentSettings;
 use crate::persist::DataDir;
 
@@ -61,12 +62,12 @@ pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         );
     }
     if !args.quiet {
-        println!(
+        outln!(
             "Agent is healthy: {} (node SVID {} valid until {})",
             svid.spiffe_id,
             svid.serial,
             humantime::format_rfc3339_seconds(svid.not_after)
-        );
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod healthcheck;
+pub mod output;
 pub mod run;
 
 use clap::{Parser, Subcommand};

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use hallmark_attestors::workload::Cancel;
-use hallmark_ca::jwt::validate_jwt_svid;
+use hallmark_ca::jwt::{AudienceError, check_audience, validate_jwt_svid};
 use hallmark_ca::key::CaKey;
 use hallmark_proto::evidence_digest;
 use hallmark_proto::node::WorkloadEvidence;
@@ -278,22 +278,20 @@ impl WorkloadService {
         let caller = caller(&request)?;
         let _active = caller.connection.begin();
         let wanted = request.into_inner();
-        if wanted.audience.iter().all(String::is_empty) {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
+        // Bounded before anything is measured or sent to the issuer (which
+        // checks the same bounds).
+        let audiences = check_audience(&wanted.audience).map_err(|e| match e {
+            AudienceError::Missing => Status::invalid_argument("audience must be specified"),
+            other => Status::invalid_argument(other.to_string()),
+        })?;
         if let Some(own) = self.agent.own_revocation() {
             return Err(revoked(&own));
         }
         let evidence = self.measure(&caller).await?;
-        let audience = wanted
-            .audience
-            .iter()
-            .find(|a| !a.is_empty())
-            .cloned()
-            .unwrap_or_default();
+        let audience = audiences.first().cloned().unwrap_or_default();
         let minted = self
             .agent
-            .mint_jwt(evidence.clone(), wanted.audience, wanted.spiffe_id)
+            .mint_jwt(evidence.clone(), audiences, wanted.spiffe_id)
             .await?;
         // A revocation may have arrived while the issuer was minting: the
         // tokens' own `hallmark` claims say what they are bound to.

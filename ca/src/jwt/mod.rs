@@ -21,8 +21,10 @@ use crate::id::SpiffeId;
 use crate::key::CaKey;
 use crate::util::{truncate_secs, unix_secs};
 
+mod audience;
 mod validate;
 
+pub use audience::{AudienceError, MAX_AUDIENCE_BYTES, MAX_AUDIENCES, check_audience};
 pub use validate::{JwtError, ValidatedJwt, validate_jwt_svid};
 
 /// Claims the minter sets itself; `extra` must not contain them.
@@ -135,6 +137,7 @@ impl JwtKey {
         if claims.audience.is_empty() || claims.audience.iter().any(String::is_empty) {
             return Err(CaError::EmptyAudience);
         }
+        check_audience(&claims.audience)?;
         if claims.spiffe_id.path().is_empty() {
             return Err(CaError::TrustDomainIdAsLeaf);
         }

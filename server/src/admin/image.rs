@@ -10,15 +10,21 @@
 //!   is still the same, keeping the original registration time and uid.
 //!   Different content is `AlreadyExists`; a retired `name@version` is
 //!   `FailedPrecondition` (publish a new version).
+//! - Versions compare numerically everywhere ([`hallmark_ca::version`]): a
+//!   new image must spell a numeric version canonically (`1.0.0`, not
+//!   `1.0.00`: `InvalidArgument`), and another spelling of a registered
+//!   version (`1.0` beside `1.0.0`) is `AlreadyExists`.
 //! - What is read back is re-verified with today's signers and policy: an
 //!   image whose signatures no longer verify is listed with
 //!   `verification_error`, not hidden.
 
+use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
+use hallmark_ca::version::same_version;
 use hallmark_proto::admin::Image;
 
 use super::{AdminApi, Call};
@@ -121,6 +127,13 @@ impl AdminApi {
         // verify_envelope parsed it as JSON, which is UTF-8.
         let text = String::from_utf8(envelope.to_vec())
             .map_err(|_| Status::invalid_argument("the envelope is not UTF-8 JSON"))?;
+        // Held from the twin check to the write, so that two spellings of
+        // one version cannot both be registered by concurrent calls.
+        let _registering = self
+            .registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.refuse_numeric_twin(&verified.image.name, &verified.image.version)?;
         let record = ImageRecord {
             name: verified.image.name.as_str().to_owned(),
             version: verified.image.version.as_str().to_owned(),
@@ -140,6 +153,30 @@ impl AdminApi {
         };
         self.reload_images()?;
         Ok((self.image_to_proto(&stored, now), registered))
+    }
+
+    /// `AlreadyExists` when another spelling of `version` is registered
+    /// for `name` (`1.0` beside `1.0.0`): relying parties, agents and the
+    /// kill switch would take the two for one version.
+    fn refuse_numeric_twin(&self, name: &ImageName, version: &ImageVersion) -> Result<(), Status> {
+        let twin = self
+            .store
+            .images()
+            .map_err(store_status)?
+            .into_iter()
+            .find(|r| {
+                r.name == name.as_str()
+                    && r.version != version.as_str()
+                    && same_version(&r.version, version.as_str())
+            });
+        match twin {
+            None => Ok(()),
+            Some(twin) => Err(Status::already_exists(format!(
+                "{name}@{version} is the same version as the registered {} (versions compare numerically): publish a new version, or register it as {} if it is that image",
+                twin.key(),
+                twin.key()
+            ))),
+        }
     }
 
     /// `name@version` is already stored: idempotent for the same payload.

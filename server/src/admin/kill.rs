@@ -20,6 +20,7 @@
 use tonic::Status;
 
 use hallmark_ca::id::SpiffeId;
+use hallmark_ca::version::same_version;
 use hallmark_proto::admin::{self, CreateRevocationRequest, LiftRevocationRequest};
 
 use super::{AdminApi, Call};
@@ -115,7 +116,9 @@ impl AdminApi {
             RevocationTarget::Image { name, version } => {
                 let known = self.store.images().map_err(store_status)?.iter().any(|r| {
                     r.name == name.as_str()
-                        && version.as_ref().is_none_or(|v| r.version == v.as_str())
+                        && version
+                            .as_ref()
+                            .is_none_or(|v| same_version(&r.version, v.as_str()))
                 });
                 (!known).then(|| {
                     format!(

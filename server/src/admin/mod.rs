@@ -44,7 +44,7 @@ use crate::issuance::{ImagePolicy, ImageSet};
 use crate::metrics::ServerMetrics;
 use crate::node::{NodeEvent, store_status};
 use crate::revocation::{Revocations, to_admin_proto};
-use crate::store::{JoinTokenRecord, NodeRecord, Store};
+use crate::store::{JoinTokenRecord, NodeAttestorKind, NodeRecord, Store};
 
 /// Longest join token lifetime an operator may ask for.
 pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -66,6 +66,8 @@ pub struct AdminApi {
     revocations: Arc<Revocations>,
     audit: AuditLog,
     metrics: Arc<ServerMetrics>,
+    /// Serializes image registrations (see `register_checked`).
+    registrations: Arc<std::sync::Mutex<()>>,
 }
 
 /// What the admin API is built from.
@@ -118,6 +120,7 @@ impl AdminApi {
             metrics,
         } = parts;
         Self {
+            registrations: Arc::default(),
             metrics,
             audit,
             revocations,
@@ -263,7 +266,10 @@ fn agent_to_proto(node: &NodeRecord) -> Agent {
     let current = node.current_svid();
     Agent {
         spiffe_id: node.spiffe_id.as_str().to_owned(),
-        attestor: node.attestor.as_str().to_owned(),
+        attestor: node
+            .attestor
+            .map_or("", NodeAttestorKind::as_str)
+            .to_owned(),
         node_id: node.node_id.clone(),
         banned: node.banned,
         first_attested_at: i64::try_from(node.first_attested_at).unwrap_or(i64::MAX),
@@ -411,7 +417,12 @@ impl Admin for AdminApi {
         let id_text = request.get_ref().spiffe_id.clone();
         self.audited("BanAgent", &request, |call| {
             let id = self.agent_id(&id_text)?;
-            let mut node = self.existing_agent(&id)?;
+            // An agent that is not on record (evicted, or not attested yet)
+            // is banned all the same: the record of the ban is what keeps
+            // it from attesting again.
+            let existing = self.store.node(&id).map_err(store_status)?;
+            let on_record = existing.as_ref().is_some_and(NodeRecord::attested);
+            let mut node = existing.unwrap_or_else(|| NodeRecord::ban_only(id.clone()));
             node.banned = true;
             node.svids.clear();
             self.store.put_node(&node).map_err(store_status)?;
@@ -421,9 +432,15 @@ impl Admin for AdminApi {
             });
             call.record(SecurityEvent::AgentBanned {
                 agent: id.clone(),
+                on_record,
                 uid: call.uid(),
             });
-            Ok((agent_to_proto(&node), format!("banned {id}")))
+            let outcome = if on_record {
+                format!("banned {id}")
+            } else {
+                format!("banned {id} (not on record: it may not attest)")
+            };
+            Ok((agent_to_proto(&node), outcome))
         })
         .await
     }
@@ -439,7 +456,13 @@ impl Admin for AdminApi {
                 )));
             }
             node.banned = false;
-            self.store.put_node(&node).map_err(store_status)?;
+            if node.attested() {
+                self.store.put_node(&node).map_err(store_status)?;
+            } else {
+                // Nothing but the ban was on record: forget the agent, as
+                // if it had never been banned.
+                self.store.remove_node(&id).map_err(store_status)?;
+            }
             call.record(SecurityEvent::AgentUnbanned {
                 agent: id.clone(),
                 uid: call.uid(),

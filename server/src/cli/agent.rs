@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 use hallmark_proto::admin::{Agent, AgentRequest, ListAgentsRequest};
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::cli::output::outln;
 
 /// `agent` verbs.
 #[derive(Debug, Subcommand)]
@@ -12,7 +13,8 @@ pub enum AgentCommand {
     List(ListArgs),
     /// Forget an agent: it must attest again.
     Evict(AgentArgs),
-    /// Ban an agent: it cannot attest again until unbanned.
+    /// Ban an agent: it cannot attest again until unbanned. An agent that is
+    /// not on record (evicted, or not attested yet) can be banned too.
     Ban(AgentArgs),
     /// Lift a ban; the agent must attest again.
     Unban(AgentArgs),
@@ -55,21 +57,26 @@ fn agent_json(agent: &Agent) -> serde_json::Value {
     })
 }
 
-fn print_agent(agent: &Agent) {
-    println!("SPIFFE ID       : {}", agent.spiffe_id);
-    println!("Attestor        : {}", agent.attestor);
-    println!("Node ID         : {}", agent.node_id);
-    println!("Banned          : {}", agent.banned);
-    println!("Last attested   : {}", timestamp(agent.last_attested_at));
-    println!(
+fn print_agent(agent: &Agent) -> anyhow::Result<()> {
+    outln!("SPIFFE ID       : {}", agent.spiffe_id)?;
+    if agent.attestor.is_empty() {
+        outln!("Attestor        : - (banned while not on record)")?;
+    } else {
+        outln!("Attestor        : {}", agent.attestor)?;
+    }
+    outln!("Node ID         : {}", agent.node_id)?;
+    outln!("Banned          : {}", agent.banned)?;
+    outln!("Last attested   : {}", timestamp(agent.last_attested_at))?;
+    outln!(
         "SVID serial     : {}",
         if agent.svid_serial.is_empty() {
             "-"
         } else {
             &agent.svid_serial
         }
-    );
-    println!("SVID expires    : {}", timestamp(agent.svid_expires_at));
+    )?;
+    outln!("SVID expires    : {}", timestamp(agent.svid_expires_at))?;
+    Ok(())
 }
 
 /// Runs an `agent` command.
@@ -88,14 +95,14 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                     "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
                 })),
                 Output::Text => {
-                    println!(
+                    outln!(
                         "Found {} attested agent{}",
                         agents.len(),
                         if agents.len() == 1 { "" } else { "s" }
-                    );
+                    )?;
                     for agent in &agents {
-                        println!();
-                        print_agent(agent);
+                        outln!()?;
+                        print_agent(agent)?;
                     }
                     Ok(())
                 }
@@ -128,7 +135,7 @@ async fn one(args: AgentArgs, verb: &str) -> anyhow::Result<()> {
                 "ban" => "banned",
                 _ => "unbanned",
             };
-            println!("Agent {} {done}", agent.spiffe_id);
+            outln!("Agent {} {done}", agent.spiffe_id)?;
             Ok(())
         }
     }

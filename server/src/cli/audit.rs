@@ -28,6 +28,7 @@ use hallmark_proto::admin::{
 use tonic::transport::Channel;
 
 use super::{AdminArgs, Exit, Output, print_json, rpc_error};
+use crate::cli::output::{out, outln, stdout_error};
 use render::{checkpoint_json, print_report, report_json, text_line};
 
 mod offline;
@@ -210,8 +211,8 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             Output::Json => String::from_utf8_lossy(entry.bytes()).into_owned(),
             Output::Text => text_line(&entry),
         };
-        writeln!(out, "{line}").context("cannot write to stdout")?;
-        out.flush().context("cannot write to stdout")?;
+        writeln!(out, "{line}").map_err(stdout_error)?;
+        out.flush().map_err(stdout_error)?;
     }
     Ok(())
 }
@@ -227,9 +228,9 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     for entry in entries {
         out.write_all(entry.bytes())
             .and_then(|()| out.write_all(b"\n"))
-            .context("cannot write to stdout")?;
+            .map_err(stdout_error)?;
     }
-    out.flush().context("cannot write to stdout")?;
+    out.flush().map_err(stdout_error)?;
     Ok(())
 }
 
@@ -317,7 +318,7 @@ async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
     let pinned = args.key.is_some();
     match args.output {
         Output::Json => print_json(&report_json(&report, &key, pinned, &source))?,
-        Output::Text => print_report(&report, &key, pinned, &source),
+        Output::Text => print_report(&report, &key, pinned, &source)?,
     }
     match report.verdict {
         Verdict::Verified => Ok(()),
@@ -373,7 +374,7 @@ async fn key_command(args: KeyArgs) -> anyhow::Result<()> {
             "public_key_pem": key.to_pem(),
         })),
         Output::Text => {
-            print!("{}", key.to_pem());
+            out!("{}", key.to_pem())?;
             Ok(())
         }
     }
@@ -400,7 +401,7 @@ async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
         })),
         Output::Text => {
             match &signed {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "{} checkpoint at seq {} (head {})",
                     if response.created {
                         "Signed"
@@ -409,8 +410,8 @@ async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
                     },
                     s.checkpoint.seq,
                     s.checkpoint.head
-                ),
-                None => println!("The audit log is empty: nothing to sign"),
+                )?,
+                None => outln!("The audit log is empty: nothing to sign")?,
             }
             Ok(())
         }

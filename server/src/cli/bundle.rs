@@ -4,6 +4,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hallmark_proto::admin::ShowBundleRequest;
 
 use super::{AdminArgs, rpc_error};
+use crate::cli::output::{out, outln};
 
 /// `bundle` verbs.
 #[derive(Debug, Subcommand)]
@@ -43,8 +44,8 @@ pub async fn run(cmd: BundleCommand) -> anyhow::Result<()> {
         .map_err(|s| rpc_error("bundle show", s))?
         .into_inner();
     match args.format {
-        BundleFormat::Pem => print!("{}", bundle.pem),
-        BundleFormat::Jwks => println!("{}", bundle.jwks),
+        BundleFormat::Pem => out!("{}", bundle.pem)?,
+        BundleFormat::Jwks => outln!("{}", bundle.jwks)?,
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use clap::Args;
 use hallmark_proto::admin::HealthcheckRequest;
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::cli::output::outln;
 
 /// Flags of `healthcheck`.
 #[derive(Debug, Args)]
@@ -39,12 +40,12 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
             "ca_expires_at": health.ca_expires_at,
         })),
         Output::Text => {
-            println!(
+            outln!(
                 "Server is healthy: trust domain {}, {} agents, CA valid until {}",
                 health.trust_domain,
                 health.agents,
                 timestamp(health.ca_expires_at)
-            );
+            )?;
             Ok(())
         }
     }

@@ -15,6 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hallmark_attestors::tree::{Links, StreamingHasher, TreeLimits, View, digest_tree_in};
 use hallmark_ca::id::TrustDomain;
 
+use crate::cli::output::{out, outln};
 use crate::image::verify::{SignerFileError, parse_envelope};
 use crate::image::{
     Algorithm, DEFAULT_MAX_SVID_TTL, Envelope, GoldImage, ImageContext, MAX_ENVELOPE_BYTES,
@@ -161,12 +162,12 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     let key = SigningKey::from_pkcs8_der(&der)?;
     write_atomic(&args.out, SigningKey::pkcs8_pem(&der).as_bytes(), 0o600)?;
     write_atomic(&public_path, key.public_key().to_pem().as_bytes(), 0o644)?;
-    println!(
+    outln!(
         "private key  {} ({algorithm}, mode 0600)",
         args.out.display()
-    );
-    println!("public key   {}", public_path.display());
-    println!("keyid        {}", key.keyid());
+    )?;
+    outln!("public key   {}", public_path.display())?;
+    outln!("keyid        {}", key.keyid())?;
     Ok(())
 }
 
@@ -186,10 +187,10 @@ fn digest(args: &DigestArgs) -> anyhow::Result<()> {
     )?;
     if args.list {
         for entry in &tree.files {
-            print!("{}", entry.line());
+            out!("{}", entry.line())?;
         }
     }
-    println!("{}", tree.digest);
+    outln!("{}", tree.digest)?;
     Ok(())
 }
 
@@ -223,12 +224,12 @@ fn sign(args: &SignArgs) -> anyhow::Result<()> {
             eprintln!("warning: field {field} exceeds the default max_svid_ttl of 300 seconds");
         }
     }
-    println!(
+    outln!(
         "signed {} as {} -> {}",
         image.image_ref(),
         key.keyid(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -246,12 +247,12 @@ fn cosign(args: &CosignArgs) -> anyhow::Result<()> {
     }
     envelope.add_signature(&payload, &key)?;
     write_atomic(&args.envelope, &envelope.to_json(), 0o644)?;
-    println!(
+    outln!(
         "cosigned {} as {} ({} signatures)",
         image.image_ref(),
         key.keyid(),
         envelope.signatures.len()
-    );
+    )?;
     Ok(())
 }
 
@@ -275,7 +276,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         .image
         .check_new()
         .map_err(|e| anyhow!("{path}: payload {e}"))?;
-    print_summary(&verified, &policy, &ctx);
+    print_summary(&verified, &policy, &ctx)?;
     Ok(())
 }
 
@@ -289,21 +290,25 @@ fn own_trust_domain(bytes: &[u8]) -> anyhow::Result<TrustDomain> {
     Ok(canonical::decode(&payload)?.spiffe_id.trust_domain())
 }
 
-fn print_summary(v: &VerifiedImage, policy: &SignaturePolicy, ctx: &ImageContext) {
+fn print_summary(
+    v: &VerifiedImage,
+    policy: &SignaturePolicy,
+    ctx: &ImageContext,
+) -> anyhow::Result<()> {
     let i = &v.image;
-    println!("image        {}", i.image_ref());
-    println!("spiffe_id    {}", i.spiffe_id);
-    println!("owner        {}", i.owner);
-    println!("purpose      {}", i.purpose);
-    println!("risk_tier    {}", i.risk_tier);
+    outln!("image        {}", i.image_ref())?;
+    outln!("spiffe_id    {}", i.spiffe_id)?;
+    outln!("owner        {}", i.owner)?;
+    outln!("purpose      {}", i.purpose)?;
+    outln!("risk_tier    {}", i.risk_tier)?;
     for d in &i.code.sha256 {
-        println!("code.sha256  {d}");
+        outln!("code.sha256  {d}")?;
     }
     if let Some(app) = &i.code.app_digest {
-        println!("code.app     {app}");
+        outln!("code.app     {app}")?;
     }
     if let Some(m) = &i.model {
-        println!("model        {} {} {}", m.name, m.version, m.digest);
+        outln!("model        {} {} {}", m.name, m.version, m.digest)?;
     }
     if let Some(r) = i.review_by {
         let overdue = if i.review_overdue(ctx.now) {
@@ -311,22 +316,23 @@ fn print_summary(v: &VerifiedImage, policy: &SignaturePolicy, ctx: &ImageContext
         } else {
             ""
         };
-        println!("review_by    {r}{overdue}");
+        outln!("review_by    {r}{overdue}")?;
     }
-    println!("not_after    {}", i.not_after);
+    outln!("not_after    {}", i.not_after)?;
     for s in &v.signers {
-        println!("signer       {s} (trusted)");
+        outln!("signer       {s} (trusted)")?;
     }
     for s in &v.unknown_signers {
-        println!("signer       {s} (unknown, not counted)");
+        outln!("signer       {s} (unknown, not counted)")?;
     }
-    println!("payload      sha256:{}", v.payload_sha256);
-    println!(
+    outln!("payload      sha256:{}", v.payload_sha256)?;
+    outln!(
         "policy       ok: {} distinct trusted signatures, risk tier {} needs {}",
         v.signers.len(),
         i.risk_tier,
         policy.required(i.risk_tier)
-    );
+    )?;
+    Ok(())
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {

@@ -10,7 +10,9 @@ use hallmark_proto::admin::{
 };
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::cli::output::outln;
 use crate::image::MAX_ENVELOPE_BYTES;
+use crate::image::text::escape;
 
 /// `image register`.
 #[derive(Debug, Args)]
@@ -124,61 +126,68 @@ fn uid_text(uid: Option<u32>) -> String {
     uid.map_or_else(|| "unknown uid".to_owned(), |u| format!("uid {u}"))
 }
 
-fn print_image(image: &Image) {
-    println!(
+/// `image show`'s text. Text an earlier release let into a signed image
+/// (control and bidirectional characters) is escaped: see
+/// [`crate::image::text`].
+fn print_image(image: &Image) -> anyhow::Result<()> {
+    outln!(
         "Image         : {}@{} ({})",
         image.name,
         image.version,
         status_word(image)
-    );
+    )?;
     if !image.verification_error.is_empty() {
-        println!("Verification  : FAILED: {}", image.verification_error);
-        println!("                (the image does not mint until this is fixed)");
+        outln!(
+            "Verification  : FAILED: {}",
+            escape(&image.verification_error)
+        )?;
+        outln!("                (the image does not mint until this is fixed)")?;
     }
-    println!("SPIFFE ID     : {}", image.spiffe_id);
-    println!("Owner         : {}", image.owner);
-    println!("Purpose       : {}", image.purpose);
-    println!("Risk tier     : {}", image.risk_tier);
-    println!("Code sha256   : {}", image.code_sha256.join(", "));
+    outln!("SPIFFE ID     : {}", image.spiffe_id)?;
+    outln!("Owner         : {}", escape(&image.owner))?;
+    outln!("Purpose       : {}", escape(&image.purpose))?;
+    outln!("Risk tier     : {}", image.risk_tier)?;
+    outln!("Code sha256   : {}", image.code_sha256.join(", "))?;
     if !image.model.is_empty() {
-        println!("Model         : {}", image.model);
+        outln!("Model         : {}", escape(&image.model))?;
     }
     if !image.env_names.is_empty() {
-        println!("Env required  : {}", image.env_names.join(", "));
+        outln!("Env required  : {}", image.env_names.join(", "))?;
     }
     if !image.scopes.is_empty() {
-        println!("Scopes        : {}", image.scopes.join(" "));
+        outln!("Scopes        : {}", escape(&image.scopes.join(" ")))?;
     }
-    println!("Signers       : {}", image.signers.join(", "));
+    outln!("Signers       : {}", image.signers.join(", "))?;
     if !image.unknown_signers.is_empty() {
-        println!(
+        outln!(
             "Untrusted sigs: {} (did not count)",
             image.unknown_signers.join(", ")
-        );
+        )?;
     }
     let overdue = if image.review_overdue {
         " (OVERDUE)"
     } else {
         ""
     };
-    println!("Review by     : {}{overdue}", timestamp(image.review_by));
-    println!("Not after     : {}", timestamp(image.not_after));
-    println!(
+    outln!("Review by     : {}{overdue}", timestamp(image.review_by))?;
+    outln!("Not after     : {}", timestamp(image.not_after))?;
+    outln!(
         "Registered    : {} by {}",
         timestamp(image.registered_at),
         uid_text(image.registered_by_uid)
-    );
-    println!("Payload sha256: {}", image.payload_sha256);
+    )?;
+    outln!("Payload sha256: {}", image.payload_sha256)?;
     if image.retired {
         let by = image
             .retired_by_uid
             .map_or_else(|| "automatically".to_owned(), |uid| format!("by uid {uid}"));
-        println!(
+        outln!(
             "Retired       : {} {by}: {}",
             timestamp(image.retired_at),
-            image.retired_reason
-        );
+            escape(&image.retired_reason)
+        )?;
     }
+    Ok(())
 }
 
 fn split_ref(text: &str) -> (String, String) {
@@ -222,11 +231,13 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
             } else {
                 "Already registered"
             };
-            println!(
+            outln!(
                 "{verb} {}@{} as {}",
-                image.name, image.version, image.spiffe_id
-            );
-            println!("Signed by {}", image.signers.join(", "));
+                image.name,
+                image.version,
+                image.spiffe_id
+            )?;
+            outln!("Signed by {}", image.signers.join(", "))?;
             Ok(())
         }
     }
@@ -253,7 +264,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
         })),
         Output::Text => {
-            println!(
+            outln!(
                 "{} registered image{}{}",
                 images.len(),
                 if images.len() == 1 { "" } else { "s" },
@@ -262,16 +273,16 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
                 } else {
                     String::new()
                 }
-            );
+            )?;
             for image in &images {
-                println!(
+                outln!(
                     "{:<40} {:<15} {:<9} {:<30} {}",
                     format!("{}@{}", image.name, image.version),
                     status_word(image),
                     image.risk_tier,
-                    image.owner,
+                    escape(&image.owner),
                     image.spiffe_id
-                );
+                )?;
             }
             Ok(())
         }
@@ -295,9 +306,9 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
         Output::Text => {
             for (i, image) in images.iter().enumerate() {
                 if i > 0 {
-                    println!();
+                    outln!()?;
                 }
-                print_image(image);
+                print_image(image)?;
             }
             Ok(())
         }
@@ -323,10 +334,11 @@ pub async fn retire(args: RetireArgs) -> anyhow::Result<()> {
     match args.output {
         Output::Json => print_json(&image_json(&image)),
         Output::Text => {
-            println!(
+            outln!(
                 "Retired {}@{}: it mints no more SVIDs",
-                image.name, image.version
-            );
+                image.name,
+                image.version
+            )?;
             Ok(())
         }
     }

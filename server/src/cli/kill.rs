@@ -15,6 +15,8 @@ use hallmark_proto::admin::{
 };
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::cli::output::outln;
+use crate::image::text::escape;
 
 /// `kill`: creates a revocation, or runs one of its verbs.
 #[derive(Debug, Args)]
@@ -132,11 +134,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     match args.output {
         Output::Json => print_json(&revocation_json(&revocation)),
         Output::Text => {
-            println!(
+            outln!(
                 "Revocation {} in force: nothing it matches is issued, and every agent has been told",
                 revocation.id
-            );
-            print_revocation(&revocation);
+            )?;
+            print_revocation(&revocation)?;
             Ok(())
         }
     }
@@ -156,14 +158,14 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         })),
         Output::Text => {
             let in_force = revocations.iter().filter(|r| !r.lifted).count();
-            println!(
+            outln!(
                 "Found {} revocation{} ({in_force} in force)",
                 revocations.len(),
                 if revocations.len() == 1 { "" } else { "s" },
-            );
+            )?;
             for revocation in &revocations {
-                println!();
-                print_revocation(revocation);
+                outln!()?;
+                print_revocation(revocation)?;
             }
             Ok(())
         }
@@ -183,11 +185,11 @@ async fn lift(args: LiftArgs) -> anyhow::Result<()> {
     match args.output {
         Output::Json => print_json(&revocation_json(&revocation)),
         Output::Text => {
-            println!(
+            outln!(
                 "Revocation {} lifted: what it matched may be issued again",
                 revocation.id
-            );
-            print_revocation(&revocation);
+            )?;
+            print_revocation(&revocation)?;
             Ok(())
         }
     }
@@ -226,33 +228,34 @@ fn uid_text(uid: Option<u32>) -> String {
     uid.map_or_else(|| "unknown uid".to_owned(), |u| format!("uid {u}"))
 }
 
-fn print_revocation(revocation: &Revocation) {
-    println!("ID        : {}", revocation.id);
-    println!(
+fn print_revocation(revocation: &Revocation) -> anyhow::Result<()> {
+    outln!("ID        : {}", revocation.id)?;
+    outln!(
         "Status    : {}",
         if revocation.lifted {
             "lifted"
         } else {
             "in force"
         }
-    );
-    println!(
+    )?;
+    outln!(
         "Target    : {} {}",
         kind_name(revocation),
         revocation.target
-    );
-    println!("Reason    : {}", revocation.reason);
-    println!(
+    )?;
+    outln!("Reason    : {}", escape(&revocation.reason))?;
+    outln!(
         "Created   : {} by {}",
         timestamp(revocation.created_at),
         uid_text(revocation.created_by_uid)
-    );
+    )?;
     if revocation.lifted {
-        println!(
+        outln!(
             "Lifted    : {} by {}: {}",
             timestamp(revocation.lifted_at),
             uid_text(revocation.lifted_by_uid),
-            revocation.lift_reason
-        );
+            escape(&revocation.lift_reason)
+        )?;
     }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod healthcheck;
 pub mod image;
 pub mod image_admin;
 pub mod kill;
+pub mod output;
 pub mod run;
 pub mod token;
 
@@ -22,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hallmark_proto::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+use crate::cli::output::outln;
 use crate::config::{DEFAULT_ADMIN_SOCKET, ServerConfig};
 
 /// `hallmark-server`: the Hallmark issuer and its operator CLI.
@@ -148,9 +150,9 @@ pub(crate) fn timestamp(secs: i64) -> String {
 
 /// Prints a value as pretty JSON.
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).context("cannot encode JSON")?
-    );
+    )?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use hallmark_proto::admin::GenerateJoinTokenRequest;
 
 use super::{AdminArgs, Output, print_json, rpc_error, timestamp};
+use crate::cli::output::outln;
 
 /// `token` verbs.
 #[derive(Debug, Subcommand)]
@@ -55,9 +56,9 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             "expires_at": response.expires_at,
         })),
         Output::Text => {
-            println!("Token: {}", response.token);
-            println!("SPIFFE ID: {}", response.spiffe_id);
-            println!("Expires: {}", timestamp(response.expires_at));
+            outln!("Token: {}", response.token)?;
+            outln!("SPIFFE ID: {}", response.spiffe_id)?;
+            outln!("Expires: {}", timestamp(response.expires_at))?;
             Ok(())
         }
     }

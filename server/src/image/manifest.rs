@@ -13,9 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use hallmark_ca::id::SpiffeId;
+use hallmark_ca::version::Version;
 use serde_json::{Map, Value};
 
 use super::reader::{Obj, opt, req};
+use super::text;
 use super::types::{
     EnvName, ImageName, ImageVersion, Interpreter, NodeAttestorKind, RiskTier, Sha256Hex,
     Timestamp, TreeDigestStr,
@@ -297,15 +299,50 @@ impl GoldImage {
         Ok(image)
     }
 
-    /// What a newly signed or registered image must state that an image
-    /// stored by an earlier release may lack: `code.interpreter` wherever
-    /// `code.app_digest` is set.
+    /// What a newly signed or registered image must hold to that an image
+    /// stored by an earlier release may not (it still loads, and is shown
+    /// safely):
+    /// - `code.interpreter` wherever `code.app_digest` is set;
+    /// - a numeric version in its canonical spelling (`1.0.0`, not
+    ///   `1.0.00`): relying parties, agents and the kill switch compare
+    ///   versions numerically ([`hallmark_ca::version`]), so two spellings
+    ///   would be two registrations of one version;
+    /// - free text (owner, purpose, model name and version, paths) without
+    ///   characters that show nothing or reorder the text around them
+    ///   ([`text::check`](super::text::check)).
     pub fn check_new(&self) -> Result<(), FieldError> {
         if self.code.app_digest.is_some() && self.code.interpreter.is_none() {
             return Err(FieldError::new(
                 "code.interpreter",
                 "required with code.app_digest: add interpreter = \"python\" or \"node\" (the agent then checks the main program is in the app tree) or \"none\" (the executable runs its own code and reads the app tree as data)",
             ));
+        }
+        if let Ok(version) = Version::parse(self.version.as_str()) {
+            let canonical = version.canonical();
+            if canonical != self.version.as_str() {
+                return Err(FieldError::new(
+                    "version",
+                    format!(
+                        "{:?} is not canonical: write {canonical:?} (versions compare numerically, so both name the same version)",
+                        self.version.as_str()
+                    ),
+                ));
+            }
+        }
+        let model = self.model.as_ref();
+        let texts = [
+            ("owner", Some(self.owner.as_str())),
+            ("purpose", Some(self.purpose.as_str())),
+            ("model.name", model.map(|m| m.name.as_str())),
+            ("model.version", model.map(|m| m.version.as_str())),
+            ("model.path", model.and_then(|m| m.path.as_deref())),
+            ("code.path", self.code.path.as_deref()),
+            ("code.app_path", self.code.app_path.as_deref()),
+        ];
+        for (field, value) in texts {
+            if let Some(value) = value {
+                text::check(value).map_err(|reason| FieldError::new(field, reason))?;
+            }
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ pub mod dsse;
 pub mod error;
 pub mod manifest;
 mod reader;
+pub mod text;
 pub mod types;
 pub mod verify;
 

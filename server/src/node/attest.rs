@@ -245,10 +245,12 @@ impl NodeApi {
         let now = unix_secs(self.clock.now());
         let record = NodeRecord {
             spiffe_id: admitted.spiffe_id.clone(),
-            attestor: admitted.attestor,
+            attestor: Some(admitted.attestor),
             node_id: admitted.node_id,
             banned: false,
-            first_attested_at: existing.map(|n| n.first_attested_at).unwrap_or(now),
+            first_attested_at: existing
+                .filter(NodeRecord::attested)
+                .map_or(now, |n| n.first_attested_at),
             last_attested_at: now,
             // A fresh attestation replaces every SVID honoured before it.
             svids: vec![IssuedSvid {

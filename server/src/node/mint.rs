@@ -14,7 +14,7 @@ use tonic::Status;
 
 use hallmark_ca::CaError;
 use hallmark_ca::id::SpiffeId;
-use hallmark_ca::jwt::JwtSvidClaims;
+use hallmark_ca::jwt::{JwtSvidClaims, check_audience};
 use hallmark_ca::x509::{SvidExtension, SvidRequest};
 use hallmark_proto::node::{
     MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest, MintX509SvidsResponse,
@@ -30,12 +30,13 @@ use crate::issuance::matcher::{Candidate, NodeContext};
 use crate::issuance::{evidence_digest, workload_class};
 use crate::metrics::RefusalReason;
 use crate::revocation::RevocationIndex;
-use crate::store::NodeRecord;
+use crate::store::{NodeAttestorKind, NodeRecord};
 
 /// Most keys (so SVIDs) one `MintX509Svids` call may ask for.
 pub const MAX_KEYS_PER_CALL: usize = 16;
-/// Most audiences in one JWT-SVID.
-pub const MAX_AUDIENCES: usize = 16;
+/// The bounds on a JWT-SVID's audience, the same for the agent, the issuer
+/// and the CA (see [`check_audience`]).
+pub use hallmark_ca::jwt::{MAX_AUDIENCE_BYTES, MAX_AUDIENCES};
 
 impl NodeApi {
     /// `MintX509Svids`: the SVIDs are returned only once their audit
@@ -224,22 +225,8 @@ impl NodeApi {
         records: &mut Vec<Recorded>,
     ) -> Result<MintJwtSvidResponse, Status> {
         let evidence = check_evidence(request.evidence.as_ref())?;
-        let audience: Vec<String> = request
-            .audience
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect();
-        if audience.is_empty() {
-            return Err(Status::invalid_argument(
-                "audience is required: name the service the token is for",
-            ));
-        }
-        if audience.len() > MAX_AUDIENCES {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_AUDIENCES} audiences per token"
-            )));
-        }
+        let audience = check_audience(&request.audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let only = if request.spiffe_id.is_empty() {
             None
         } else {
@@ -321,7 +308,9 @@ impl NodeApi {
     ) -> Result<Vec<std::sync::Arc<Candidate>>, Status> {
         let node = NodeContext {
             agent: &agent.spiffe_id,
-            attestor: agent.attestor.as_str(),
+            // An agent with no attestor on record is banned, and never
+            // gets this far (`authenticate` refuses it).
+            attestor: agent.attestor.map_or("", NodeAttestorKind::as_str),
         };
         self.images
             .current()

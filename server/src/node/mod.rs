@@ -26,7 +26,7 @@ mod mint;
 mod sync;
 
 pub use limit::{CallLimiter, LimitError, NodeLimits, RENEWAL_LIMITS};
-pub use mint::{MAX_AUDIENCES, MAX_KEYS_PER_CALL};
+pub use mint::{MAX_AUDIENCE_BYTES, MAX_AUDIENCES, MAX_KEYS_PER_CALL};
 
 use std::pin::Pin;
 use std::sync::Arc;

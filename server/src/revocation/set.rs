@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use hallmark_ca::id::SpiffeId;
 use hallmark_proto::node::{self, WorkloadEvidence};
 
+use super::target::image_key;
 use super::wire::to_node_proto;
 use super::{Lift, LiftOutcome, Revocation, RevocationId, RevocationKind, RevocationTarget};
 use crate::image::GoldImage;
@@ -78,7 +79,7 @@ impl RevocationIndex {
             by_kind
                 .entry(revocation.target.kind())
                 .or_default()
-                .entry(revocation.target.value())
+                .entry(revocation.target.index_key())
                 .or_insert_with(|| revocation.clone());
         }
         let proto = Arc::new(all.iter().map(|r| to_node_proto(r)).collect());
@@ -111,7 +112,7 @@ impl RevocationIndex {
 
     /// The revocation in force that names exactly `target`.
     pub fn for_target(&self, target: &RevocationTarget) -> Option<&Revocation> {
-        self.get(target.kind(), &target.value())
+        self.get(target.kind(), &target.index_key())
     }
 
     /// The node revocation of `agent`, if one is in force.
@@ -133,7 +134,10 @@ impl RevocationIndex {
         let found = self
             .node(node)
             .or_else(|| self.get(RevocationKind::SpiffeId, image.spiffe_id.as_str()))
-            .or_else(|| self.get(RevocationKind::Image, &image.image_ref()))
+            .or_else(|| {
+                let key = image_key(image.name.as_str(), image.version.as_str());
+                self.get(RevocationKind::Image, &key)
+            })
             .or_else(|| self.get(RevocationKind::Image, image.name.as_str()))
             .or_else(|| self.get(RevocationKind::Code, &evidence.exe_sha256))
             .or_else(|| {
@@ -376,6 +380,46 @@ mod tests {
         set.create(code('1'), "for real".into(), None, 15).unwrap();
         assert_eq!(set.list().unwrap().len(), 2);
         assert_eq!(set.list().unwrap()[0].id, made.id, "oldest first");
+    }
+
+    #[test]
+    fn an_image_version_is_one_target_however_it_is_spelled() {
+        let (_dir, _store, set) = revocations();
+        let target = |version: &str| {
+            RevocationTarget::from_parts(RevocationKind::Image, &format!("invoice@{version}"))
+                .unwrap()
+        };
+        let made = set
+            .create(target("1.0.0"), "bad build".into(), None, 10)
+            .unwrap();
+        // Another spelling of the version is the same target.
+        for again in ["1.0", "1.0.00", "01"] {
+            let err = set
+                .create(target(again), "again".into(), None, 11)
+                .unwrap_err();
+            assert!(
+                matches!(err, RevocationError::AlreadyRevoked(ref r) if r.id == made.id),
+                "{again}: {err}"
+            );
+        }
+        // At mint time it covers the image whatever spelling it was stored
+        // with (an earlier release accepted 1.0.00), and no other version.
+        let image = |version: &str| {
+            GoldImage::from_toml(&format!(
+                "name = \"invoice\"\nversion = \"{version}\"\nspiffe_id = \"spiffe://example.org/invoice\"\nowner = \"o\"\npurpose = \"p\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{}\"]\n",
+                "1".repeat(64)
+            ))
+            .unwrap()
+        };
+        let evidence = WorkloadEvidence::default();
+        let node = SpiffeId::parse("spiffe://example.org/hallmark/agent/join_token/ab").unwrap();
+        let index = set.current();
+        for covered in ["1.0.0", "1.0.00", "1"] {
+            let found = index.covering(&image(covered), &evidence, &node);
+            assert_eq!(found.map(|r| &r.id), Some(&made.id), "{covered}");
+        }
+        assert!(index.covering(&image("1.0.1"), &evidence, &node).is_none());
+        assert!(index.covering(&image("10"), &evidence, &node).is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use hallmark_ca::id::{SpiffeId, TrustDomain};
+use hallmark_ca::version::{comparison_key, same_version};
 use hallmark_proto::node::WorkloadEvidence;
 
 use crate::image::GoldImage;
@@ -257,13 +258,30 @@ impl RevocationTarget {
         }
     }
 
+    /// The key under which the revocation index finds this target: its
+    /// [value](RevocationTarget::value), with an image version replaced by
+    /// its [comparison key](hallmark_ca::version::comparison_key), so that
+    /// `invoice@1.0.00`, `invoice@1.0` and `invoice@1` are one target.
+    pub fn index_key(&self) -> String {
+        match self {
+            RevocationTarget::Image {
+                name,
+                version: Some(version),
+            } => image_key(name.as_str(), version.as_str()),
+            _ => self.value(),
+        }
+    }
+
     /// Whether a credential for `image`, minted for a workload measured as
     /// `evidence` through agent `node`, falls under this revocation.
     pub fn matches(&self, image: &GoldImage, evidence: &WorkloadEvidence, node: &SpiffeId) -> bool {
         match self {
             RevocationTarget::SpiffeId(id) => image.spiffe_id == *id,
             RevocationTarget::Image { name, version } => {
-                image.name == *name && version.as_ref().is_none_or(|v| image.version == *v)
+                image.name == *name
+                    && version
+                        .as_ref()
+                        .is_none_or(|v| same_version(image.version.as_str(), v.as_str()))
             }
             RevocationTarget::Code(digest) => evidence.exe_sha256 == digest.as_str(),
             // What the credential binds, not what was measured: an image
@@ -284,6 +302,11 @@ impl fmt::Display for RevocationTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind().as_str(), self.value())
     }
+}
+
+/// The [`RevocationTarget::index_key`] of `name@version`.
+pub(crate) fn image_key(name: &str, version: &str) -> String {
+    format!("{name}@{}", comparison_key(version))
 }
 
 fn is_agent_id(id: &SpiffeId) -> bool {
@@ -522,6 +545,39 @@ mod tests {
         // measured with it for all three.
         assert_eq!(hits(&parse("model", MODEL).unwrap()), [true, false, false]);
         assert!(!parse("model", OTHER).unwrap().matches(&invoice, &ev, &node));
+        // Versions compare as `hallmark::version` compares them: an image
+        // stored as 1.0.00 by an earlier release is 1.0.0 to the kill switch.
+        let legacy = image("invoice", "1.0.00", None);
+        for target in [
+            "invoice@1.0.0",
+            "invoice@1.0.00",
+            "invoice@1",
+            "invoice@01.0",
+        ] {
+            let target = parse("image", target).unwrap();
+            assert!(target.matches(&legacy, &ev, &node), "{target}");
+            assert!(target.matches(&invoice, &ev, &node), "{target}");
+        }
+        assert_eq!(
+            hits(&parse("image", "invoice@2").unwrap()),
+            [false, true, false]
+        );
+        let rc = image("invoice", "1.0-rc.1", None);
+        assert!(
+            parse("image", "invoice@1.0-rc.1")
+                .unwrap()
+                .matches(&rc, &ev, &node)
+        );
+        assert!(
+            !parse("image", "invoice@1.0-rc.01")
+                .unwrap()
+                .matches(&rc, &ev, &node)
+        );
+        assert!(
+            !parse("image", "invoice@1.0")
+                .unwrap()
+                .matches(&rc, &ev, &node)
+        );
         let revoked_node = RevocationTarget::Node(node.clone());
         assert_eq!(hits(&revoked_node), [true, true, true]);
         assert!(!revoked_node.matches(&invoice, &ev, &other_node));

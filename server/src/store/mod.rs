@@ -95,13 +95,16 @@ pub struct IssuedSvid {
 pub struct NodeRecord {
     /// The agent's SPIFFE ID.
     pub spiffe_id: SpiffeId,
-    /// How it attested.
-    pub attestor: NodeAttestorKind,
-    /// The attestor's node identifier.
+    /// How it attested; `None` for an agent banned while not on record
+    /// (evicted first, or banned before it ever attested): nothing is known
+    /// of it but its ID.
+    pub attestor: Option<NodeAttestorKind>,
+    /// The attestor's node identifier; empty when `attestor` is `None`.
     pub node_id: String,
     /// Banned agents cannot attest again until unbanned.
     pub banned: bool,
-    /// First successful attestation, seconds since the Unix epoch.
+    /// First successful attestation, seconds since the Unix epoch; 0 when
+    /// `attestor` is `None`.
     pub first_attested_at: u64,
     /// Latest successful attestation.
     pub last_attested_at: u64,
@@ -113,6 +116,26 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// The record of a ban on an agent that is not on record: it keeps the
+    /// agent from attesting until an operator lifts the ban.
+    pub fn ban_only(spiffe_id: SpiffeId) -> NodeRecord {
+        NodeRecord {
+            spiffe_id,
+            attestor: None,
+            node_id: String::new(),
+            banned: true,
+            first_attested_at: 0,
+            last_attested_at: 0,
+            svids: Vec::new(),
+        }
+    }
+
+    /// Whether the agent attested since this record was written (a record
+    /// written by [`NodeRecord::ban_only`] has not).
+    pub fn attested(&self) -> bool {
+        self.attestor.is_some()
+    }
+
     /// The newest node SVID.
     pub fn current_svid(&self) -> Option<&IssuedSvid> {
         self.svids.last()

@@ -563,7 +563,7 @@ mod tests {
             store
                 .put_node(&NodeRecord {
                     spiffe_id: id.clone(),
-                    attestor: NodeAttestorKind::X509pop,
+                    attestor: Some(NodeAttestorKind::X509pop),
                     node_id: "ff".into(),
                     banned: false,
                     first_attested_at: 1,

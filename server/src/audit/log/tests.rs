@@ -415,12 +415,14 @@ fn record_kinds_and_fields_come_from_the_event() {
     );
     let (kind, fields) = SecurityEvent::AgentBanned {
         agent,
+        on_record: false,
         uid: Some(1000),
     }
     .record_parts()
     .unwrap();
     assert_eq!(kind, "agent_banned");
     assert_eq!(fields["uid"], 1000);
+    assert_eq!(fields["on_record"], false);
 }
 
 #[tokio::test]

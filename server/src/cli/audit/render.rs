@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::audit::record::format_time;
 use crate::audit::verify::{Report, Verdict};
 use crate::audit::{AuditRecord, Entry, RecordHash, SignedCheckpoint};
+use crate::cli::output::outln;
 use crate::image::PublicKey;
 
 /// One entry as a line for people: `seq time kind key=value ...`.
@@ -95,9 +96,14 @@ pub(super) fn report_json(report: &Report, key: &PublicKey, pinned: bool, source
     })
 }
 
-pub(super) fn print_report(report: &Report, key: &PublicKey, pinned: bool, source: &str) {
-    println!("Source          : {source}");
-    println!(
+pub(super) fn print_report(
+    report: &Report,
+    key: &PublicKey,
+    pinned: bool,
+    source: &str,
+) -> anyhow::Result<()> {
+    outln!("Source          : {source}")?;
+    outln!(
         "Audit key       : {} ({})",
         key.keyid(),
         if pinned {
@@ -105,36 +111,36 @@ pub(super) fn print_report(report: &Report, key: &PublicKey, pinned: bool, sourc
         } else {
             "as reported by the issuer: pin it with --key"
         }
-    );
+    )?;
     let range = match (report.first_seq, report.last_seq) {
         (Some(first), Some(last)) => format!(" (seq {first}..{last})"),
         _ => String::new(),
     };
-    println!("Records         : {}{range}", report.records);
-    println!("Checkpoints     : {}", report.checkpoints);
+    outln!("Records         : {}{range}", report.records)?;
+    outln!("Checkpoints     : {}", report.checkpoints)?;
     if report.partial {
-        println!(
+        outln!(
             "Partial export  : starts at seq {}; what precedes it is not checked",
             report.first_seq.unwrap_or(0)
-        );
+        )?;
     }
     match (&report.last_checkpoint, report.verified_through) {
-        (Some(cp), Some(through)) => println!(
+        (Some(cp), Some(through)) => outln!(
             "Verified        : seq {}..{through} (newest valid checkpoint at seq {}, signed {})",
             report.first_seq.unwrap_or(1),
             cp.seq,
             humantime::format_rfc3339_seconds(cp.time)
-        ),
-        _ => println!("Verified        : nothing"),
+        )?,
+        _ => outln!("Verified        : nothing")?,
     }
     if let Some(tail) = report.tail {
-        println!(
+        outln!(
             "Unverifiable    : seq {}..{} ({} record{} after the newest checkpoint: they chain, but nothing signs them yet)",
             tail.first_seq,
             tail.last_seq,
             tail.records,
             if tail.records == 1 { "" } else { "s" }
-        );
+        )?;
     }
     for problem in &report.problems {
         let seq = problem
@@ -144,11 +150,11 @@ pub(super) fn print_report(report: &Report, key: &PublicKey, pinned: bool, sourc
             .position
             .map(|p| format!(" (entry {p})"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "PROBLEM         : seq {seq} {}{at}: {}",
             problem.kind.as_str(),
             problem.message
-        );
+        )?;
     }
     let verdict = match report.verdict {
         Verdict::Verified => "VERIFIED",
@@ -156,5 +162,6 @@ pub(super) fn print_report(report: &Report, key: &PublicKey, pinned: bool, sourc
         Verdict::Tampered => "TAMPERED",
         Verdict::Empty => "EMPTY",
     };
-    println!("Result          : {verdict}");
+    outln!("Result          : {verdict}")?;
+    Ok(())
 }
