@@ -122,7 +122,11 @@ impl NodeApi {
         // A banned or revoked agent is refused before its token is used,
         // so that after `agent unban` (or `kill lift`) the same token works.
         let hash = join_token::token_hash(token);
-        if let Some(record) = self.store.join_token(&hash).map_err(|e| refuse(store_status(e)))? {
+        if let Some(record) = self
+            .store
+            .join_token(&hash)
+            .map_err(|e| refuse(store_status(e)))?
+        {
             self.refuse_barred(&record.spiffe_id).map_err(refuse)?;
         }
         let outcome = self
