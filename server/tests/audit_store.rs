@@ -72,16 +72,7 @@ fn untouched_history_verifies_after_a_restart_and_a_checkpoint() {
     let (mut node, key) = stopped_issuer();
     node.start();
     // The restart's own records are not signed yet.
-    let out = node.run(&[
-        "audit",
-        "verify",
-        "--key",
-        key.to_str().unwrap(),
-        "--include-unsigned",
-        "--output",
-        "json",
-    ]);
-    let (code, report) = audit_support::parse_report(&out);
+    let (code, report) = node.verify_all(&key);
     assert_eq!(code, 3, "{report:#}");
     assert_eq!(report["result"], "unverifiable_tail");
     assert!(problems(&report).is_empty());
@@ -226,16 +217,7 @@ fn a_truncated_unsigned_tail_is_an_unverifiable_tail_not_success() {
     store.remove(last - 1);
     store.close();
     node.start();
-    let out = node.run(&[
-        "audit",
-        "verify",
-        "--key",
-        key.to_str().unwrap(),
-        "--include-unsigned",
-        "--output",
-        "json",
-    ]);
-    let (code, report) = audit_support::parse_report(&out);
+    let (code, report) = node.verify_all(&key);
     assert_eq!(code, 3, "{report:#}");
     assert_eq!(report["result"], "unverifiable_tail");
     assert!(problems(&report).is_empty(), "{report:#}");
@@ -411,15 +393,6 @@ fn verify_on_a_running_issuer_is_clean_and_health_probes_write_nothing() {
         assert_eq!(report["result"], "verified");
     }
     // Reading everything, its own records are an unsigned tail.
-    let out = node.run(&[
-        "audit",
-        "verify",
-        "--key",
-        key.to_str().unwrap(),
-        "--include-unsigned",
-        "--output",
-        "json",
-    ]);
-    let (code, report) = audit_support::parse_report(&out);
+    let (code, report) = node.verify_all(&key);
     assert_eq!(code, 3, "{report:#}");
 }

@@ -242,14 +242,9 @@ impl AuditLog {
     }
 
     /// Runs [`AuditLog::upkeep`] every `every` until `shutdown`.
-    pub async fn run_upkeep(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = crate::server::shutdown_signalled(&mut shutdown) => return,
-            }
+    pub async fn run_upkeep(self, every: Duration, shutdown: watch::Receiver<bool>) {
+        let mut ticks = Ticks::new(every, shutdown);
+        while ticks.next().await {
             self.upkeep().await;
         }
     }
@@ -395,14 +390,9 @@ impl AuditLog {
     /// last calls have been recorded).
     ///
     /// [`ServerHandle::shutdown`]: crate::server::ServerHandle::shutdown
-    pub async fn run_checkpoints(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = crate::server::shutdown_signalled(&mut shutdown) => return,
-            }
+    pub async fn run_checkpoints(self, every: Duration, shutdown: watch::Receiver<bool>) {
+        let mut ticks = Ticks::new(every, shutdown);
+        while ticks.next().await {
             if let Err(error) = self.checkpoint().await {
                 tracing::error!(target: "hallmark::audit", %error, "audit checkpoint failed; will retry");
             }
@@ -468,6 +458,29 @@ impl AuditLog {
                 }
             }
             from = last.saturating_add(1);
+        }
+    }
+}
+
+/// A tick every `every` (the first one `every` from now; late ticks are
+/// delayed, not bunched) until shutdown.
+struct Ticks {
+    ticker: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Ticks {
+    fn new(every: Duration, shutdown: watch::Receiver<bool>) -> Self {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticker, shutdown }
+    }
+
+    /// `true` at the next tick, `false` once shutdown is signalled.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            () = crate::server::shutdown_signalled(&mut self.shutdown) => false,
         }
     }
 }

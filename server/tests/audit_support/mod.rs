@@ -233,6 +233,20 @@ impl Node {
         parse_report(&out)
     }
 
+    /// `audit verify --include-unsigned` (every record, nothing signed
+    /// first) with the key pinned: the exit status and the report.
+    pub fn verify_all(&self, key: &Path) -> (i32, serde_json::Value) {
+        parse_report(&self.run(&[
+            "audit",
+            "verify",
+            "--key",
+            key.to_str().unwrap(),
+            "--include-unsigned",
+            "--output",
+            "json",
+        ]))
+    }
+
     /// Saves `audit key` to `audit.pub` in the temp dir.
     pub fn save_key(&self) -> PathBuf {
         let path = self.path("audit.pub");
