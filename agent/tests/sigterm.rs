@@ -142,6 +142,19 @@ async fn sigterm_removes_the_socket_and_a_restart_keeps_the_node_identity() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(socket.exists());
+    let healthcheck = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["healthcheck", "-c", config.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = healthcheck(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let status = terminate(agent);
     assert_eq!(
@@ -152,6 +165,13 @@ async fn sigterm_removes_the_socket_and_a_restart_keeps_the_node_identity() {
     );
     assert!(!socket.exists(), "the Workload API socket is removed");
     lines(&log);
+    // Stopped: the health check dials the agent and fails; `--shallow`
+    // only looks at the node SVID on disk.
+    let out = healthcheck(&[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the agent is not running"), "{stderr}");
+    assert!(healthcheck(&["--shallow"]).status.success());
 
     // No token this time: the node SVID on disk is the identity.
     let log = dir.path().join("agent-2.log");

@@ -129,24 +129,29 @@ impl SocketArgs {
     }
 
     async fn client(&self) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
-        let path = self.path()?;
-        let socket = path.clone();
-        let channel = Endpoint::from_static("http://workload-api.invalid")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .with_context(|| format!("cannot connect to the Workload API at {}", path.display()))?;
-        Ok(SpiffeWorkloadApiClient::new(channel))
+        connect(&self.path()?).await
     }
 }
 
-fn request<T>(message: T) -> tonic::Request<T> {
+/// A Workload API client on the Unix socket at `path`.
+pub(crate) async fn connect(path: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    let socket = path.to_owned();
+    let channel = Endpoint::from_static("http://workload-api.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .with_context(|| format!("cannot connect to the Workload API at {}", path.display()))?;
+    Ok(SpiffeWorkloadApiClient::new(channel))
+}
+
+/// A Workload API request with the security header SPIFFE clients send.
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         WORKLOAD_API_HEADER,

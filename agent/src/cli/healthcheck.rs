@@ -1,4 +1,6 @@
-//! `hallmark-agent healthcheck`: is there a valid node identity?
+//! `hallmark-agent healthcheck`: is the agent running and answering on its
+//! Workload API socket, with a valid node identity? (`--shallow`: only the
+//! node identity on disk.)
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -24,11 +26,22 @@ pub struct HealthcheckArgs {
     /// Print nothing; the exit code tells.
     #[arg(long)]
     pub quiet: bool,
+    /// Only check the node SVID on disk; do not dial the running agent.
+    #[arg(long)]
+    pub shallow: bool,
+    /// The Workload API socket to dial (default: the config's
+    /// `socket_path`, else the default socket).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 }
 
+/// How long the running agent has to answer.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Exits non-zero unless the data directory holds an unexpired node SVID
-/// (of the configured trust domain, when a config is given).
-pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
+/// (of the configured trust domain, when a config is given) and, unless
+/// `--shallow`, the agent answers a Workload API call on its socket.
+pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
     let settings = args
         .config
         .as_deref()
@@ -61,6 +74,14 @@ pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
             settings.trust_domain
         );
     }
+    if !args.shallow {
+        let socket = match (&args.socket, &settings) {
+            (Some(socket), _) => socket.clone(),
+            (None, Some(settings)) => settings.socket_path.clone(),
+            (None, None) => PathBuf::from(crate::config::DEFAULT_SOCKET_PATH),
+        };
+        dial(&socket).await?;
+    }
     if !args.quiet {
         outln!(
             "Agent is healthy: {} (node SVID {} valid until {})",
@@ -70,4 +91,47 @@ pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Asks the running agent for its JWT bundles. Any gRPC answer, a refusal
+/// of this caller included, proves an agent serves the socket; no answer
+/// (nothing listening, a stale socket file, a hung agent) is unhealthy.
+async fn dial(socket: &std::path::Path) -> anyhow::Result<()> {
+    use hallmark_proto::workload::JwtBundlesRequest;
+    let call = async {
+        let mut client = crate::cli::api::connect(socket).await?;
+        match client
+            .fetch_jwt_bundles(crate::cli::api::request(JwtBundlesRequest {}))
+            .await
+        {
+            Ok(mut stream) => match stream.get_mut().message().await {
+                Ok(_) => Ok(()),
+                Err(status) => answered(status),
+            },
+            Err(status) => answered(status),
+        }
+    };
+    tokio::time::timeout(DIAL_TIMEOUT, call)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the agent did not answer on {} within {DIAL_TIMEOUT:?}",
+                socket.display()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "the agent is not running or not serving the Workload API at {} (--shallow checks only the node SVID on disk)",
+                socket.display()
+            )
+        })
+}
+
+fn answered(status: tonic::Status) -> anyhow::Result<()> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => Err(
+            anyhow::anyhow!("{} ({:?})", status.message(), status.code()),
+        ),
+        _ => Ok(()),
+    }
 }

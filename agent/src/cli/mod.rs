@@ -51,7 +51,7 @@ pub fn report(error: &anyhow::Error) -> String {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
-        Command::Healthcheck(args) => healthcheck::run(args),
+        Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Api(cmd) => api::run(cmd).await,
     }
 }
