@@ -83,3 +83,24 @@ fn sighup_applies_new_trusted_signers_and_survives_a_broken_config() {
         .expect("the reload is audited");
     assert_eq!(reloaded.fields["signers"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn config_check_validates_without_starting() {
+    let node = Node::new("");
+    let config = node.config.to_str().unwrap();
+    let out = cli(&["config", "check", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(audit_support::stdout(&out).contains("OK (trust domain example.org"));
+    assert!(!node.data_dir().exists(), "nothing is created");
+    let bad = node.path("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&node.config)
+            .unwrap()
+            .replace("[audit]", "[audit]\nrefusal_sources = 0"),
+    )
+    .unwrap();
+    let out = cli(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refusal_sources"), "{}", stderr(&out));
+}

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod audit;
 pub mod bundle;
+pub mod config;
 pub mod healthcheck;
 pub mod image;
 pub mod image_admin;
@@ -60,6 +61,9 @@ pub enum Command {
     /// The tamper-evident audit log: tail, export, verify, key, checkpoint.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The issuer's config file: `config check FILE` validates it.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// A command failed in a way its exit status tells apart (for example
@@ -129,6 +133,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kill(cmd) => kill::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Config(cmd) => config::run(cmd),
     }
 }
 
