@@ -294,6 +294,16 @@ fn a_deleted_middle_checkpoint_is_named_offline() {
     assert!(chained.checkpoint.chain.is_some());
 }
 
+/// A second issuer's config: its own admin socket, `node`'s data directory.
+fn second_config(node: &Node) -> std::path::PathBuf {
+    let second = node.path("second.toml");
+    let config = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .replace("admin.sock", "admin2.sock");
+    std::fs::write(&second, config).unwrap();
+    second
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let status = std::process::Command::new("cp")
         .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
@@ -392,12 +402,7 @@ fn a_second_issuer_on_the_same_data_directory_is_told_who_holds_it() {
     let mut node = Node::new("");
     node.start();
     let first = node.daemon.as_ref().unwrap().id();
-    // Its own admin socket, the same data directory.
-    let second = node.path("second.toml");
-    let config = std::fs::read_to_string(&node.config)
-        .unwrap()
-        .replace("admin.sock", "admin2.sock");
-    std::fs::write(&second, config).unwrap();
+    let second = second_config(&node);
     let out = audit_support::cli(&["run", "--config", second.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = audit_support::stderr(&out);
@@ -415,17 +420,25 @@ fn a_second_issuer_on_the_same_data_directory_is_told_who_holds_it() {
     ]);
     assert!(!out.status.success());
     assert!(audit_support::stderr(&out).contains(&expected));
+    assert!(
+        node.data_dir().join("audit/records.log").exists(),
+        "nothing moved"
+    );
+    assert!(
+        !std::fs::read_dir(node.data_dir()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("audit.reset-")),
+        "nothing moved"
+    );
 }
 
 #[test]
 fn a_fatal_start_up_error_is_json_when_logs_are() {
     let mut node = Node::new("");
     node.start();
-    let second = node.path("second.toml");
-    let config = std::fs::read_to_string(&node.config)
-        .unwrap()
-        .replace("admin.sock", "admin2.sock");
-    std::fs::write(&second, config).unwrap();
+    let second = second_config(&node);
     let out = audit_support::cli(&[
         "run",
         "--config",

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -64,9 +63,7 @@ struct Inner {
     /// Where checkpoints also go.
     witnesses: OnceLock<Arc<Witnesses>>,
     /// Why the log stopped for good, if it did.
-    halted: Mutex<Option<String>>,
-    /// Whether `halted` is set: the append path reads this, not the lock.
-    is_halted: AtomicBool,
+    halted: OnceLock<String>,
     /// Held by the one caller flushing; the others queue behind it and
     /// usually find their record already durable.
     flushing: tokio::sync::Mutex<()>,
@@ -159,8 +156,7 @@ impl AuditLog {
                 signed: Mutex::new(opened.signed),
                 anchor: OnceLock::new(),
                 witnesses: OnceLock::new(),
-                halted: Mutex::new(None),
-                is_halted: AtomicBool::new(false),
+                halted: OnceLock::new(),
                 flushing: tokio::sync::Mutex::new(()),
                 checkpointing: tokio::sync::Mutex::new(()),
                 state,
@@ -486,23 +482,15 @@ impl Ticks {
 }
 
 impl Inner {
+    /// Why the log halted, if it did (a lock-free read on the append path).
     fn halted_reason(&self) -> Option<String> {
-        if !self.is_halted.load(Ordering::Acquire) {
-            return None;
-        }
-        self.halted.lock().map_or_else(
-            |_| Some("audit log lock poisoned".to_owned()),
-            |h| h.clone(),
-        )
+        self.halted.get().cloned()
     }
 
+    /// Halts the log for good; the first reason stays.
     fn halt(&self, why: &str) {
-        if let Ok(mut halted) = self.halted.lock()
-            && halted.is_none()
-        {
+        if self.halted.set(why.to_owned()).is_ok() {
             tracing::error!(target: "hallmark::audit", reason = why, "the audit log halts: no record is appended and nothing is minted until the issuer restarts");
-            *halted = Some(why.to_owned());
-            self.is_halted.store(true, Ordering::Release);
         }
     }
 
