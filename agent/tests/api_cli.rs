@@ -272,7 +272,11 @@ async fn api_fetch_write_and_validate() {
     );
     agent.shutdown().await;
     let out = tokio::task::spawn_blocking(move || {
-        drop(stdout);
+        // Read to the end: a reader that went away would make the watch's
+        // last lines a broken pipe, which exits quietly (status 0).
+        let mut stdout = stdout;
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
         watch.wait_with_output().unwrap()
     })
     .await
