@@ -141,6 +141,10 @@ pub struct WorkloadSection {
     /// long is closed.
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    /// How long a new connection has to echo the agent's HTTP/2 PING
+    /// before a request on it that needs a measurement is refused.
+    #[serde(default, with = "humantime_serde")]
+    pub challenge_timeout: Option<Duration>,
 }
 
 /// `[bootstrap]`.
@@ -230,6 +234,8 @@ pub struct WorkloadSettings {
     pub max_streams_per_uid: usize,
     /// How long a connection may sit with nothing in flight.
     pub idle_timeout: Duration,
+    /// How long a new connection has to echo the agent's PING.
+    pub challenge_timeout: Duration,
 }
 
 /// Default `workload.max_connections_per_uid`.
@@ -238,6 +244,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 64;
 pub const DEFAULT_MAX_STREAMS_PER_UID: usize = 128;
 /// Default `workload.idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `workload.challenge_timeout`: far more than any client needs to
+/// answer a PING on a loaded host.
+pub const DEFAULT_CHALLENGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for WorkloadSettings {
     fn default() -> Self {
@@ -254,6 +263,7 @@ impl Default for WorkloadSettings {
             max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
             max_streams_per_uid: DEFAULT_MAX_STREAMS_PER_UID,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            challenge_timeout: DEFAULT_CHALLENGE_TIMEOUT,
         }
     }
 }
@@ -359,6 +369,15 @@ impl WorkloadSettings {
                 reason: "must be at least 100ms (e.g. \"60s\")".into(),
             });
         }
+        let challenge_timeout = section
+            .challenge_timeout
+            .unwrap_or(defaults.challenge_timeout);
+        if challenge_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "workload.challenge_timeout",
+                reason: "must be at least 100ms (e.g. \"10s\")".into(),
+            });
+        }
         Ok(Self {
             attestors,
             limits,
@@ -372,6 +391,7 @@ impl WorkloadSettings {
             max_connections_per_uid,
             max_streams_per_uid,
             idle_timeout,
+            challenge_timeout,
         })
     }
 }

@@ -761,3 +761,139 @@ async fn measure_agent_memory_with_many_unread_streams() {
     println!("MEASURE after they closed: {}", rss());
     d.agent.shutdown().await;
 }
+
+/// What a gRPC client writes for one `FetchX509SVID`, in one go: the
+/// HTTP/2 preface, empty SETTINGS, the request's HEADERS (HPACK literals
+/// without indexing) and its one empty message with END_STREAM.
+fn raw_fetch_x509svid() -> Vec<u8> {
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/SpiffeWorkloadAPI/FetchX509SVID"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("workload.spiffe.io", "true"),
+    ] {
+        block.push(0);
+        for s in [name, value] {
+            block.push(u8::try_from(s.len()).unwrap());
+            block.extend_from_slice(s.as_bytes());
+        }
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]);
+    frame(&mut out, 0x1, 0x4, 1, &block);
+    frame(&mut out, 0x0, 0x1, 1, &[0, 0, 0, 0, 0]);
+    out
+}
+
+/// Issue 12, attack 1, the race: a process connects, writes a whole
+/// request, forks a child that keeps the connection and only reads, and
+/// exec's a registered program, all before the agent accepts. The agent
+/// then sees the registered program both when it accepts and when it
+/// measures, and the request carries the connecting pid. It must not
+/// answer: the agent asks every new connection to echo an unpredictable
+/// HTTP/2 PING, and only a process still speaking HTTP/2 after the accept
+/// (not sleep, and not the child, whose write would be foreign) can.
+#[tokio::test]
+async fn a_request_written_before_an_exec_that_beats_the_accept_is_not_answered() {
+    let d = deploy(&[sleeper(), this_binary()], "challenge_timeout = \"2s\"").await;
+    let request = hex::encode(raw_fetch_x509svid());
+    let script = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(bytes.fromhex(sys.argv[2]))
+if os.fork() == 0:
+    s.settimeout(8)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    got = "svid" if sys.argv[3].encode() in data else "nothing"
+    print("OUTCOME=%s after %d bytes" % (got, len(data)), flush=True)
+    os._exit(0)
+os.execv("/usr/bin/sleep", ["sleep", "30"])
+"#;
+    let mut child = Command::new(PYTHON)
+        .arg("-c")
+        .arg(script)
+        .arg(&d.socket)
+        .arg(&request)
+        .arg(SLEEPER_ID)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent runs on this test's one thread: blocking it here keeps the
+    // connection unaccepted until the connecting process runs sleep, so
+    // the attacker wins the race every time.
+    wait_for_exe(&child.id().to_string(), SLEEP);
+    let outcome = outcome(&mut child).await;
+    println!("child of the process that exec'd sleep: {outcome}");
+    finish(child);
+    assert!(
+        outcome.starts_with("nothing"),
+        "the child must not read sleep's SVID: {outcome}"
+    );
+    let minted = crate::common::audit_records(&d.server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted")
+        .count();
+    assert_eq!(minted, 0, "nothing was minted for sleep");
+
+    // The same bytes from a process that stays what it is and answers the
+    // agent's PING: served (the request above was a valid one).
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        raw_exchange(&d.socket, &raw_fetch_x509svid(), SELF_ID.as_bytes()),
+    )
+    .await
+    .expect("the answering client gets its SVID");
+    assert!(got, "the answering client gets its SVID");
+    d.agent.shutdown().await;
+}
+
+/// Writes `request` on a new connection, then reads frames, echoing every
+/// PING as a PING ACK, until `wanted` appears in what was read (`true`) or
+/// the connection ends (`false`).
+async fn raw_exchange(socket: &Path, request: &[u8], wanted: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut io = tokio::net::UnixStream::connect(socket).await.unwrap();
+    io.write_all(request).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        if io.read_exact(&mut head).await.is_err() {
+            return false;
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0; len];
+        if io.read_exact(&mut payload).await.is_err() {
+            return false;
+        }
+        if head[3] == 0x6 && head[4] & 0x1 == 0 {
+            let mut ack = vec![0, 0, 8, 0x6, 0x1, 0, 0, 0, 0];
+            ack.extend_from_slice(&payload);
+            io.write_all(&ack).await.unwrap();
+        }
+        seen.extend_from_slice(&head);
+        seen.extend_from_slice(&payload);
+        if seen.windows(wanted.len()).any(|w| w == wanted) {
+            return true;
+        }
+    }
+}

@@ -53,6 +53,12 @@
 //!   what hyper lets `h2` accept, so ordinary oversize requests still get
 //!   `h2`'s own answer.
 //!
+//! The same pass recognizes the answer to the agent's liveness challenge
+//! (see [`super::connection`]): the first PING ACK whose 8 bytes are the
+//! challenge's is taken out of the stream (`h2` did not send that PING and
+//! must not see its answer) and reported by [`AuthorityRewrite::take_answer`].
+//! Every other PING passes unchanged.
+//!
 //! Malformed framing that would leave the HPACK state unknown (a header
 //! block interrupted by another frame, a `CONTINUATION` out of place, bad
 //! padding, a block that does not decode) closes the connection, as `h2`
@@ -71,6 +77,10 @@ const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const PUSH_PROMISE: u8 = 0x5;
 const CONTINUATION: u8 = 0x9;
+const PING: u8 = 0x6;
+const ACK: u8 = 0x1;
+/// A PING frame's payload: opaque data, echoed in the ACK.
+pub const PING_LEN: usize = 8;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
@@ -170,6 +180,10 @@ pub struct AuthorityRewrite {
     out_pos: usize,
     /// Authorities replaced so far.
     rewritten: u64,
+    /// The liveness challenge's PING payload, until its ACK arrives.
+    challenge: Option<[u8; PING_LEN]>,
+    /// The challenge was answered, not yet reported.
+    answer: bool,
 }
 
 impl std::fmt::Debug for AuthorityRewrite {
@@ -192,7 +206,8 @@ enum State {
     Head,
     /// Passing this many more payload bytes of a frame unchanged.
     Copy(usize),
-    /// Gathering this many more payload bytes of a HEADERS or CONTINUATION frame.
+    /// Gathering this many more payload bytes of a HEADERS or CONTINUATION
+    /// frame, or of a PING ACK that may answer the challenge.
     Gather(usize),
 }
 
@@ -219,6 +234,20 @@ impl Default for AuthorityRewrite {
 }
 
 impl AuthorityRewrite {
+    /// A rewrite for a new connection that also watches for the ACK of a
+    /// PING carrying `challenge` (see the module docs).
+    pub fn with_challenge(challenge: [u8; PING_LEN]) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..Self::new()
+        }
+    }
+
+    /// Whether the challenge's ACK arrived since the last call: `true` once.
+    pub fn take_answer(&mut self) -> bool {
+        std::mem::take(&mut self.answer)
+    }
+
     /// A rewrite for a new connection.
     pub fn new() -> Self {
         Self {
@@ -232,6 +261,8 @@ impl AuthorityRewrite {
             out: Vec::new(),
             out_pos: 0,
             rewritten: 0,
+            challenge: None,
+            answer: false,
         }
     }
 
@@ -363,6 +394,13 @@ impl AuthorityRewrite {
                     self.end_frame()?;
                 }
             }
+            // Perhaps the challenge's answer: gathered, then dropped or
+            // passed on by `end_frame`.
+            PING if frame.flags & ACK != 0 && len == PING_LEN && self.challenge.is_some() => {
+                self.frame = frame;
+                self.payload.clear();
+                self.state = State::Gather(len);
+            }
             // Its header block would change the dynamic table; h2 refuses
             // the frame from a client anyway.
             PUSH_PROMISE => return Err(AuthorityRewriteError::PushPromise),
@@ -381,6 +419,16 @@ impl AuthorityRewrite {
     /// The payload of the HEADERS or CONTINUATION frame in `frame` is complete.
     fn end_frame(&mut self) -> Result<(), AuthorityRewriteError> {
         let frame = self.frame;
+        if frame.kind == PING {
+            if self.challenge.is_some_and(|c| c[..] == self.payload[..]) {
+                self.challenge = None;
+                self.answer = true;
+            } else {
+                self.write_frame_header(PING_LEN, PING, frame.flags, frame.stream);
+                self.out.extend_from_slice(&self.payload);
+            }
+            return Ok(());
+        }
         if frame.kind == HEADERS {
             let bad = || AuthorityRewriteError::BadHeadersFrame {
                 stream: frame.stream,

@@ -22,6 +22,23 @@
 //! refused anyway (`ProcessGone`), whoever inherited its pid number.
 //! (`SCM_PIDFD` would say the same with a descriptor; nix does not expose
 //! it and taking it without `unsafe` would leak one descriptor per read.)
+//!
+//! The liveness challenge. The executable is recorded when the agent
+//! accepts a connection, and a later exec is refused. But a process can
+//! connect, write a whole request, fork a child that keeps the connection,
+//! and exec a registered program, all before the agent accepts: the
+//! request then carries the pinned pid, and the program recorded and
+//! measured is the registered one, though the request was written by the
+//! code that ran before the exec. So the agent writes an HTTP/2 PING with
+//! 8 unpredictable bytes on every new connection, right after its
+//! SETTINGS (after the accept, so after the executable was recorded), and
+//! answers nothing that needs a measurement until the PING comes back from
+//! the pinned pid. Every HTTP/2 client answers a PING without being asked
+//! (RFC 9113 §6.7), so honest clients never notice; the process in the race
+//! cannot: it now runs the registered program, which does not speak HTTP/2
+//! on a descriptor it did not open, and an answer written by the child is
+//! foreign. A process that answers and then execs is caught by the
+//! executable check.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +64,8 @@ pub struct ConnectionState {
     /// The pid that connected (`None`: not visible).
     pinned: Option<i32>,
     foreign: watch::Sender<Option<ForeignSender>>,
+    /// Whether the pinned process echoed the agent's PING (see the module docs).
+    answered: watch::Sender<bool>,
     /// Requests in flight and open streams.
     active: AtomicUsize,
     /// When `active` last dropped to zero (or the connection was accepted).
@@ -60,6 +79,7 @@ impl ConnectionState {
         Self {
             pinned,
             foreign: watch::channel(None).0,
+            answered: watch::channel(false).0,
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             limits,
@@ -121,6 +141,30 @@ impl ConnectionState {
         Status::permission_denied(format!(
             "a request on this connection was written by {writer}, not by {pinned} which connected: each process must open its own connection to the Workload API"
         ))
+    }
+
+    /// Records that the connection's PING came back (the bytes were read
+    /// with [`Self::wrote`] first, so a foreign echo taints the connection).
+    pub(crate) fn answered(&self) {
+        self.answered
+            .send_if_modified(|answered| !std::mem::replace(answered, true));
+    }
+
+    /// Waits until the process that connected has echoed the agent's PING,
+    /// at most `timeout`; `PermissionDenied` when it has not by then.
+    pub(crate) async fn challenge_answered(&self, timeout: Duration) -> Result<(), Status> {
+        let mut answered = self.answered.subscribe();
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, answered.wait_for(|a| *a)).await {
+            return Ok(());
+        }
+        let pinned = self.pinned.map_or_else(
+            || "the process that connected".to_owned(),
+            |p| format!("process {p}"),
+        );
+        Err(Status::permission_denied(format!(
+            "{pinned} did not answer the agent's HTTP/2 PING on this connection within {} (workload.challenge_timeout): every HTTP/2 client answers it unasked; a request written by a program that has since executed another one is never answered",
+            humantime::format_duration(timeout)
+        )))
     }
 
     /// Resolves once the connection is tainted, with the refusal.

@@ -122,11 +122,28 @@ impl WorkloadService {
 
     /// Measures the caller on the blocking pool, within the walk limits.
     /// Refused when a process other than the caller wrote on its
-    /// connection, or when the caller runs another executable than when it
+    /// connection, when the caller has not echoed the agent's PING, or when the caller runs another executable than when it
     /// connected (checked after the measurement, so an exec during it is
     /// caught too). Dropping this future (the client went away) stops the
     /// measurement; its place is freed when the walk has actually stopped.
     async fn measure(&self, caller: &Caller) -> Result<WorkloadEvidence, Status> {
+        refuse_foreign(caller)?;
+        // The liveness challenge (see `connection`): the request may have
+        // been written by a program the process ran before the accept.
+        let timeout = self.agent.workload_settings().challenge_timeout;
+        caller
+            .connection
+            .challenge_answered(timeout)
+            .await
+            .map_err(|refusal| {
+                tracing::warn!(
+                    pid = caller.pid,
+                    uid = caller.uid,
+                    "refused: {}",
+                    refusal.message()
+                );
+                refusal
+            })?;
         refuse_foreign(caller)?;
         let permit = self.walks.acquire(caller.uid).await.map_err(|e| {
             tracing::warn!(uid = caller.uid, pid = caller.pid, error = %e, "measurement refused");

@@ -11,7 +11,9 @@
 //! What a connection reads passes through [`AuthorityRewrite`] on its way to
 //! the HTTP/2 server, so gRPC clients that send the socket path as
 //! `:authority` (gRPC C-core, grpc-java) are served: see
-//! [`super::authority`].
+//! [`super::authority`]. What it writes carries one more frame, the
+//! liveness challenge's PING, right after the server's first frame (see
+//! [`super::connection`]).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -29,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
 
-use super::authority::AuthorityRewrite;
+use super::authority::{AuthorityRewrite, PING_LEN};
 use super::connection::{ConnectionState, Slot, UidLimits};
 use crate::config::WorkloadSettings;
 use crate::error::AgentError;
@@ -93,6 +95,8 @@ pub struct PeerStream {
     cmsg: Vec<u8>,
     /// What the client wrote, as the HTTP/2 server should read it.
     rewrite: AuthorityRewrite,
+    /// The liveness challenge's PING, on its way out.
+    challenge: Challenge,
     idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
     /// The uid's connection slot, released when the connection closes.
@@ -174,6 +178,9 @@ impl AsyncRead for PeerStream {
                         );
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
                     }
+                    if this.rewrite.take_answer() {
+                        this.peer.connection.answered();
+                    }
                     // Back to the top: hand over what the rewrite gave
                     // back, or read on if it holds only part of a frame.
                 }
@@ -212,15 +219,27 @@ fn receive(
 
 impl AsyncWrite for PeerStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = self.get_mut();
+        std::task::ready!(this.challenge.poll_send(&mut this.io, cx))?;
+        let allowed = this.challenge.allowance(buf);
+        let n = std::task::ready!(Pin::new(&mut this.io).poll_write(cx, &buf[..allowed]))?;
+        this.challenge.passed(&buf[..n]);
+        // The PING goes out at once if it can; else before the next write
+        // or at the flush that follows every write of h2.
+        if let Poll::Ready(Err(e)) = this.challenge.poll_send(&mut this.io, cx) {
+            tracing::debug!(error = %e, "writing the liveness challenge failed");
+        }
+        Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.challenge.poll_send(&mut this.io, cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -232,12 +251,140 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        if self.challenge.is_sent() {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// The agent's PING of the liveness challenge (see [`super::connection`]),
+/// written right after the first frame the HTTP/2 server writes: a
+/// server's connection preface is its SETTINGS frame, and nothing may come
+/// before it (RFC 9113 §3.4).
+#[derive(Debug)]
+struct Challenge {
+    /// The PING frame: header, then the challenge.
+    frame: [u8; FRAME_HEADER_LEN + PING_LEN],
+    state: Outbound,
+}
+
+const FRAME_HEADER_LEN: usize = 9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outbound {
+    /// The server's first frame is going out: its header so far, and, once
+    /// the header is complete, how many payload bytes are left.
+    First {
+        head: [u8; FRAME_HEADER_LEN],
+        head_len: usize,
+        payload_left: usize,
+    },
+    /// The PING is due; this many of its bytes are written.
+    Ping(usize),
+    /// The PING is written: everything passes.
+    Sent,
+}
+
+impl Challenge {
+    fn new(challenge: [u8; PING_LEN]) -> Self {
+        let mut frame = [0; FRAME_HEADER_LEN + PING_LEN];
+        // Length 8, type PING, no flags, stream 0.
+        frame[..5].copy_from_slice(&[0, 0, PING_LEN as u8, 0x6, 0]);
+        frame[FRAME_HEADER_LEN..].copy_from_slice(&challenge);
+        Self {
+            frame,
+            state: Outbound::First {
+                head: [0; FRAME_HEADER_LEN],
+                head_len: 0,
+                payload_left: 0,
+            },
+        }
+    }
+
+    fn is_sent(&self) -> bool {
+        self.state == Outbound::Sent
+    }
+
+    /// How many bytes of `buf` may be written before the PING: up to the
+    /// end of the server's first frame, everything once it is out.
+    fn allowance(&self, buf: &[u8]) -> usize {
+        let Outbound::First {
+            mut head,
+            head_len,
+            payload_left,
+        } = self.state
+        else {
+            return buf.len();
+        };
+        let end = if head_len < FRAME_HEADER_LEN {
+            let rest = FRAME_HEADER_LEN - head_len;
+            let Some(tail) = buf.get(..rest) else {
+                return buf.len();
+            };
+            head[head_len..].copy_from_slice(tail);
+            rest + frame_len(&head)
+        } else {
+            payload_left
+        };
+        end.min(buf.len())
+    }
+
+    /// `written` went out (at most [`Self::allowance`]).
+    fn passed(&mut self, mut written: &[u8]) {
+        let Outbound::First {
+            head,
+            head_len,
+            payload_left,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if *head_len < FRAME_HEADER_LEN {
+            let n = (FRAME_HEADER_LEN - *head_len).min(written.len());
+            head[*head_len..*head_len + n].copy_from_slice(&written[..n]);
+            *head_len += n;
+            written = &written[n..];
+            if *head_len < FRAME_HEADER_LEN {
+                return;
+            }
+            *payload_left = frame_len(head);
+        }
+        *payload_left -= written.len().min(*payload_left);
+        if *payload_left == 0 {
+            self.state = Outbound::Ping(0);
+        }
+    }
+
+    /// Writes what is left of a due PING: `Ready(Ok)` when nothing is left
+    /// to write before the caller's bytes.
+    fn poll_send(&mut self, io: &mut UnixStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Outbound::Ping(done) = self.state {
+            let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.frame[done..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.state = if done + n == self.frame.len() {
+                Outbound::Sent
+            } else {
+                Outbound::Ping(done + n)
+            };
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The payload length in a frame header.
+fn frame_len(head: &[u8; FRAME_HEADER_LEN]) -> usize {
+    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2])
 }
 
 /// The connections accepted on the Workload API socket.
@@ -352,11 +499,13 @@ impl Acceptor {
                 return None;
             }
         };
+        let challenge: [u8; PING_LEN] = rand::random();
         Some(PeerStream {
             io,
             peer,
             cmsg: nix::cmsg_space!(UnixCredentials),
-            rewrite: AuthorityRewrite::new(),
+            rewrite: AuthorityRewrite::with_challenge(challenge),
+            challenge: Challenge::new(challenge),
             idle_timeout: self.idle_timeout,
             idle: Box::pin(tokio::time::sleep(self.idle_timeout)),
             _slot: slot,
@@ -437,6 +586,66 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o777);
+    }
+
+    #[test]
+    fn the_challenge_goes_out_right_after_the_first_frame() {
+        let mut c = Challenge::new([1; PING_LEN]);
+        // A SETTINGS frame with one setting (6 bytes), then more frames.
+        let mut out = vec![0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        out.extend([0, 0, 4, 0x8, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        // Written in pieces: part of the header, then everything.
+        assert_eq!(c.allowance(&out[..4]), 4);
+        c.passed(&out[..4]);
+        assert!(matches!(c.state, Outbound::First { .. }));
+        assert_eq!(c.allowance(&out[4..]), 11, "up to the end of SETTINGS");
+        c.passed(&out[4..10]);
+        assert_eq!(c.allowance(&out[10..]), 5);
+        c.passed(&out[10..15]);
+        assert_eq!(c.state, Outbound::Ping(0));
+        assert_eq!(&c.frame[..9], &[0, 0, 8, 0x6, 0, 0, 0, 0, 0]);
+        assert_eq!(&c.frame[9..], &[1; 8]);
+        // An empty first frame: the PING is due right after its header.
+        let mut c = Challenge::new([2; PING_LEN]);
+        let empty = [0, 0, 0, 0x4, 0, 0, 0, 0, 0, 0xff];
+        assert_eq!(c.allowance(&empty), 9);
+        c.passed(&empty[..9]);
+        assert_eq!(c.state, Outbound::Ping(0));
+    }
+
+    #[tokio::test]
+    async fn the_peer_reads_the_first_frame_then_the_ping_then_the_rest() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut c = Challenge::new([3; PING_LEN]);
+        let mut io = a;
+        let first = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+        let second = [0, 0, 0, 0x4, 0x1, 0, 0, 0, 0];
+        let mut written = Vec::new();
+        for chunk in [&first[..], &second[..]] {
+            let mut chunk = chunk;
+            while !chunk.is_empty() {
+                std::future::poll_fn(|cx| c.poll_send(&mut io, cx))
+                    .await
+                    .unwrap();
+                let allowed = c.allowance(chunk);
+                io.write_all(&chunk[..allowed]).await.unwrap();
+                c.passed(&chunk[..allowed]);
+                written.extend_from_slice(&chunk[..allowed]);
+                chunk = &chunk[allowed..];
+            }
+        }
+        std::future::poll_fn(|cx| c.poll_send(&mut io, cx))
+            .await
+            .unwrap();
+        assert!(c.is_sent());
+        drop(io);
+        let mut read = Vec::new();
+        b.read_to_end(&mut read).await.unwrap();
+        let mut expected = first.to_vec();
+        expected.extend_from_slice(&c.frame);
+        expected.extend_from_slice(&second);
+        assert_eq!(read, expected);
     }
 
     /// The cost of each check this module adds, per operation. Run with

@@ -289,6 +289,37 @@ fn other_frames_and_the_preface_pass_byte_for_byte() {
 }
 
 #[test]
+fn the_challenge_answer_is_taken_out_once_and_other_pings_pass() {
+    let challenge = [9, 8, 7, 6, 5, 4, 3, 2];
+    let mut r = AuthorityRewrite::with_challenge(challenge);
+    let mut expected = connection_start();
+    let other_ack = frame(0x6, 0x1, 0, &[1; 8]);
+    let ping = frame(0x6, 0, 0, &challenge);
+    expected.extend(&other_ack);
+    expected.extend(&ping);
+    // The answer, split across two reads, between frames h2 must see.
+    let answer = frame(0x6, 0x1, 0, &challenge);
+    let mut input = connection_start();
+    input.extend(&other_ack);
+    input.extend(&answer[..5]);
+    r.feed(&input).unwrap();
+    assert!(!r.take_answer());
+    let mut rest = answer[5..].to_vec();
+    rest.extend(&ping);
+    r.feed(&rest).unwrap();
+    assert!(r.take_answer());
+    assert!(!r.take_answer(), "reported once");
+    assert_eq!(drain(&mut r), expected);
+    // A second echo is not the challenge's any more: h2 sees it (and
+    // ignores an ACK of a PING it did not send).
+    r.feed(&answer).unwrap();
+    assert!(!r.take_answer());
+    assert_eq!(drain(&mut r), answer);
+    // Without a challenge every PING passes.
+    assert_eq!(rewrite(&answer).unwrap(), (answer.clone(), 0));
+}
+
+#[test]
 fn a_connection_that_is_not_http2_passes_unchanged() {
     for input in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
