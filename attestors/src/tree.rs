@@ -86,8 +86,10 @@ mod access;
 mod view;
 mod walk;
 
+pub(crate) use access::Access;
 pub use access::{Credentials, Reader};
 pub use view::View;
+pub(crate) use view::acl_of_fd;
 
 /// Default [`TreeLimits::max_file_size`]: 16 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 30;

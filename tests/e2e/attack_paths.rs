@@ -310,3 +310,46 @@ async fn a_workload_cannot_have_the_agent_digest_a_directory_it_cannot_read() {
     assert!(message.contains("weights.bin"), "{message}");
     d.agent.shutdown().await;
 }
+
+/// Issue 12, attack 6, the executable: a uid may run a program it cannot
+/// read (mode 0711), and "code digest unknown" named its digest, telling
+/// the uid something about the program's content. The refusal withholds it
+/// from such a process; one that can read its executable is told, and the
+/// issuer's audit log names it.
+#[tokio::test]
+async fn a_workload_that_cannot_read_its_executable_is_not_told_its_digest() {
+    use sha2::{Digest, Sha256};
+    let d = deploy_with(Variant::default()).await;
+    // uid 65534 must reach the socket and the programs: the temp dir is 0700.
+    std::fs::set_permissions(d._server.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // This binary with one byte more: the same program, a digest no image
+    // allows.
+    let mut program = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    program.push(0);
+    let digest = hex::encode(Sha256::digest(&program));
+    let bin = d._server.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (mode, told) in [(0o711, false), (0o755, true)] {
+        let exe = bin.join(format!("e2e-{mode:o}"));
+        std::fs::write(&exe, &program).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut command = Command::new(&exe);
+        command.args(CHILD_ARGS).uid(65534).gid(65534);
+        let outcome = run_child(command, &d.socket).await;
+        let message = outcome.refused(Code::PermissionDenied, "code digest unknown");
+        assert_eq!(message.contains(&digest), told, "mode {mode:o}: {message}");
+        if !told {
+            assert!(message.contains("withheld"), "{message}");
+        }
+    }
+    let audited = refusals(&d)
+        .await
+        .iter()
+        .filter(|r| r.contains(&digest))
+        .count();
+    // The first refusal is audited in full (the second, alike, may be
+    // folded into the flood limiter's count).
+    assert!(audited >= 1, "the operator sees the withheld digest");
+    d.agent.shutdown().await;
+}

@@ -96,4 +96,8 @@ pub trait EvidenceSource: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the process attested as `evidence` still runs (same pid, same
     /// start time).
     fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool;
+
+    /// Whether `caller` could read the executable it runs itself; when not,
+    /// its digest is withheld from what the caller is told.
+    fn may_read_executable(&self, caller: &Caller) -> bool;
 }

@@ -187,4 +187,8 @@ impl EvidenceSource for ProcessEvidence {
     fn alive(&self, caller: &Caller, evidence: &WorkloadEvidence) -> bool {
         self.attestor.alive(&caller.process, evidence.start_time)
     }
+
+    fn may_read_executable(&self, caller: &Caller) -> bool {
+        self.attestor.may_read_executable(&caller.process)
+    }
 }

@@ -220,8 +220,30 @@ impl WorkloadService {
                 );
                 Ok((evidence, self.enforce(cached)?, Source::StaleCache))
             }
-            Err(status) => Err(status),
+            Err(status) => Err(self.for_caller(caller, &evidence, status)),
         }
+    }
+
+    /// An issuer's refusal as `caller` may read it: the digest of its
+    /// executable withheld when it could not read the executable itself
+    /// (mode 0711), so the agent is no oracle for the content of programs
+    /// a uid may run but not read. The issuer's audit record keeps the
+    /// digest for the operator.
+    fn for_caller(&self, caller: &Caller, evidence: &WorkloadEvidence, status: Status) -> Status {
+        let digest = evidence.exe_sha256.as_str();
+        if digest.is_empty()
+            || !status.message().contains(digest)
+            || self.source.may_read_executable(caller)
+        {
+            return status;
+        }
+        Status::new(
+            status.code(),
+            status.message().replace(
+                digest,
+                "(withheld: this process cannot read its own executable; the issuer's audit log names it)",
+            ),
+        )
     }
 
     /// Mints X.509-SVIDs for `evidence`, one per matching image, for keys
@@ -309,7 +331,8 @@ impl WorkloadService {
         let minted = self
             .agent
             .mint_jwt(evidence.clone(), audiences, wanted.spiffe_id)
-            .await?;
+            .await
+            .map_err(|status| self.for_caller(&caller, &evidence, status))?;
         // A revocation may have arrived while the issuer was minting: the
         // tokens' own `hallmark` claims say what they are bound to.
         let revocations = self.agent.revocations().unwrap_or_default();

@@ -55,6 +55,7 @@ pub use cancel::{Cancel, CancelGuard};
 pub use cgroup::container_id;
 pub use pin::PinnedProcess;
 pub use proc::ProcRoot;
+pub use view::may_read_executable;
 
 use cmdline::Dialect;
 use loaded::ModelLoaded;
@@ -359,6 +360,12 @@ impl ProcessAttestor {
             return Err(AttestError::ProcessGone { pid });
         }
         Ok(evidence)
+    }
+
+    /// Whether `process` could read the executable it runs (see
+    /// [`may_read_executable`]); `false` when that cannot be told.
+    pub fn may_read_executable(&self, process: &PinnedProcess) -> bool {
+        may_read_executable(&self.proc, process.pid()).unwrap_or(false)
     }
 
     /// Whether `process` still runs with `start_time`.
