@@ -20,7 +20,7 @@
 //! source, reason and interval in full and only counts the others, so that
 //! nobody can fill the audit log by being refused.
 
-mod limit;
+pub(crate) mod limit;
 
 pub use limit::{
     ANY, DEFAULT_REFUSAL_INTERVAL, DEFAULT_REFUSAL_REASONS_PER_SOURCE, DEFAULT_REFUSAL_SOURCES,
@@ -123,6 +123,27 @@ pub enum SecurityEvent {
         /// evidence. Refusals are aggregated per node and class.
         workload: String,
     },
+    /// Workload API requests an agent refused itself (the issuer never saw
+    /// them), as the agent reported them (`ReportRefusals`).
+    WorkloadRefused {
+        /// The agent that refused and reported.
+        node: SpiffeId,
+        /// What refused: `sender`, `challenge`, `exec`, `evidence`, `limit`
+        /// or `revoked`.
+        refused_by: String,
+        /// The Workload API call: `x509` or `jwt`.
+        call: String,
+        /// The code and message the workload got.
+        reason: String,
+        /// The workload's uid.
+        uid: u32,
+        /// The workload's pid (of the last refusal counted).
+        pid: i32,
+        /// The workload's executable, when the agent could read it.
+        exe_path: Option<String>,
+        /// How many alike refusals the agent counted in this one.
+        count: u64,
+    },
     /// A node's minting call was refused for exceeding its per-node limit
     /// (`ResourceExhausted`).
     NodeRateLimited {
@@ -144,7 +165,7 @@ pub enum SecurityEvent {
         /// The workload class of workload refusals (`null` otherwise).
         workload: Option<String>,
         /// The kind of the refusals counted (`node_attestation_refused`,
-        /// `svid_refused`, `node_rate_limited`).
+        /// `svid_refused`, `workload_refused`, `node_rate_limited`).
         refused_kind: &'static str,
         /// Their reason (the call, for `node_rate_limited`), or `*` for
         /// the bucket that counts a source's reasons beyond its own cap.
@@ -478,6 +499,18 @@ pub fn log_event(event: &SecurityEvent) {
             workload,
         } => {
             tracing::warn!(target: "hallmark::audit", kind, %node, %reason, %evidence_digest, %workload, "svid refused");
+        }
+        SecurityEvent::WorkloadRefused {
+            node,
+            refused_by,
+            call,
+            reason,
+            uid,
+            pid,
+            exe_path,
+            count,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %node, %refused_by, %call, %reason, uid, pid, ?exe_path, count, "workload refused by its agent");
         }
         SecurityEvent::NodeRateLimited { node, call, reason } => {
             tracing::warn!(target: "hallmark::audit", %node, call, %reason, "node rate limited");

@@ -318,7 +318,35 @@ os.execv("/usr/bin/sleep", ["sleep", "30"])
         .filter(|r| r["kind"] == "svid_minted")
         .count();
     assert_eq!(minted, 0);
+    // The issuer never saw the request, but its audit log shows the
+    // refusal: the agent reports what it refuses itself.
+    let reported = reported_refusal(&d.server, "sender").await;
+    assert_eq!(reported["fields"]["call"], "x509");
+    assert_eq!(reported["fields"]["uid"], 0);
+    assert!(
+        reported["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("each process must open its own connection"),
+        "{reported}"
+    );
     d.agent.shutdown().await;
+}
+
+/// The first `workload_refused` record with `refused_by` = `by`, waiting
+/// (bounded) for the agent's next report.
+async fn reported_refusal(server: &TestServer, by: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(record) = crate::common::audit_records(server)
+            .await
+            .into_iter()
+            .find(|r| r["kind"] == "workload_refused" && r["fields"]["refused_by"] == by)
+        {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no workload_refused record by {by} in the issuer's audit log");
 }
 
 #[tokio::test]
@@ -854,6 +882,14 @@ os.execv("/usr/bin/sleep", ["sleep", "30"])
         .filter(|r| r["kind"] == "svid_minted")
         .count();
     assert_eq!(minted, 0, "nothing was minted for sleep");
+    let reported = reported_refusal(&d.server, "challenge").await;
+    assert!(
+        reported["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("workload.challenge_timeout"),
+        "{reported}"
+    );
 
     // The same bytes from a process that stays what it is and answers the
     // agent's PING: served (the request above was a valid one).

@@ -9,7 +9,9 @@ use tonic::Code;
 use hallmark_ca::clock::Clock;
 use hallmark_ca::key::CaKey;
 use hallmark_proto::admin::{AgentRequest, ListAgentsRequest};
-use hallmark_proto::node::{RenewAgentSvidRequest, SyncRequest};
+use hallmark_proto::node::{
+    AgentRefusal, RenewAgentSvidRequest, ReportRefusalsRequest, SyncRequest,
+};
 
 use crate::common::*;
 use crate::x509pop_fixture::{ProvisioningCa, attest_x509pop};
@@ -583,4 +585,86 @@ fn chains_to(chain: &[Vec<u8>], root: &[u8]) -> bool {
     let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
     let (_, ca) = X509Certificate::from_der(root).unwrap();
     leaf.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// `ReportRefusals`: what an agent refused itself lands in the issuer's
+/// audit log, named after the reporting node; malformed reports are
+/// refused whole, and only an attested agent may report.
+#[tokio::test]
+async fn reported_workload_refusals_are_audited_under_the_reporting_node() {
+    let server = TestServer::start().await;
+    let token = server.token().await;
+    let mut client = server.node_client(None).await.unwrap();
+    let (key, result) = attest_join_token(&mut client, &token).await.unwrap();
+    let svid = result.svid.unwrap();
+    let refusal = |kind: &str, count| AgentRefusal {
+        kind: kind.into(),
+        call: "x509".into(),
+        reason: format!("PermissionDenied: {} é", "x".repeat(2000)),
+        uid: 1000,
+        pid: 4242,
+        exe_path: "/usr/bin/python3.11".into(),
+        count,
+    };
+    // Unauthenticated: refused.
+    let err = client
+        .report_refusals(ReportRefusalsRequest {
+            refusals: vec![refusal("sender", 1)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    let mut agent = server
+        .node_client(Some((&svid.cert_chain, &key.pkcs8_der())))
+        .await
+        .unwrap();
+    for (bad, needle) in [
+        (
+            vec![refusal("rumour", 1)],
+            "unknown refusal kind \"rumour\"",
+        ),
+        (vec![refusal("sender", 0)], "count must be at least 1"),
+        (vec![refusal("sender", 1); 257], "more than 256"),
+    ] {
+        let err = agent
+            .report_refusals(ReportRefusalsRequest { refusals: bad })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
+    let mut call = refusal("challenge", 3);
+    call.call = "jwt".into();
+    agent
+        .report_refusals(ReportRefusalsRequest {
+            refusals: vec![refusal("sender", 2), call],
+        })
+        .await
+        .unwrap();
+    let records: Vec<_> = audit_records(&server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "workload_refused")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let node = &svid.spiffe_id;
+    let sender = records
+        .iter()
+        .find(|r| r["fields"]["refused_by"] == "sender")
+        .unwrap();
+    assert_eq!(sender["fields"]["node"], node.as_str());
+    assert_eq!(sender["fields"]["call"], "x509");
+    assert_eq!(sender["fields"]["uid"], 1000);
+    assert_eq!(sender["fields"]["pid"], 4242);
+    assert_eq!(sender["fields"]["count"], 2);
+    assert_eq!(sender["fields"]["exe_path"], "/usr/bin/python3.11");
+    let reason = sender["fields"]["reason"].as_str().unwrap();
+    assert!(reason.len() <= 1024 && reason.starts_with("PermissionDenied: xxx"));
+    let challenge = records
+        .iter()
+        .find(|r| r["fields"]["refused_by"] == "challenge")
+        .unwrap();
+    assert_eq!(challenge["fields"]["call"], "jwt");
+    assert_eq!(challenge["fields"]["count"], 3);
 }

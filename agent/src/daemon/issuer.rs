@@ -16,7 +16,7 @@ use crate::revocation::{revocation_in, revoked};
 
 impl Inner {
     /// A mutual-TLS client for the issuer, reused while the node SVID is current.
-    async fn node_client(&self) -> Result<NodeClient<Channel>, Status> {
+    pub(super) async fn node_client(&self) -> Result<NodeClient<Channel>, Status> {
         let serial = self.current().map(|s| s.serial).ok_or_else(|| {
             Status::unavailable(
                 "this agent holds no node SVID: it cannot reach the issuer for workloads",

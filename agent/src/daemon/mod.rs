@@ -14,6 +14,7 @@
 
 mod identity;
 mod issuer;
+pub(crate) mod refusals;
 mod revocations;
 mod sync;
 #[cfg(test)]
@@ -101,6 +102,8 @@ pub(crate) struct Inner {
     channel: tokio::sync::Mutex<Option<(String, NodeClient<Channel>)>>,
     /// Counters, gauges and latencies.
     metrics: Arc<AgentMetrics>,
+    /// Workload API refusals decided here, waiting to be reported.
+    refusals: refusals::RefusalReports,
 }
 
 impl std::fmt::Debug for Inner {
@@ -212,6 +215,7 @@ impl Agent {
             revocations: watch::channel(revocations).0,
             channel: tokio::sync::Mutex::new(None),
             metrics: Arc::new(AgentMetrics::new()),
+            refusals: refusals::RefusalReports::default(),
         });
         match resumed {
             Some(svid) => {
@@ -252,6 +256,7 @@ impl Agent {
         let mut tasks = vec![
             tokio::spawn(inner.clone().identity_loop(shutdown_rx.clone())),
             tokio::spawn(inner.clone().sync_loop(shutdown_rx.clone())),
+            tokio::spawn(inner.clone().report_loop(shutdown_rx.clone())),
         ];
         let socket = match evidence {
             None => None,
@@ -376,6 +381,11 @@ impl Inner {
     }
 
     /// The agent's metrics.
+    /// Workload API refusals decided here, to be reported to the issuer.
+    pub(crate) fn refusals(&self) -> &refusals::RefusalReports {
+        &self.refusals
+    }
+
     pub(crate) fn metrics(&self) -> &AgentMetrics {
         &self.metrics
     }

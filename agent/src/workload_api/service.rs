@@ -39,13 +39,14 @@ use hallmark_proto::workload::{
 
 use super::cache::{CacheKey, SvidCache, SvidSet, WorkloadSvid, rotation_start};
 use super::connection::{ConnectionState, StreamSlot};
-use super::evidence::{Caller, EvidenceSource};
+use super::evidence::{Caller, EvidenceError, EvidenceSource};
 use super::socket::{ExeIdentity, Peer};
 use super::walks::WalkLimiter;
 use super::{
     check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
 };
 use crate::backoff::Backoff;
+use crate::daemon::refusals::RefusedBy;
 use crate::daemon::{Inner, signalled};
 use crate::metrics::{Source, StreamMethod};
 use crate::persist::NodeSvid;
@@ -108,26 +109,71 @@ impl WorkloadService {
     }
 
     /// Withholds the SVIDs a revocation covers; `PermissionDenied` naming
-    /// the revocation when none is left.
-    fn enforce(&self, set: Arc<SvidSet>) -> Result<Arc<SvidSet>, Status> {
+    /// the revocation when none is left (reported to the issuer).
+    fn enforce(&self, set: Arc<SvidSet>, caller: &Caller) -> Result<Arc<SvidSet>, Status> {
         let Some(revocations) = self.agent.revocations() else {
             return Ok(set);
         };
         match set.without_revoked(&revocations) {
             None => Ok(set),
-            Some((kept, revocation)) if kept.svids.is_empty() => Err(revoked(&revocation)),
+            Some((kept, revocation)) if kept.svids.is_empty() => {
+                Err(self.report(RefusedBy::Revoked, "x509", caller, revoked(&revocation)))
+            }
             Some((kept, _)) => Ok(Arc::new(kept)),
         }
     }
 
+    /// Counts a refusal decided here for the issuer's audit log, and logs it.
+    fn report(
+        &self,
+        kind: RefusedBy,
+        call: &'static str,
+        caller: &Caller,
+        status: Status,
+    ) -> Status {
+        tracing::warn!(
+            pid = caller.pid,
+            uid = caller.uid,
+            refused_by = kind.as_str(),
+            "refused: {}",
+            status.message()
+        );
+        self.agent
+            .refusals()
+            .record(kind, call, caller.pid, caller.uid, &status);
+        status
+    }
+
     /// Measures the caller on the blocking pool, within the walk limits.
     /// Refused when a process other than the caller wrote on its
-    /// connection, when the caller has not echoed the agent's PING, or when the caller runs another executable than when it
-    /// connected (checked after the measurement, so an exec during it is
-    /// caught too). Dropping this future (the client went away) stops the
-    /// measurement; its place is freed when the walk has actually stopped.
-    async fn measure(&self, caller: &Caller) -> Result<WorkloadEvidence, Status> {
-        refuse_foreign(caller)?;
+    /// connection, when the caller has not echoed the agent's PING, or
+    /// when the caller runs another executable than when it connected
+    /// (checked after the measurement, so an exec during it is caught
+    /// too). Every refusal is reported to the issuer, as one of `call`
+    /// (`x509`, `jwt`). Dropping this future (the client went away) stops
+    /// the measurement; its place is freed when the walk has actually
+    /// stopped.
+    async fn measure(
+        &self,
+        caller: &Caller,
+        call: &'static str,
+    ) -> Result<WorkloadEvidence, Status> {
+        self.measure_checked(caller)
+            .await
+            .map_err(|(kind, status)| match kind {
+                Some(kind) => self.report(kind, call, caller, status),
+                None => status,
+            })
+    }
+
+    /// [`Self::measure`], each refusal with what refused (`None`: nothing
+    /// to report, such as a client that went away).
+    async fn measure_checked(
+        &self,
+        caller: &Caller,
+    ) -> Result<WorkloadEvidence, (Option<RefusedBy>, Status)> {
+        let sender = |status| (Some(RefusedBy::Sender), status);
+        refuse_foreign(caller).map_err(sender)?;
         // The liveness challenge (see `connection`): the request may have
         // been written by a program the process ran before the accept.
         let timeout = self.agent.workload_settings().challenge_timeout;
@@ -135,20 +181,13 @@ impl WorkloadService {
             .connection
             .challenge_answered(timeout)
             .await
-            .map_err(|refusal| {
-                tracing::warn!(
-                    pid = caller.pid,
-                    uid = caller.uid,
-                    "refused: {}",
-                    refusal.message()
-                );
-                refusal
-            })?;
-        refuse_foreign(caller)?;
-        let permit = self.walks.acquire(caller.uid).await.map_err(|e| {
-            tracing::warn!(uid = caller.uid, pid = caller.pid, error = %e, "measurement refused");
-            e.to_status()
-        })?;
+            .map_err(|status| (Some(RefusedBy::Challenge), status))?;
+        refuse_foreign(caller).map_err(sender)?;
+        let permit = self
+            .walks
+            .acquire(caller.uid)
+            .await
+            .map_err(|e| (Some(RefusedBy::Limit), e.to_status()))?;
         let source = self.source.clone();
         let measured = caller.clone();
         let hints = self.agent.hints();
@@ -160,22 +199,30 @@ impl WorkloadService {
             (evidence, ExeIdentity::of(measured.pid).ok())
         })
         .await
-        .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?;
-        let evidence = evidence.map_err(|e| e.to_status())?;
+        .map_err(|e| {
+            (
+                None,
+                Status::internal(format!("attestation task failed: {e}")),
+            )
+        })?;
+        let evidence = evidence.map_err(|e| {
+            let kind = match e {
+                EvidenceError::Cancelled => None,
+                EvidenceError::ResourceExhausted { .. } => Some(RefusedBy::Limit),
+                _ => Some(RefusedBy::Evidence),
+            };
+            (kind, e.to_status())
+        })?;
         // The sender check again: bytes read while measuring count too.
-        refuse_foreign(caller)?;
+        refuse_foreign(caller).map_err(sender)?;
         if caller.exe.is_none() || exe_now != caller.exe {
-            let refusal = Status::permission_denied(format!(
-                "process {} executed another program since it connected to the Workload API (or its executable could not be read): a connection and its streams belong to the program that opened them; open a new connection from the program that asks",
-                caller.pid
+            return Err((
+                Some(RefusedBy::Exec),
+                Status::permission_denied(format!(
+                    "process {} executed another program since it connected to the Workload API (or its executable could not be read): a connection and its streams belong to the program that opened them; open a new connection from the program that asks",
+                    caller.pid
+                )),
             ));
-            tracing::warn!(
-                pid = caller.pid,
-                uid = caller.uid,
-                "refused: {}",
-                refusal.message()
-            );
-            return Err(refusal);
         }
         Ok(evidence)
     }
@@ -192,7 +239,7 @@ impl WorkloadService {
         if let Some(own) = self.agent.own_revocation() {
             return Err(revoked(&own));
         }
-        let evidence = self.measure(caller).await?;
+        let evidence = self.measure(caller, "x509").await?;
         let now = self.agent.now();
         let key = CacheKey {
             pid: caller.pid,
@@ -200,12 +247,12 @@ impl WorkloadService {
             evidence_digest: evidence_digest(&evidence),
         };
         if let Some(set) = self.cache.get(&key, now) {
-            return Ok((evidence, self.enforce(set)?, Source::Cache));
+            return Ok((evidence, self.enforce(set, caller)?, Source::Cache));
         }
         match self.mint_x509_set(&evidence).await {
             Ok(set) => {
                 // A revocation may have arrived while the issuer was minting.
-                let set = self.enforce(set)?;
+                let set = self.enforce(set, caller)?;
                 self.cache.insert(key, set.clone(), now);
                 Ok((evidence, set, Source::Issuer))
             }
@@ -218,7 +265,7 @@ impl WorkloadService {
                     error = %status.message(),
                     "issuer unavailable: serving cached SVIDs until they expire"
                 );
-                Ok((evidence, self.enforce(cached)?, Source::StaleCache))
+                Ok((evidence, self.enforce(cached, caller)?, Source::StaleCache))
             }
             Err(status) => Err(self.for_caller(caller, &evidence, status)),
         }
@@ -326,7 +373,7 @@ impl WorkloadService {
         if let Some(own) = self.agent.own_revocation() {
             return Err(revoked(&own));
         }
-        let evidence = self.measure(&caller).await?;
+        let evidence = self.measure(&caller, "jwt").await?;
         let audience = audiences.first().cloned().unwrap_or_default();
         let minted = self
             .agent
@@ -371,7 +418,7 @@ impl WorkloadService {
             })
             .collect();
         if let (true, Some(revocation)) = (svids.is_empty(), &withheld) {
-            return Err(revoked(revocation));
+            return Err(self.report(RefusedBy::Revoked, "jwt", &caller, revoked(revocation)));
         }
         Ok(Response::new(JwtsvidResponse { svids }))
     }
@@ -546,8 +593,8 @@ impl WorkloadService {
 }
 
 /// The caller's identity from the Unix socket's peer credentials and the
-/// pidfd taken when its connection was accepted; `PermissionDenied` when
-/// a process other than the one that connected wrote on the connection.
+/// pidfd taken when its connection was accepted (whether it alone wrote
+/// on the connection is checked when it is measured).
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let peer = peer(request)?;
     let pid = peer.pid.ok_or_else(|| {
@@ -564,7 +611,6 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         exe: peer.exe,
         connection: peer.connection.clone(),
     };
-    refuse_foreign(&caller)?;
     Ok(caller)
 }
 
@@ -574,12 +620,12 @@ fn peer<T>(request: &Request<T>) -> Result<&Peer, Status> {
     })
 }
 
-/// Refuses (and logs) a request on a connection another process wrote on.
+/// Refuses a request on a connection another process wrote on.
 /// When the process that connected has exited, the refusal says so (that
 /// is why nobody else may speak for it).
 fn refuse_foreign(caller: &Caller) -> Result<(), Status> {
     caller.connection.check_sender().map_err(|refusal| {
-        let refusal = if caller.process.exited() {
+        if caller.process.exited() {
             Status::permission_denied(format!(
                 "process {} exited after it connected, and another process wrote on its connection: {}",
                 caller.pid,
@@ -587,14 +633,7 @@ fn refuse_foreign(caller: &Caller) -> Result<(), Status> {
             ))
         } else {
             refusal
-        };
-        tracing::warn!(
-            pid = caller.pid,
-            uid = caller.uid,
-            "refused: {}",
-            refusal.message()
-        );
-        refusal
+        }
     })
 }
 
@@ -619,7 +658,10 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_security_header(request.metadata())?;
         let caller = caller(&request)?;
-        let slot = caller.connection.open_stream()?;
+        let slot = caller
+            .connection
+            .open_stream()
+            .map_err(|status| self.report(RefusedBy::Limit, "x509", &caller, status))?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(self.clone().stream_x509(caller, slot, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -102,14 +102,16 @@ impl RefusalLimits {
 }
 
 /// The event kinds this limiter aggregates.
-pub const REFUSED_KINDS: [&str; 3] = [
+pub const REFUSED_KINDS: [&str; 4] = [
     "node_attestation_refused",
     "svid_refused",
+    "workload_refused",
     "node_rate_limited",
 ];
-/// Most refused kinds one source can produce (a node: `svid_refused` and
-/// `node_rate_limited`; a peer: `node_attestation_refused`).
-const KINDS_PER_SOURCE: usize = 2;
+/// Most refused kinds one source can produce (a node: `svid_refused`,
+/// `workload_refused` and `node_rate_limited`; a peer:
+/// `node_attestation_refused`).
+const KINDS_PER_SOURCE: usize = 3;
 
 /// An [`EventSink`] that aggregates refusals per source and interval before
 /// they reach `sink` (see the module docs). Cheap to clone.
@@ -488,6 +490,24 @@ fn refusal_key(event: &SecurityEvent) -> Option<Key> {
             "svid_refused",
             reason.as_str(),
         ),
+        // The class: what refused which call of which uid running what.
+        SecurityEvent::WorkloadRefused {
+            node,
+            refused_by,
+            call,
+            reason,
+            uid,
+            exe_path,
+            ..
+        } => (
+            Source::Node(node.clone()),
+            Some(format!(
+                "{refused_by} {call} uid {uid} {}",
+                exe_path.as_deref().unwrap_or("(executable unknown)")
+            )),
+            "workload_refused",
+            reason.as_str(),
+        ),
         SecurityEvent::NodeRateLimited { node, call, .. } => {
             (Source::Node(node.clone()), None, "node_rate_limited", *call)
         }
@@ -511,7 +531,7 @@ fn peer_ip(peer: &str) -> Option<IpAddr> {
 }
 
 /// The longest prefix of `text` of at most `max` bytes, on a char boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

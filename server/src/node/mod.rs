@@ -23,6 +23,7 @@ mod attest;
 pub mod limit;
 pub mod listener;
 mod mint;
+mod report;
 mod sync;
 
 pub use limit::{CallLimiter, LimitError, NodeLimits, RENEWAL_LIMITS};
@@ -44,8 +45,8 @@ use hallmark_ca::tls::peer_id_and_serial;
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     AttestRequest, AttestResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidsRequest,
-    MintX509SvidsResponse, RenewAgentSvidRequest, RenewAgentSvidResponse, SyncRequest,
-    SyncResponse, attest_response,
+    MintX509SvidsResponse, RenewAgentSvidRequest, RenewAgentSvidResponse, ReportRefusalsRequest,
+    ReportRefusalsResponse, SyncRequest, SyncResponse, attest_response,
 };
 
 use crate::audit::AuditError;
@@ -440,6 +441,21 @@ impl Node for NodeApi {
         self.within_limits(&self.mints, &agent, "mint_jwt_svid", Some("jwt"), 1)
             .await?;
         self.mint_jwt(&agent, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn report_refusals(
+        &self,
+        request: Request<ReportRefusalsRequest>,
+    ) -> Result<Response<ReportRefusalsResponse>, Status> {
+        let agent = self.authenticate(&request)?;
+        // One token of the node's mint bucket per report (an agent reports
+        // at most every few seconds).
+        self.within_limits(&self.mints, &agent, "report_refusals", None, 1)
+            .await?;
+        self.report_refusals(&agent, request.into_inner())
             .await
             .map(Response::new)
     }
