@@ -21,7 +21,7 @@
 //! ```
 //!
 //! The agent must know a gold image for this binary
-//! (`target/debug/examples/jwt_relying_party`): see README "Examples".
+//! (`target/debug/examples/jwt_relying_party`): see docs/relying-parties.md, "Examples".
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};

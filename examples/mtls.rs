@@ -21,7 +21,7 @@
 //! This binary plays both workloads (two tasks, one SVID each), so the
 //! agent must know two gold images for it, `spiffe://example.org/mtls-server`
 //! and `spiffe://example.org/mtls-client`, both binding the model
-//! `demo-model` at 2.0 or later: see README "Examples".
+//! `demo-model` at 2.0 or later: see docs/relying-parties.md, "Examples".
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The agent must know an image for this binary (`target/debug/examples/watch`):
-//! see README "Examples". It stops after `--updates` messages, after
+//! see docs/relying-parties.md, "Examples". It stops after `--updates` messages, after
 //! `--seconds`, or when the identity is withdrawn, whichever comes first.
 
 use std::time::{Duration, SystemTime};

@@ -660,7 +660,7 @@ async fn reported_workload_refusals_are_audited_under_the_reporting_node() {
     assert_eq!(sender["fields"]["count"], 2);
     assert_eq!(sender["fields"]["exe_path"], "/usr/bin/python3.11");
     let reason = sender["fields"]["reason"].as_str().unwrap();
-    assert!(reason.len() <= 1024 && reason.starts_with("PermissionDenied: xxx"));
+    assert!(reason.len() <= 512 && reason.starts_with("PermissionDenied: xxx"));
     let challenge = records
         .iter()
         .find(|r| r["fields"]["refused_by"] == "challenge")

@@ -30,7 +30,7 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(2);
 /// Most distinct refusals waiting (the issuer takes 256 per report).
 pub(crate) const MAX_PENDING: usize = 256;
 /// Most bytes of a reason kept (what the issuer keeps).
-const MAX_REASON_BYTES: usize = 1024;
+const MAX_REASON_BYTES: usize = 512;
 /// The reason of the overflow entries.
 const OVERFLOW_REASON: &str =
     "more refusals of this kind than the agent could report one by one: see the agent's log";

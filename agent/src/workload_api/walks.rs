@@ -15,7 +15,7 @@
 //! released only when the walk has returned, so a walk cancelled because
 //! its client left still counts until it has actually stopped: the global
 //! limit bounds walks running, not requests waiting. That bound is what
-//! keeps the agent's memory bounded (see the README's security model).
+//! keeps the agent's memory bounded (see docs/security-model.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

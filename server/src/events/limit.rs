@@ -30,7 +30,7 @@
 //! (reason `*`); refusals from sources beyond that go to one overflow bucket
 //! per refused kind (source `*`). Every refusal is therefore either recorded
 //! or counted, and the records one interval can add are bounded whatever the
-//! sources do (the README's audit section has the arithmetic).
+//! sources do (docs/audit.md, "Worst-case growth per hour", has the arithmetic).
 //!
 //! A suppressed refusal resolves at once: it grants nothing, and its count
 //! is written with the aggregate. A full record resolves once durable, as

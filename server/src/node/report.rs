@@ -19,9 +19,9 @@ use crate::store::NodeRecord;
 /// Most refusals one report may carry.
 pub(crate) const MAX_REFUSALS_PER_REPORT: usize = 256;
 /// Most bytes of a refusal's reason kept (cut at a character boundary).
-pub(crate) const MAX_REASON_BYTES: usize = 1024;
+pub(crate) const MAX_REASON_BYTES: usize = 512;
 /// Most bytes of an executable path kept.
-const MAX_PATH_BYTES: usize = 4096;
+const MAX_PATH_BYTES: usize = 512;
 /// What may refuse on an agent.
 pub(crate) const REFUSAL_KINDS: [&str; 6] = [
     "sender",

@@ -389,7 +389,7 @@ fn reasons_are_told_apart_on_a_bounded_prefix() {
 
 #[test]
 fn the_readme_bound_uses_the_default_limits() {
-    // docs "Audit log": 256 sources × (4 reasons + 3 kinds) + 4 overflow.
+    // docs/audit.md, "Worst-case growth per hour": 256 sources × (4 reasons + 3 kinds) + 4 overflow.
     assert_eq!(RefusalLimits::default().max_buckets(), 1_796);
     assert_eq!(DEFAULT_REFUSAL_INTERVAL, Duration::from_secs(60));
 }
