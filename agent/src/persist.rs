@@ -130,8 +130,19 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens (creating with 0700) the data directory.
+    /// Opens (creating with 0700) the data directory. Missing parents are
+    /// created 0755, as `install -d` would: the Workload API socket often
+    /// sits beside the data directory (`/run/hallmark/agent/api.sock` next
+    /// to `.../data`), and a parent made 0700 would lock every unprivileged
+    /// workload out of it.
     pub fn open(root: &Path) -> Result<Self, AgentError> {
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| AgentError::io(parent, e))?;
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -588,6 +588,44 @@ mod tests {
         assert_eq!(mode & 0o777, 0o777);
     }
 
+    /// The example configuration's layout: the data directory and the
+    /// socket side by side under directories the agent creates. An
+    /// unprivileged workload (uid 65534) must reach the socket: the data
+    /// directory's parents used to be created 0700 with it.
+    #[tokio::test]
+    async fn an_unprivileged_process_reaches_a_socket_beside_the_data_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        if own_uid() != 0 {
+            eprintln!("skipped: needs root to run a process as uid 65534");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let agent_dir = dir.path().join("hallmark/agent");
+        crate::persist::DataDir::open(&agent_dir.join("data")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&agent_dir.join("data")), 0o700);
+        assert_eq!(mode(&agent_dir) & 0o005, 0o005, "others may search it");
+        let path = agent_dir.join("api.sock");
+        let mut incoming = bind(&path, &WorkloadSettings::default()).unwrap();
+        let accept = tokio::spawn(async move { incoming.next().await.map(|s| s.is_ok()) });
+        let status = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg("import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])")
+            .arg(&path)
+            .uid(65534)
+            .gid(65534)
+            .status()
+            .await
+            .unwrap();
+        assert!(
+            status.success(),
+            "uid 65534 could not connect to {}",
+            path.display()
+        );
+        assert_eq!(accept.await.unwrap(), Some(true));
+    }
+
     #[test]
     fn the_challenge_goes_out_right_after_the_first_frame() {
         let mut c = Challenge::new([1; PING_LEN]);
