@@ -426,3 +426,126 @@ fn malformed_envelopes_are_refused_and_nothing_is_stored() {
 
     assert_eq!(env.image_count(), 0);
 }
+
+/// `image list` filters as SPIRE's `entry show` does (`--spiffe-id`,
+/// `--owner`, `--risk-tier`, `--review-overdue`), and `agent list`'s and
+/// `agent show`'s; `--version` names the commit.
+#[test]
+fn list_filters_select_what_operators_ask_for() {
+    let env = start();
+    for (name, tier, owner, extra) in [
+        (
+            "invoice-agent",
+            "low",
+            "alice@example.org",
+            "review_by = 2000-01-01",
+        ),
+        ("billing-agent", "medium", "bob@example.org", ""),
+        ("report-agent", "low", "bob@example.org", ""),
+    ] {
+        let file = format!("{name}.toml");
+        let manifest = env.manifest(&file, name, tier, extra);
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("alice@example.org", owner);
+        std::fs::write(&manifest, text).unwrap();
+        let signed = env.sign(&manifest, "alice.key", &format!("{name}.dsse.json"));
+        ok(&["image", "register", &signed, "--socket", &env.socket]);
+    }
+    let names = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["image", "list", "--socket", &env.socket, "--output", "json"];
+        args.extend_from_slice(filters);
+        let listed: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        let mut names: Vec<String> = listed["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&[]).len(), 3);
+    assert_eq!(
+        names(&["--owner", "bob@example.org"]),
+        ["billing-agent", "report-agent"]
+    );
+    assert_eq!(names(&["--risk-tier", "medium"]), ["billing-agent"]);
+    assert_eq!(
+        names(&["--spiffe-id", "spiffe://example.org/report-agent"]),
+        ["report-agent"]
+    );
+    assert_eq!(names(&["--review-overdue"]), ["invoice-agent"]);
+    assert_eq!(
+        names(&["--owner", "bob@example.org", "--risk-tier", "low"]),
+        ["report-agent"]
+    );
+    assert!(names(&["--owner", "carol@example.org"]).is_empty());
+    let err = fails(&[
+        "image",
+        "list",
+        "--risk-tier",
+        "severe",
+        "--socket",
+        &env.socket,
+    ]);
+    assert!(
+        err.contains("not one of low, medium, high, critical"),
+        "{err}"
+    );
+
+    // Agents: none attested here; the filters and `show` still answer.
+    let listed = ok(&[
+        "agent",
+        "list",
+        "--banned",
+        "--attestor",
+        "x509pop",
+        "--socket",
+        &env.socket,
+    ]);
+    assert!(listed.contains("Found 0 attested agents"), "{listed}");
+    let err = fails(&[
+        "agent",
+        "list",
+        "--attestor",
+        "tpm",
+        "--socket",
+        &env.socket,
+    ]);
+    assert!(
+        err.contains("join_token") && err.contains("x509pop"),
+        "{err}"
+    );
+    let id = "spiffe://example.org/hallmark/agent/join_token/00";
+    ok(&["agent", "ban", id, "--socket", &env.socket]);
+    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+        "agent",
+        "show",
+        id,
+        "--socket",
+        &env.socket,
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(shown["spiffe_id"], id);
+    assert_eq!(shown["banned"], true);
+    let banned = ok(&["agent", "list", "--banned", "--socket", &env.socket]);
+    assert!(banned.contains(id), "{banned}");
+    let err = fails(&[
+        "agent",
+        "show",
+        "spiffe://example.org/hallmark/agent/join_token/01",
+        "--socket",
+        &env.socket,
+    ]);
+    assert!(
+        err.contains("no agent") && err.contains("agent list"),
+        "{err}"
+    );
+
+    let version = ok(&["--version"]);
+    assert!(version.starts_with("hallmark-server "), "{version}");
+    assert!(version.contains("(commit "), "{version}");
+}

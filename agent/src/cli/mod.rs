@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 
 /// `hallmark-agent`: the Hallmark node agent.
 #[derive(Debug, Parser)]
-#[command(name = "hallmark-agent", version, about)]
+#[command(
+    name = "hallmark-agent",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HALLMARK_GIT_COMMIT"), ")"),
+    about
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

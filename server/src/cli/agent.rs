@@ -1,4 +1,4 @@
-//! `hallmark-server agent list | evict | ban | unban`.
+//! `hallmark-server agent list | show | evict | ban | unban`.
 
 use clap::{Args, Subcommand};
 use hallmark_proto::admin::{Agent, AgentRequest, ListAgentsRequest};
@@ -9,8 +9,10 @@ use crate::cli::output::outln;
 /// `agent` verbs.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// List attested agents.
+    /// List attested agents (and banned IDs not on record).
     List(ListArgs),
+    /// Show one agent.
+    Show(AgentArgs),
     /// Forget an agent: it must attest again.
     Evict(AgentArgs),
     /// Ban an agent: it cannot attest again until unbanned. An agent that is
@@ -23,6 +25,12 @@ pub enum AgentCommand {
 /// Flags of `agent list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only agents attested with this node attestor.
+    #[arg(long, value_parser = ["join_token", "x509pop"])]
+    pub attestor: Option<String>,
+    /// Only banned agents.
+    #[arg(long)]
+    pub banned: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -84,12 +92,16 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     match cmd {
         AgentCommand::List(args) => {
             let mut client = args.admin.client().await?;
-            let agents = client
+            let mut agents = client
                 .list_agents(ListAgentsRequest {})
                 .await
                 .map_err(|s| rpc_error("agent list", s))?
                 .into_inner()
                 .agents;
+            agents.retain(|agent| {
+                args.attestor.as_ref().is_none_or(|a| *a == agent.attestor)
+                    && (!args.banned || agent.banned)
+            });
             match args.output {
                 Output::Json => print_json(&serde_json::json!({
                     "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
@@ -108,9 +120,30 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        AgentCommand::Show(args) => show(args).await,
         AgentCommand::Evict(args) => one(args, "evict").await,
         AgentCommand::Ban(args) => one(args, "ban").await,
         AgentCommand::Unban(args) => one(args, "unban").await,
+    }
+}
+
+async fn show(args: AgentArgs) -> anyhow::Result<()> {
+    let mut client = args.admin.client().await?;
+    let agents = client
+        .list_agents(ListAgentsRequest {})
+        .await
+        .map_err(|s| rpc_error("agent show", s))?
+        .into_inner()
+        .agents;
+    let Some(agent) = agents.iter().find(|a| a.spiffe_id == args.spiffe_id) else {
+        anyhow::bail!(
+            "agent show: no agent {} on record (`hallmark-server agent list` lists them)",
+            args.spiffe_id
+        );
+    };
+    match args.output {
+        Output::Json => print_json(&agent_json(agent)),
+        Output::Text => print_agent(agent),
     }
 }
 

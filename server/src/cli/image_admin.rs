@@ -33,6 +33,18 @@ pub struct ListArgs {
     /// Include retired images (explicitly retired or past `not_after`).
     #[arg(long)]
     pub all: bool,
+    /// Only images that grant this SPIFFE ID.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub spiffe_id: Option<String>,
+    /// Only images of this owner (exact match).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Only images of this risk tier.
+    #[arg(long, value_name = "TIER", value_parser = crate::image::RiskTier::new)]
+    pub risk_tier: Option<crate::image::RiskTier>,
+    /// Only images whose review date has passed.
+    #[arg(long)]
+    pub review_overdue: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -253,12 +265,14 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         .into_inner()
         .images;
     // The API lists every image; retired ones are shown on request. An
-    // image that fails verification is always shown.
+    // image that fails verification is always shown (unless a filter
+    // excludes it).
     let total = images.len();
     if !args.all {
         images.retain(|i| !i.retired || !i.verification_error.is_empty());
     }
     let hidden = total - images.len();
+    images.retain(|image| args.selects(image));
     match args.output {
         Output::Json => print_json(&serde_json::json!({
             "images": images.iter().map(image_json).collect::<Vec<_>>(),
@@ -286,6 +300,20 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+impl ListArgs {
+    /// Whether `image` passes every filter given.
+    fn selects(&self, image: &Image) -> bool {
+        self.spiffe_id
+            .as_ref()
+            .is_none_or(|id| *id == image.spiffe_id)
+            && self.owner.as_ref().is_none_or(|o| *o == image.owner)
+            && self
+                .risk_tier
+                .is_none_or(|tier| tier.as_str() == image.risk_tier)
+            && (!self.review_overdue || image.review_overdue)
     }
 }
 

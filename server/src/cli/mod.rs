@@ -29,7 +29,11 @@ use crate::config::{DEFAULT_ADMIN_SOCKET, ServerConfig};
 
 /// `hallmark-server`: the Hallmark issuer and its operator CLI.
 #[derive(Debug, Parser)]
-#[command(name = "hallmark-server", version, about)]
+#[command(
+    name = "hallmark-server",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HALLMARK_GIT_COMMIT"), ")"),
+    about
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
