@@ -287,3 +287,35 @@ async fn api_fetch_write_and_validate() {
 
     server.shutdown().await;
 }
+
+/// Shell completions and man pages for `hallmark-agent`.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(CLI)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = dir.path().join("hallmark-agent.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("validate"));
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success());
+    let man = dir.path().join("man");
+    let out = std::process::Command::new(CLI)
+        .args(["man", "--out"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(man.join("hallmark-agent-api-fetch-x509.1").exists());
+}

@@ -288,3 +288,37 @@ fn listing_into_a_closed_pipe_exits_quietly() {
     );
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// Shell completions (bash parses them; zsh and fish are generated) and a
+/// man page per command, from the same clap definitions as `--help`.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["completions", "bash"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = dir.path().join("hallmark-server.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("hallmark-server") && text.contains("--review-overdue"));
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{}", stderr(&syntax));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let err = run(&["completions", "tcsh"]);
+    assert!(!err.status.success());
+    assert!(stderr(&err).contains("possible values"), "{}", stderr(&err));
+
+    let man = dir.path().join("man");
+    let out = run(&["man", "--out", man.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(man.join("hallmark-server-image-list.1")).unwrap();
+    assert!(page.contains("review\\-overdue"), "{page}");
+    assert!(man.join("hallmark-server.1").exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("man pages into"));
+}

@@ -30,6 +30,11 @@ pub enum Command {
     /// Use the Workload API as a workload would.
     #[command(subcommand)]
     Api(api::ApiCommand),
+    /// A shell completion script on stdout (`completions bash >
+    /// /etc/bash_completion.d/hallmark-agent`).
+    Completions(DocsArgs),
+    /// Man pages for every command, written into a directory.
+    Man(ManArgs),
 }
 
 /// An error and its causes on one line, for the terminal. Our error types
@@ -57,6 +62,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args).await,
         Command::Healthcheck(args) => healthcheck::run(args).await,
         Command::Api(cmd) => api::run(cmd).await,
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(&args),
     }
 }
 
@@ -74,4 +81,58 @@ mod tests {
             "cannot start hallmark-agent: /data/key: disk on fire"
         );
     }
+}
+
+/// `completions SHELL`.
+#[derive(Debug, clap::Args)]
+pub struct DocsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man --out DIR`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where to write the pages (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completions(args: &DocsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        args.shell,
+        &mut Cli::command(),
+        "hallmark-agent",
+        &mut script,
+    );
+    std::io::stdout()
+        .lock()
+        .write_all(&script)
+        .map_err(output::stdout_error)
+}
+
+/// Writes one man page per command and subcommand into `args.out`.
+fn man(args: &ManArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    clap_mangen::generate_to(Cli::command(), &args.out)
+        .with_context(|| format!("cannot write man pages into {}", args.out.display()))?;
+    let mut pages: Vec<_> = std::fs::read_dir(&args.out)
+        .with_context(|| format!("cannot list {}", args.out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("hallmark-agent") && name.ends_with(".1"))
+        .collect();
+    pages.sort();
+    output::write(format_args!(
+        "wrote {} man pages into {}\n",
+        pages.len(),
+        args.out.display()
+    ))
 }

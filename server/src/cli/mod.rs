@@ -68,6 +68,11 @@ pub enum Command {
     /// The issuer's config file: `config check FILE` validates it.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// A shell completion script on stdout (`completions bash >
+    /// /etc/bash_completion.d/hallmark-server`).
+    Completions(DocsArgs),
+    /// Man pages for every command, written into a directory.
+    Man(ManArgs),
 }
 
 /// A command failed in a way its exit status tells apart (for example
@@ -138,6 +143,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(cmd) => kill::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
+        Command::Completions(args) => completions(&args),
+        Command::Man(args) => man(&args),
     }
 }
 
@@ -164,4 +171,58 @@ pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
         serde_json::to_string_pretty(value).context("cannot encode JSON")?
     )?;
     Ok(())
+}
+
+/// `completions SHELL`.
+#[derive(Debug, clap::Args)]
+pub struct DocsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man --out DIR`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where to write the pages (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completions(args: &DocsArgs) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        args.shell,
+        &mut Cli::command(),
+        "hallmark-server",
+        &mut script,
+    );
+    std::io::stdout()
+        .lock()
+        .write_all(&script)
+        .map_err(output::stdout_error)
+}
+
+/// Writes one man page per command and subcommand into `args.out`.
+fn man(args: &ManArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    clap_mangen::generate_to(Cli::command(), &args.out)
+        .with_context(|| format!("cannot write man pages into {}", args.out.display()))?;
+    let mut pages: Vec<_> = std::fs::read_dir(&args.out)
+        .with_context(|| format!("cannot list {}", args.out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("hallmark-server") && name.ends_with(".1"))
+        .collect();
+    pages.sort();
+    output::write(format_args!(
+        "wrote {} man pages into {}\n",
+        pages.len(),
+        args.out.display()
+    ))
 }
