@@ -203,10 +203,18 @@ fn oidc_jwks_holds_every_jwt_key_for_generic_jwt_libraries() {
     manager
         .rotate(t0() + Duration::from_secs(21 * 3600))
         .unwrap();
-    assert_ne!(manager.active_jwt().kid(), old, "the next key was activated");
+    assert_ne!(
+        manager.active_jwt().kid(),
+        old,
+        "the next key was activated"
+    );
     let doc: Value = serde_json::from_str(&manager.bundle().oidc_jwks()).unwrap();
     assert!(
-        doc["keys"].as_array().unwrap().iter().any(|k| k["kid"] == old),
+        doc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == old),
         "the retired key is still published: {doc}"
     );
 
@@ -228,6 +236,12 @@ fn oidc_jwks_holds_every_jwt_key_for_generic_jwt_libraries() {
     let doc: Value = serde_json::from_str(&other.oidc_jwks()).unwrap();
     let keys = doc["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{doc}");
-    assert_eq!((&keys[0]["kid"], &keys[0]["alg"]), (&json!("p384"), &json!("ES384")));
-    assert_eq!((&keys[1]["kid"], &keys[1]["alg"]), (&json!("ed"), &json!("EdDSA")));
+    assert_eq!(
+        (&keys[0]["kid"], &keys[0]["alg"]),
+        (&json!("p384"), &json!("ES384"))
+    );
+    assert_eq!(
+        (&keys[1]["kid"], &keys[1]["alg"]),
+        (&json!("ed"), &json!("EdDSA"))
+    );
 }

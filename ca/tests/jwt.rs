@@ -137,7 +137,10 @@ fn iss_is_set_only_when_an_issuer_is_configured_and_validation_accepts_both() {
         let body = token.split('.').nth(1).unwrap();
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
     };
-    assert_eq!(claims_of(&issued.token)["iss"], "https://oidc.example.com/td");
+    assert_eq!(
+        claims_of(&issued.token)["iss"],
+        "https://oidc.example.com/td"
+    );
     assert!(claims_of(&plain.token).get("iss").is_none());
 
     // jsonwebtoken requires the exact issuer when asked to.

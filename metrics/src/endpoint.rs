@@ -42,9 +42,8 @@ pub async fn serve(
     health: Arc<dyn Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Endpoint> {
-    let handler = Arc::new(move |request: &Request<Incoming>| {
-        respond(request, &registry, &*health)
-    });
+    let handler =
+        Arc::new(move |request: &Request<Incoming>| respond(request, &registry, &*health));
     serve_http("metrics", addr, None, handler, shutdown).await
 }
 

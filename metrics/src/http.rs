@@ -94,11 +94,10 @@ pub async fn serve_http(
                     match tls {
                         None => serve_connection(tcp, handler).await,
                         Some(acceptor) => {
-                            let stream =
-                                tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp))
-                                    .await
-                                    .map_err(|_| "tls handshake timed out".to_owned())?
-                                    .map_err(|e| format!("tls handshake failed: {e}"))?;
+                            let stream = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                                .map_err(|_| "tls handshake timed out".to_owned())?
+                                .map_err(|e| format!("tls handshake failed: {e}"))?;
                             serve_connection(stream, handler).await
                         }
                     }

@@ -49,5 +49,5 @@ mod histogram;
 pub mod http;
 
 pub use endpoint::{Health, serve};
-pub use http::Endpoint;
 pub use histogram::{Histogram, LATENCY_BUCKETS};
+pub use http::Endpoint;

@@ -258,31 +258,32 @@ async fn start_observed(
 
     let oidc_endpoint = match &settings.oidc {
         None => None,
-        Some(oidc) => {
-            let mut down = shutdown_rx.clone();
-            let endpoint = crate::oidc::serve(oidc, authority.shared_bundle(), async move {
-                shutdown_signalled(&mut down).await;
-            })
-            .await
-            .map_err(|source| ServerError::Oidc {
-                addr: oidc.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-                source,
-            })?;
-            match &endpoint {
-                Some(endpoint) => tracing::info!(
+        Some(oidc) => match oidc.listen {
+            None => {
+                tracing::info!(
+                    issuer = %oidc.issuer,
+                    jwks_uri = %oidc.jwks_uri,
+                    "JWT-SVIDs carry iss; the OpenID Connect documents are not served here (no oidc.listen)"
+                );
+                None
+            }
+            Some(addr) => {
+                let mut down = shutdown_rx.clone();
+                let endpoint =
+                    crate::oidc::serve(addr, oidc, authority.shared_bundle(), async move {
+                        shutdown_signalled(&mut down).await;
+                    })
+                    .await
+                    .map_err(|source| ServerError::Oidc { addr, source })?;
+                tracing::info!(
                     address = %endpoint.local_addr(),
                     issuer = %oidc.issuer,
                     tls = oidc.tls.is_some(),
                     "serving OpenID Connect discovery and JWKS"
-                ),
-                None => tracing::info!(
-                    issuer = %oidc.issuer,
-                    jwks_uri = %oidc.jwks_uri,
-                    "JWT-SVIDs carry iss; the OpenID Connect documents are not served here (no oidc.listen)"
-                ),
+                );
+                Some(endpoint)
             }
-            endpoint
-        }
+        },
     };
 
     let mut tasks = Vec::new();

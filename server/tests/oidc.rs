@@ -133,8 +133,10 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> (u16, Vec<(String, String)>, String) {
     stream
         .write_all(
-            format!("{method} {path} HTTP/1.1\r\nHost: oidc.example.com\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: oidc.example.com\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
@@ -202,8 +204,14 @@ async fn discovery_and_jwks_are_served_and_validate_tokens_that_carry_iss() {
     let discovery: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(discovery["issuer"], ISSUER);
     assert_eq!(discovery["jwks_uri"], format!("{ISSUER}/keys"));
-    assert_eq!(discovery["response_types_supported"], serde_json::json!(["id_token"]));
-    assert_eq!(discovery["subject_types_supported"], serde_json::json!(["public"]));
+    assert_eq!(
+        discovery["response_types_supported"],
+        serde_json::json!(["id_token"])
+    );
+    assert_eq!(
+        discovery["subject_types_supported"],
+        serde_json::json!(["public"])
+    );
     assert_eq!(
         discovery["id_token_signing_alg_values_supported"],
         serde_json::json!(["ES256"])
@@ -238,15 +246,13 @@ async fn discovery_and_jwks_are_served_and_validate_tokens_that_carry_iss() {
     assert_eq!(validated["sub"], "spiffe://example.org/billing");
     assert!(validate(&token, &jwks, &format!("{ISSUER}/")).is_err());
     // Hallmark's own validator accepts it too.
-    hallmark_ca::jwt::validate_jwt_svid(
-        &token,
-        "sts.amazonaws.com",
-        &bundle,
-        running.clock.now(),
-    )
-    .unwrap();
+    hallmark_ca::jwt::validate_jwt_svid(&token, "sts.amazonaws.com", &bundle, running.clock.now())
+        .unwrap();
     running.handle.shutdown().await;
-    assert!(TcpStream::connect(addr).await.is_err(), "closed at shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "closed at shutdown"
+    );
 }
 
 #[tokio::test]
@@ -362,7 +368,9 @@ fn config_check_refuses_bad_oidc_sections_and_names_a_good_one() {
         let path = dir.path().join(name);
         std::fs::write(
             &path,
-            format!("trust_domain = \"example.org\"\ndata_dir = \"/nonexistent/data\"\n[oidc]\n{oidc}"),
+            format!(
+                "trust_domain = \"example.org\"\ndata_dir = \"/nonexistent/data\"\n[oidc]\n{oidc}"
+            ),
         )
         .unwrap();
         cli(&["config", "check", path.to_str().unwrap()])
@@ -373,7 +381,8 @@ fn config_check_refuses_bad_oidc_sections_and_names_a_good_one() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("OIDC issuer https://oidc.example.com served on 127.0.0.1:8443 over http"),
+        stdout(&out)
+            .contains("OIDC issuer https://oidc.example.com served on 127.0.0.1:8443 over http"),
         "{}",
         stdout(&out)
     );

@@ -27,6 +27,7 @@
 //! ```
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +47,8 @@ mod config;
 #[cfg(test)]
 mod tests;
 
-pub use config::{OidcSection, OidcSettings, OidcTls};
 pub(crate) use config::resolve;
+pub use config::{OidcSection, OidcSettings, OidcTls};
 
 /// The discovery document's path under the issuer (OpenID Connect
 /// Discovery 1.0, section 4).
@@ -80,17 +81,15 @@ pub fn discovery_document(issuer: &JwtIssuer, jwks_uri: &str) -> Value {
     })
 }
 
-/// Binds `settings.listen` and serves the documents until `shutdown`
-/// resolves; `None` when `listen` is not set. The JWKS is read from
-/// `bundle` at each request, so rotation shows at once.
+/// Binds `addr` (`settings.listen` in the daemon) and serves the documents
+/// until `shutdown` resolves. The JWKS is read from `bundle` at each
+/// request, so rotation shows at once.
 pub async fn serve(
+    addr: SocketAddr,
     settings: &OidcSettings,
     bundle: SharedBundle,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<Option<Endpoint>> {
-    let Some(addr) = settings.listen else {
-        return Ok(None);
-    };
+) -> std::io::Result<Endpoint> {
     let documents = Arc::new(Documents::new(settings, bundle));
     let tls = settings
         .tls
@@ -99,9 +98,7 @@ pub async fn serve(
     let handler = Arc::new(move |request: &Request<Incoming>| {
         documents.respond(request.method(), request.uri().path())
     });
-    serve_http("oidc", addr, tls, handler, shutdown)
-        .await
-        .map(Some)
+    serve_http("oidc", addr, tls, handler, shutdown).await
 }
 
 /// What the endpoint serves.

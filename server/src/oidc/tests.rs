@@ -41,9 +41,8 @@ async fn body(response: Response<Full<Bytes>>) -> (StatusCode, String, String, V
     };
     let (content_type, cache) = (header(CONTENT_TYPE), header(CACHE_CONTROL));
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::String(
-        String::from_utf8_lossy(&bytes).into_owned(),
-    ));
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, content_type, cache, json)
 }
 
@@ -70,8 +69,7 @@ async fn serves_both_documents_under_the_issuer_path_and_refuses_the_rest() {
     let documents = Documents::new(&settings("https://oidc.example.com/td"), shared);
 
     for path in ["/td/.well-known/openid-configuration", DISCOVERY_PATH] {
-        let (status, content_type, cache, doc) =
-            body(documents.respond(&Method::GET, path)).await;
+        let (status, content_type, cache, doc) = body(documents.respond(&Method::GET, path)).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(content_type, "application/json");
         assert_eq!(cache, "public, max-age=60", "the bundle's refresh hint");
@@ -97,7 +95,14 @@ async fn serves_both_documents_under_the_issuer_path_and_refuses_the_rest() {
     let (status, _, _, _) = body(documents.respond(&Method::HEAD, JWKS_PATH)).await;
     assert_eq!(status, StatusCode::OK);
 
-    for path in ["/", "/td", "/td/keys/", "/other/keys", "/metrics", "/.well-known"] {
+    for path in [
+        "/",
+        "/td",
+        "/td/keys/",
+        "/other/keys",
+        "/metrics",
+        "/.well-known",
+    ] {
         let (status, content_type, _, text) = body(documents.respond(&Method::GET, path)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(content_type, "text/plain; charset=utf-8");
@@ -111,7 +116,11 @@ async fn serves_both_documents_under_the_issuer_path_and_refuses_the_rest() {
     for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
         let response = documents.respond(&method, JWKS_PATH);
         assert_eq!(response.headers()[ALLOW], "GET, HEAD");
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
     }
 }
 
@@ -176,7 +185,10 @@ fn config_is_off_by_default_and_sets_iss_when_configured() {
     .unwrap();
     let oidc = elsewhere.oidc.unwrap();
     assert_eq!(oidc.listen, None);
-    assert_eq!(oidc.jwks_uri, "https://bucket.s3.amazonaws.com/td/jwks.json");
+    assert_eq!(
+        oidc.jwks_uri,
+        "https://bucket.s3.amazonaws.com/td/jwks.json"
+    );
     assert_eq!(
         elsewhere.ca.jwt_issuer.unwrap().as_str(),
         "https://bucket.s3.amazonaws.com/td"
@@ -273,7 +285,10 @@ fn tls_files_are_loaded_and_a_mismatched_or_garbled_key_is_refused() {
 
     let (key, reason) = refused(&section(&cert_path, &other_path));
     assert_eq!(key, "oidc.key", "{reason}");
-    assert!(reason.contains("not a usable certificate and key"), "{reason}");
+    assert!(
+        reason.contains("not a usable certificate and key"),
+        "{reason}"
+    );
     let (key, reason) = refused(&section(&cert_path, &garbled));
     assert_eq!(key, "oidc.key", "{reason}");
     assert!(reason.contains("garbled.pem"), "{reason}");
