@@ -85,6 +85,10 @@ pub enum Credential {
         expires_at: SystemTime,
         /// The approved actions (`scope`, space-separated in the token).
         scopes: Vec<String>,
+        /// The issuer (`iss`), when the token names one (an issuer with
+        /// `[oidc] issuer` configured sets it; the JWT-SVID standard does
+        /// not require it).
+        issuer: Option<String>,
     },
 }
 
@@ -94,6 +98,14 @@ impl Identity {
         match &self.credential {
             Credential::X509 { not_after, .. } => *not_after,
             Credential::Jwt { expires_at, .. } => *expires_at,
+        }
+    }
+
+    /// The JWT `iss`, if the credential is a JWT-SVID that has one.
+    pub fn issuer(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::X509 { .. } => None,
+            Credential::Jwt { issuer, .. } => issuer.as_deref(),
         }
     }
 
@@ -179,6 +191,7 @@ pub fn verify_jwt_svid(
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             expires_at,
             scopes,
+            issuer: claims.get("iss").and_then(Value::as_str).map(str::to_owned),
         },
     })
 }

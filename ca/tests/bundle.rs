@@ -168,3 +168,80 @@ fn shared_bundle_swaps_for_every_clone() {
     shared.store(next);
     assert_eq!(reader.load().sequence, 5);
 }
+
+#[test]
+fn oidc_jwks_holds_every_jwt_key_for_generic_jwt_libraries() {
+    // Active and next JWT keys (past half-life), then the next activated:
+    // the old key stays published while tokens it signed may live.
+    let (mut manager, bundle) = manager_bundle();
+    let doc: Value = serde_json::from_str(&bundle.oidc_jwks()).unwrap();
+    assert_eq!(doc.as_object().unwrap().len(), 1, "only `keys`: {doc}");
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = bundle
+        .jwt_authorities
+        .iter()
+        .map(|a| a.key_id.as_str())
+        .collect();
+    assert_eq!(kids, expected);
+    for key in keys {
+        assert_eq!(key["use"], "sig");
+        assert_eq!(key["alg"], "ES256");
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        assert!(key.get("x5c").is_none());
+    }
+    // The members describe the same key as the SPIFFE form.
+    let spiffe: Value = serde_json::from_str(&bundle.jwt_jwks()).unwrap();
+    for (oidc, spiffe) in keys.iter().zip(spiffe["keys"].as_array().unwrap()) {
+        assert_eq!(oidc["x"], spiffe["x"]);
+        assert_eq!(oidc["y"], spiffe["y"]);
+    }
+
+    let old = manager.active_jwt().kid().to_owned();
+    manager
+        .rotate(t0() + Duration::from_secs(21 * 3600))
+        .unwrap();
+    assert_ne!(
+        manager.active_jwt().kid(),
+        old,
+        "the next key was activated"
+    );
+    let doc: Value = serde_json::from_str(&manager.bundle().oidc_jwks()).unwrap();
+    assert!(
+        doc["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == old),
+        "the retired key is still published: {doc}"
+    );
+
+    // Other key types get their own `alg`; an unreadable key is left out.
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut other = Bundle::new(td());
+    for (kid, der) in [
+        ("p384", p384.subject_public_key_info()),
+        ("ed", ed.subject_public_key_info()),
+        ("junk", b"not a key".to_vec()),
+    ] {
+        other.jwt_authorities.push(JwtAuthority {
+            key_id: kid.into(),
+            public_key_der: der,
+            expires_at: None,
+        });
+    }
+    let doc: Value = serde_json::from_str(&other.oidc_jwks()).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{doc}");
+    assert_eq!(
+        (&keys[0]["kid"], &keys[0]["alg"]),
+        (&json!("p384"), &json!("ES384"))
+    );
+    assert_eq!(
+        (&keys[1]["kid"], &keys[1]["alg"]),
+        (&json!("ed"), &json!("EdDSA"))
+    );
+}

@@ -120,6 +120,47 @@ fn minted_token_validates_with_jsonwebtoken() {
 }
 
 #[test]
+fn iss_is_set_only_when_an_issuer_is_configured_and_validation_accepts_both() {
+    use hallmark_ca::jwt::JwtIssuer;
+    use hallmark_ca::manager::{CaConfig, CaManager};
+
+    let now = t0();
+    let issuer = JwtIssuer::new("https://oidc.example.com/td").unwrap();
+    let mut config = CaConfig::new(td());
+    config.jwt_issuer = Some(issuer.clone());
+    let with = CaManager::generate(config, now).unwrap();
+    let without = CaManager::generate(CaConfig::new(td()), now).unwrap();
+    let issued = with.mint_jwt_svid(&claims(&["aws"], 60), now).unwrap();
+    let plain = without.mint_jwt_svid(&claims(&["aws"], 60), now).unwrap();
+
+    let claims_of = |token: &str| -> Value {
+        let body = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+    };
+    assert_eq!(
+        claims_of(&issued.token)["iss"],
+        "https://oidc.example.com/td"
+    );
+    assert!(claims_of(&plain.token).get("iss").is_none());
+
+    // jsonwebtoken requires the exact issuer when asked to.
+    let jwks: Value = serde_json::from_str(&with.bundle().oidc_jwks()).unwrap();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["aws"]);
+    validation.set_issuer(&["https://oidc.example.com/td"]);
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<Value>(&issued.token, &decoding, &validation).unwrap();
+    validation.set_issuer(&["https://oidc.example.com/td/"]);
+    assert!(jsonwebtoken::decode::<Value>(&issued.token, &decoding, &validation).is_err());
+
+    // Our validator accepts tokens with and without `iss`.
+    validate_jwt_svid(&issued.token, "aws", &with.bundle(), now).unwrap();
+    validate_jwt_svid(&plain.token, "aws", &without.bundle(), now).unwrap();
+}
+
+#[test]
 fn exp_is_capped_at_the_key_expiry() {
     let now = t0();
     let key = JwtKey::generate(now, Duration::from_secs(100)).unwrap();

@@ -1,40 +1,24 @@
 //! The telemetry HTTP endpoint: `GET /metrics` (OpenMetrics text from a
-//! `prometheus-client` registry), `GET /live` and `GET /ready`.
+//! `prometheus-client` registry), `GET /live` and `GET /ready`, on the
+//! hardened HTTP/1.1 server of [`crate::http`].
 //!
 //! It is meant for a local or cluster-internal scraper and carries no
 //! secrets (metric labels are closed sets: no SPIFFE IDs, no reasons as
-//! free text). It is still hardened against a misbehaving client: HTTP/1.1
-//! only, one request per connection, a deadline on reading the request
-//! head, and a cap on concurrent connections, so a slow or hostile client
-//! cannot tie the daemon up.
+//! free text).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::registry::Registry;
 
 use crate::exposition;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
-
-/// Most connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 32;
-/// Deadline for a client to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Deadline for one whole connection.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::http::{Endpoint, serve_http};
 
 /// The OpenMetrics text exposition format, as `prometheus-client` writes it.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,77 +35,16 @@ pub trait Health: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// A running endpoint.
-#[derive(Debug)]
-pub struct Endpoint {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Endpoint {
-    /// The bound address (port 0 in the config picks a free one).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Waits until the accept loop has stopped (after the shutdown future
-    /// passed to [`serve`] resolved).
-    pub async fn stopped(self) {
-        let _ = self.task.await;
-    }
-}
-
-/// Binds `addr` and serves the endpoint until `shutdown` resolves.
+/// Binds `addr` and serves the endpoint (plain HTTP) until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
     health: Arc<dyn Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Endpoint> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let task = tokio::spawn(async move {
-        tokio::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off.
-                        tracing::warn!(%error, "metrics endpoint accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => return,
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "metrics endpoint busy: connection closed");
-                continue;
-            };
-            let registry = registry.clone();
-            let health = health.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = respond(&request, &registry, &*health);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(tcp), service);
-                match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "metrics connection failed"),
-                    Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
-                }
-                drop(slot);
-            });
-        }
-    });
-    Ok(Endpoint { addr: local, task })
+    let handler =
+        Arc::new(move |request: &Request<Incoming>| respond(request, &registry, &*health));
+    serve_http("metrics", addr, None, handler, shutdown).await
 }
 
 /// The answer to one request.

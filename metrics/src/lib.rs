@@ -3,7 +3,9 @@
 //! endpoint ([`serve`]) that exposes `/metrics`, `/live` and `/ready`.
 //!
 //! What this crate owns: metric primitives whose updates on the hot path are
-//! single atomic operations, and the exposition endpoint. What it does not:
+//! single atomic operations, the exposition endpoint, and the hardened
+//! HTTP/1.1 server it runs on ([`http::serve_http`], optionally over TLS),
+//! which the issuer's OpenID Connect endpoint shares. What it does not:
 //! which metrics exist (`hallmark-server` and `hallmark-agent` each define
 //! theirs in their `metrics` module), what "ready" means (the daemon passes
 //! a [`Health`]), or the encoding itself (`prometheus-client` writes the
@@ -44,6 +46,8 @@
 mod endpoint;
 mod exposition;
 mod histogram;
+pub mod http;
 
-pub use endpoint::{Endpoint, Health, serve};
+pub use endpoint::{Health, serve};
 pub use histogram::{Histogram, LATENCY_BUCKETS};
+pub use http::Endpoint;

@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// Prometheus metrics and health endpoints.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// OpenID Connect discovery and JWKS, and `iss` in JWT-SVIDs (off by default).
+    #[serde(default)]
+    pub oidc: crate::oidc::OidcSection,
 }
 
 /// `[metrics]` in `server.toml`.
@@ -256,6 +259,9 @@ pub struct ServerSettings {
     pub refusal_limits: RefusalLimits,
     /// Per-node limits on the calls that mint.
     pub node_limits: NodeLimits,
+    /// The OpenID Connect issuer and endpoint (`None`: off, no `iss`).
+    /// Its issuer is also `ca.jwt_issuer`.
+    pub oidc: Option<crate::oidc::OidcSettings>,
 }
 
 impl ServerConfig {
@@ -422,6 +428,8 @@ impl ServerSettings {
         };
         let refusal_limits = refusal_limits(&file.audit)?;
         let node_limits = node_limits(&file.agents)?;
+        let oidc = crate::oidc::resolve(&file.oidc)?;
+        ca.jwt_issuer = oidc.as_ref().map(|o| o.issuer.clone());
         Ok(Self {
             trust_domain,
             data_dir,
@@ -439,6 +447,7 @@ impl ServerSettings {
             metrics_address,
             refusal_limits,
             node_limits,
+            oidc,
         })
     }
 
@@ -463,6 +472,7 @@ impl ServerSettings {
             metrics_address: None,
             refusal_limits: RefusalLimits::default(),
             node_limits: NodeLimits::default(),
+            oidc: None,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod image;
 pub mod issuance;
 pub mod metrics;
 pub mod node;
+pub mod oidc;
 pub mod revocation;
 pub mod server;
 pub mod store;

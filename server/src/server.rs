@@ -77,6 +77,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The OpenID Connect endpoint's address could not be bound.
+    #[error("oidc.listen {addr}: {source}")]
+    Oidc {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running issuer.
@@ -95,6 +104,8 @@ pub struct ServerHandle {
     metrics: Arc<ServerMetrics>,
     serving: Arc<AtomicBool>,
     metrics_endpoint: Option<hallmark_metrics::Endpoint>,
+    oidc_endpoint: Option<hallmark_metrics::Endpoint>,
+    oidc: Option<crate::oidc::OidcSettings>,
     data_dir: PathBuf,
     trust_domain: hallmark_ca::id::TrustDomain,
     /// Released last, after the store is closed.
@@ -155,7 +166,12 @@ async fn start_observed(
             audit_key_id: audit.public_key().keyid().to_owned(),
         })
         .await?;
-    let authority = Authority::open(settings.ca.clone(), dyn_store.clone(), clock.clone())?;
+    let mut ca_config = settings.ca.clone();
+    if let Some(oidc) = &settings.oidc {
+        // One source of truth for `iss`, however the settings were built.
+        ca_config.jwt_issuer = Some(oidc.issuer.clone());
+    }
+    let authority = Authority::open(ca_config, dyn_store.clone(), clock.clone())?;
     let (node_events, _) = broadcast::channel(256);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let x509pop = settings
@@ -240,6 +256,36 @@ async fn start_observed(
         }
     };
 
+    let oidc_endpoint = match &settings.oidc {
+        None => None,
+        Some(oidc) => match oidc.listen {
+            None => {
+                tracing::info!(
+                    issuer = %oidc.issuer,
+                    jwks_uri = %oidc.jwks_uri,
+                    "JWT-SVIDs carry iss; the OpenID Connect documents are not served here (no oidc.listen)"
+                );
+                None
+            }
+            Some(addr) => {
+                let mut down = shutdown_rx.clone();
+                let endpoint =
+                    crate::oidc::serve(addr, oidc, authority.shared_bundle(), async move {
+                        shutdown_signalled(&mut down).await;
+                    })
+                    .await
+                    .map_err(|source| ServerError::Oidc { addr, source })?;
+                tracing::info!(
+                    address = %endpoint.local_addr(),
+                    issuer = %oidc.issuer,
+                    tls = oidc.tls.is_some(),
+                    "serving OpenID Connect discovery and JWKS"
+                );
+                Some(endpoint)
+            }
+        },
+    };
+
     let mut tasks = Vec::new();
     let mut down = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -311,6 +357,8 @@ async fn start_observed(
         metrics,
         serving,
         metrics_endpoint,
+        oidc_endpoint,
+        oidc: settings.oidc,
         data_dir: settings.data_dir,
         trust_domain: settings.trust_domain,
         _lock: lock,
@@ -442,6 +490,14 @@ impl ServerHandle {
             .map(hallmark_metrics::Endpoint::local_addr)
     }
 
+    /// Where the OpenID Connect discovery document and JWKS are served, if
+    /// `oidc.listen` is configured.
+    pub fn oidc_addr(&self) -> Option<SocketAddr> {
+        self.oidc_endpoint
+            .as_ref()
+            .map(hallmark_metrics::Endpoint::local_addr)
+    }
+
     /// Applies the settings that can change without a restart (`SIGHUP`):
     /// the trusted signers and the signature policy. Every stored image is
     /// verified again with them (an image whose signer was removed stops
@@ -465,6 +521,14 @@ impl ServerHandle {
         }
         if settings.admin_socket != self.admin_socket {
             ignored.push("admin_socket".to_owned());
+        }
+        let oidc_same = match (&settings.oidc, &self.oidc) {
+            (None, None) => true,
+            (Some(new), Some(old)) => new.same_as(old),
+            _ => false,
+        };
+        if !oidc_same {
+            ignored.push("oidc".to_owned());
         }
         upkeep
             .events
@@ -501,6 +565,9 @@ impl ServerHandle {
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         if let Some(endpoint) = self.metrics_endpoint.take() {
+            endpoint.stopped().await;
+        }
+        if let Some(endpoint) = self.oidc_endpoint.take() {
             endpoint.stopped().await;
         }
         // The counts of refusals still open, before the last record.

@@ -64,6 +64,15 @@ pub enum Denied {
     /// A JWT-SVID without the scope (X.509-SVIDs carry no scopes).
     #[error("scope {0:?} is not granted")]
     Scope(String),
+    /// Not a JWT-SVID from the required issuer (`iss`): another issuer,
+    /// none, or an X.509-SVID.
+    #[error("{} is not the required issuer {expected:?}", found.as_ref().map_or_else(|| "a credential without iss".to_owned(), |f| format!("issuer {f:?}")))]
+    Issuer {
+        /// The required `iss`.
+        expected: String,
+        /// The token's `iss`, if any.
+        found: Option<String>,
+    },
     /// No alternative of an `or` holds; each one's reason, in order.
     #[error("{}", none_of(.0))]
     NoneOf(Vec<Denied>),

@@ -4,8 +4,8 @@
 //! A [`Policy`] is a tree of rules combined with [`Policy::and`] and
 //! [`Policy::or`]. Each rule looks at the verified [`Identity`]: its SPIFFE
 //! ID, and the Hallmark binding the issuer put in the credential (image,
-//! model, code digest, risk tier), or a JWT-SVID's scopes. A rule about the
-//! binding refuses credentials that carry none. Optionally, a policy also
+//! model, code digest, risk tier), or a JWT-SVID's scopes and issuer. A
+//! rule about the binding refuses credentials that carry none. Optionally, a policy also
 //! consults live [`Revocations`] from the agent, so a killed identity is
 //! refused at the next handshake or token.
 //!
@@ -191,6 +191,14 @@ impl Policy {
     /// A JWT-SVID whose `scope` claim grants `scope` (never an X.509-SVID).
     pub fn scope(scope: &str) -> Policy {
         Policy::from_rule(Rule::Scope(scope.to_owned()))
+    }
+
+    /// A JWT-SVID whose `iss` is exactly `issuer` (never an X.509-SVID).
+    /// Tokens carry `iss` when the issuer has `[oidc] issuer` configured;
+    /// a relying party that also accepts tokens from other issuers sharing
+    /// the trust domain's keys can pin the one it expects.
+    pub fn jwt_issuer(issuer: &str) -> Policy {
+        Policy::from_rule(Rule::Issuer(issuer.to_owned()))
     }
 
     /// Both this and `other` hold. The result consults this policy's

@@ -22,6 +22,7 @@ pub(super) enum Rule {
     ModelDigestIn(BTreeSet<String>),
     RiskTierAtMost(RiskTier),
     Scope(String),
+    Issuer(String),
     All(Vec<Rule>),
     AnyOf(Vec<Rule>),
 }
@@ -94,6 +95,11 @@ impl Rule {
             }
             Rule::Scope(scope) if identity.scopes().iter().any(|s| s == scope) => Ok(()),
             Rule::Scope(scope) => Err(Denied::Scope(scope.clone())),
+            Rule::Issuer(expected) if identity.issuer() == Some(expected.as_str()) => Ok(()),
+            Rule::Issuer(expected) => Err(Denied::Issuer {
+                expected: expected.clone(),
+                found: identity.issuer().map(str::to_owned),
+            }),
             Rule::All(rules) => rules.iter().try_for_each(|r| r.check(identity)),
             Rule::AnyOf(rules) => {
                 let mut reasons = Vec::with_capacity(rules.len());
@@ -139,6 +145,7 @@ impl fmt::Display for Rule {
             Rule::ModelDigestIn(digests) => write!(f, "model digest in {{{}}}", join(digests)),
             Rule::RiskTierAtMost(max) => write!(f, "risk tier at most {max}"),
             Rule::Scope(scope) => write!(f, "scope {scope}"),
+            Rule::Issuer(issuer) => write!(f, "jwt issuer {issuer}"),
             Rule::All(rules) => list(f, rules, "and"),
             Rule::AnyOf(rules) => list(f, rules, "or"),
         }

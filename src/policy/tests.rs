@@ -455,3 +455,74 @@ fn rustls_verifiers_still_check_the_chain_and_require_a_client_certificate() {
         "{err:?}"
     );
 }
+
+#[test]
+fn jwt_issuer_rule_pins_iss_and_tokens_without_iss_still_validate() {
+    use hallmark_ca::jwt::{JwtIssuer, JwtSvidClaims};
+    use hallmark_ca::manager::{CaConfig, CaManager};
+
+    let f = Fixture::new();
+    let issuer = "https://oidc.example.com";
+    let mut config = CaConfig::new(f.td.clone());
+    config.jwt_issuer = Some(JwtIssuer::new(issuer).unwrap());
+    let issuing = CaManager::generate(config, f.now).unwrap();
+    let issued = issuing
+        .mint_jwt_svid(
+            &JwtSvidClaims {
+                spiffe_id: f.id("/summarizer"),
+                audience: vec!["aws".into()],
+                ttl: std::time::Duration::from_secs(60),
+                extra: serde_json::Map::new(),
+            },
+            f.now,
+        )
+        .unwrap()
+        .token;
+    let plain = f.jwt("/summarizer", "aws", None, None);
+
+    // Without the rule, both validate; the identity says which has `iss`.
+    let any = Policy::any_identity();
+    let with = any
+        .verify_jwt(&issued, "aws", &issuing.bundle(), f.now)
+        .unwrap();
+    assert_eq!(with.issuer(), Some(issuer));
+    let without = any
+        .verify_jwt(&plain, "aws", &f.ca.bundle(), f.now)
+        .unwrap();
+    assert_eq!(without.issuer(), None);
+
+    let pinned = Policy::jwt_issuer(issuer);
+    assert_eq!(pinned.to_string(), "jwt issuer https://oidc.example.com");
+    pinned
+        .verify_jwt(&issued, "aws", &issuing.bundle(), f.now)
+        .unwrap();
+    match pinned.verify_jwt(&plain, "aws", &f.ca.bundle(), f.now) {
+        Err(PolicyError::Denied {
+            reason:
+                Denied::Issuer {
+                    expected,
+                    found: None,
+                },
+            ..
+        }) => assert_eq!(expected, issuer),
+        other => panic!("{other:?}"),
+    }
+    let other = Policy::jwt_issuer("https://oidc.example.com/");
+    let err = other
+        .verify_jwt(&issued, "aws", &issuing.bundle(), f.now)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "issuer \"https://oidc.example.com\" is not the required issuer \"https://oidc.example.com/\""
+        ),
+        "{err}"
+    );
+    // An X.509-SVID has no issuer claim.
+    let (chain, _) = f.x509("/summarizer", None);
+    let x509 =
+        crate::svid::verify_x509_svid(&chain, &f.ca.bundle(), Usage::ClientAuth, f.now).unwrap();
+    assert!(matches!(
+        pinned.check(&x509),
+        Err(Denied::Issuer { found: None, .. })
+    ));
+}

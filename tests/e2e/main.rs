@@ -26,6 +26,7 @@ mod kill_issuer;
 mod kill_node;
 mod mint;
 mod node_api;
+mod oidc_pyjwt;
 mod py_spiffe;
 mod quickstart;
 mod relying_party;

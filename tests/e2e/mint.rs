@@ -18,7 +18,7 @@ use crate::common::*;
 const CODE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const MODEL: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-fn invoice_image(extra: &str) -> Candidate {
+pub(crate) fn invoice_image(extra: &str) -> Candidate {
     let text = format!(
         r#"
         name = "invoice-agent"
@@ -46,7 +46,7 @@ fn invoice_image(extra: &str) -> Candidate {
     }
 }
 
-fn evidence() -> WorkloadEvidence {
+pub(crate) fn evidence() -> WorkloadEvidence {
     WorkloadEvidence {
         pid: 4242,
         uid: 1000,
@@ -65,7 +65,7 @@ fn evidence() -> WorkloadEvidence {
 }
 
 /// An attested raw agent connection with mutual TLS.
-async fn agent(
+pub(crate) async fn agent(
     server: &TestServer,
 ) -> hallmark_proto::node::node_client::NodeClient<tonic::transport::Channel> {
     let token = server.token().await;

@@ -36,7 +36,7 @@ const STEP: Duration = Duration::from_secs(90);
 #[tokio::test]
 async fn py_spiffe_fetches_validates_and_watches_its_identity_killed() {
     init_tracing();
-    let Some(python) = venv_python().await else {
+    let Some(python) = venv_python("the py-spiffe conformance test").await else {
         return;
     };
     let (env, interpreter) = deploy(&python).await;
@@ -93,8 +93,9 @@ fn init_tracing() {
 }
 
 /// The venv's python, built or reused by tests/interop/setup-venv.sh; `None`
-/// (after saying so, loudly) when the venv cannot be built.
-async fn venv_python() -> Option<PathBuf> {
+/// (after saying so, loudly, naming the skipped `test`) when the venv
+/// cannot be built.
+pub(crate) async fn venv_python(test: &str) -> Option<PathBuf> {
     let setup = Path::new(INTEROP).join("setup-venv.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&setup)
@@ -105,8 +106,8 @@ async fn venv_python() -> Option<PathBuf> {
         eprintln!(
             "\n\
              ************************************************************\n\
-             SKIPPED: the py-spiffe conformance test. {} failed ({}):\n{}\n\
-             Without PyPI or python3-venv, py-spiffe cannot be installed;\n\
+             SKIPPED: {test}. {} failed ({}):\n{}\n\
+             Without PyPI or python3-venv, the Python packages cannot be installed;\n\
              .ci/run installs both and fails if it cannot.\n\
              ************************************************************\n",
             setup.display(),

@@ -126,6 +126,30 @@ mod tests {
     }
 
     #[test]
+    fn a_token_with_iss_validates_and_returns_it_among_the_claims() {
+        let now = SystemTime::now();
+        let mut config = CaConfig::new(TrustDomain::new("example.org").unwrap());
+        config.jwt_issuer =
+            Some(hallmark_ca::jwt::JwtIssuer::new("https://oidc.example.com").unwrap());
+        let ca = CaManager::generate(config, now).unwrap();
+        let response = validate_jwt_svid_request(
+            &ValidateJwtsvidRequest {
+                audience: "payments".into(),
+                svid: mint(&ca, now, "payments"),
+            },
+            &ca.bundle(),
+            &RevocationSet::default(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(response.spiffe_id, "spiffe://example.org/invoice-agent");
+        assert_eq!(
+            response.claims.unwrap().fields["iss"].kind,
+            Some(Kind::StringValue("https://oidc.example.com".into()))
+        );
+    }
+
+    #[test]
     fn refusals_are_invalid_argument_with_the_reason() {
         let (ca, now) = setup();
         let token = mint(&ca, now, "payments");

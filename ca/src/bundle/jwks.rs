@@ -1,6 +1,7 @@
 //! The SPIFFE bundle format (SPIFFE Trust Domain and Bundle, section 4): a JWK
 //! set whose keys carry `use` = `x509-svid` (with `x5c`) or `jwt-svid` (with
-//! `kid`), plus `spiffe_sequence` and `spiffe_refresh_hint`.
+//! `kid`), plus `spiffe_sequence` and `spiffe_refresh_hint`; and the plain
+//! JWK set (RFC 7517, `use` = `sig`) that OpenID Connect relying parties read.
 
 use std::time::Duration;
 
@@ -39,6 +40,19 @@ impl Bundle {
     /// API's `FetchJWTBundles` serves them.
     pub fn jwt_jwks(&self) -> String {
         let keys: Vec<Value> = self.jwt_authorities.iter().map(jwt_jwk).collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// The JWT authorities as a plain JWK set (RFC 7517), the form an
+    /// OpenID Connect `jwks_uri` serves: each key with `kid`, `use: "sig"`
+    /// (generic JWT libraries skip keys whose `use` is `jwt-svid`) and the
+    /// `alg` its type signs with (`ES256` for P-256, `ES384`, `RS256`,
+    /// `EdDSA`). Every authority of the bundle is in it: the active key,
+    /// the next one (published before it signs) and retired ones still
+    /// within the lifetime of tokens they signed. A key whose type cannot
+    /// be read is left out (a relying party could not use it).
+    pub fn oidc_jwks(&self) -> String {
+        let keys: Vec<Value> = self.jwt_authorities.iter().filter_map(oidc_jwk).collect();
         json!({ "keys": keys }).to_string()
     }
 
@@ -134,6 +148,23 @@ fn jwt_jwk(authority: &JwtAuthority) -> Value {
     m.insert("use".into(), USE_JWT.into());
     m.insert("kid".into(), authority.key_id.clone().into());
     Value::Object(m)
+}
+
+fn oidc_jwk(authority: &JwtAuthority) -> Option<Value> {
+    let alg = match parse_spki(&authority.public_key_der)?.kind {
+        KeyKind::EcP256 => "ES256",
+        KeyKind::EcP384 => "ES384",
+        KeyKind::Rsa => "RS256",
+        KeyKind::Ed25519 => "EdDSA",
+    };
+    let mut m = key_members(&authority.public_key_der);
+    if !m.contains_key("kty") {
+        return None;
+    }
+    m.insert("use".into(), "sig".into());
+    m.insert("alg".into(), alg.into());
+    m.insert("kid".into(), authority.key_id.clone().into());
+    Some(Value::Object(m))
 }
 
 fn x509_from_jwk(key: &Map<String, Value>) -> Result<Vec<u8>, BundleError> {

@@ -1,5 +1,6 @@
-//! JWT-SVIDs: the ES256 signing key ([`JwtKey`]), minting, and validation
-//! against a bundle ([`validate_jwt_svid`]).
+//! JWT-SVIDs: the ES256 signing key ([`JwtKey`]), minting, the optional
+//! issuer ([`JwtIssuer`], the `iss` claim), and validation against a bundle
+//! ([`validate_jwt_svid`]).
 //!
 //! The JWS compact form is built here (base64url of the header and claims,
 //! signed by [`CaKey::sign_jws`]) because jsonwebtoken's `EncodingKey` only
@@ -22,10 +23,15 @@ use crate::key::CaKey;
 use crate::util::{truncate_secs, unix_secs};
 
 mod audience;
+mod issuer;
 mod validate;
 
 pub use audience::{AudienceError, MAX_AUDIENCE_BYTES, MAX_AUDIENCES, check_audience};
+pub use issuer::{IssuerError, JwtIssuer, MAX_ISSUER_BYTES};
 pub use validate::{JwtError, ValidatedJwt, validate_jwt_svid};
+
+/// The JWS algorithm every JWT-SVID is signed with (the keys are ECDSA P-256).
+pub const JWT_SVID_ALG: &str = "ES256";
 
 /// Claims the minter sets itself; `extra` must not contain them.
 pub const RESERVED_CLAIMS: &[&str] = &["sub", "aud", "iat", "exp", "jti", "nbf", "iss"];
@@ -130,7 +136,18 @@ impl JwtKey {
 
     /// Mints a JWT-SVID: header `{"alg":"ES256","kid":..,"typ":"JWT"}`, claims
     /// `sub`, `aud` (array), `iat`, `exp = min(now + ttl, not_after)`, `jti`, plus `extra`.
+    /// No `iss`: see [`JwtKey::mint_issued`].
     pub fn mint(&self, claims: &JwtSvidClaims, now: SystemTime) -> Result<JwtSvid, CaError> {
+        self.mint_issued(claims, None, now)
+    }
+
+    /// [`JwtKey::mint`], with `iss` set to `issuer` when there is one.
+    pub fn mint_issued(
+        &self,
+        claims: &JwtSvidClaims,
+        issuer: Option<&JwtIssuer>,
+        now: SystemTime,
+    ) -> Result<JwtSvid, CaError> {
         if claims.ttl.is_zero() {
             return Err(CaError::ZeroTtl);
         }
@@ -163,9 +180,12 @@ impl JwtKey {
         body.insert("iat".into(), Value::from(iat));
         body.insert("exp".into(), Value::from(exp));
         body.insert("jti".into(), Value::from(jti.clone()));
+        if let Some(issuer) = issuer {
+            body.insert("iss".into(), Value::from(issuer.as_str()));
+        }
 
         let header = Header {
-            alg: "ES256",
+            alg: JWT_SVID_ALG,
             kid: &self.kid,
             typ: "JWT",
         };

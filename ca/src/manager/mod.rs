@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::bundle::{Bundle, DEFAULT_REFRESH_HINT, JwtAuthority};
 use crate::error::CaError;
 use crate::id::TrustDomain;
-use crate::jwt::{JwtKey, JwtSvid, JwtSvidClaims};
+use crate::jwt::{JwtIssuer, JwtKey, JwtSvid, JwtSvidClaims};
 use crate::key::CaKey;
 use crate::x509::{SvidRequest, UpstreamCa, X509Authority, X509Svid};
 
@@ -43,6 +43,10 @@ pub struct CaConfig {
     pub refresh_hint: Duration,
     /// The upstream CA; `None` makes self-signed roots.
     pub upstream: Option<Arc<UpstreamCa>>,
+    /// The `iss` of every JWT-SVID (the OpenID Connect issuer relying
+    /// parties discover the keys from); `None` (the default) mints tokens
+    /// without `iss`, as the JWT-SVID standard allows.
+    pub jwt_issuer: Option<JwtIssuer>,
 }
 
 impl CaConfig {
@@ -55,6 +59,7 @@ impl CaConfig {
             max_svid_ttl: Duration::from_secs(300),
             refresh_hint: DEFAULT_REFRESH_HINT,
             upstream: None,
+            jwt_issuer: None,
         }
     }
 }
@@ -360,18 +365,20 @@ impl CaManager {
         self.active_x509.mint_svid(req, now)
     }
 
-    /// Mints a JWT-SVID with the active key; the TTL is capped at `max_svid_ttl`.
+    /// Mints a JWT-SVID with the active key; the TTL is capped at
+    /// `max_svid_ttl`, and `iss` is the configured `jwt_issuer`, if any.
     pub fn mint_jwt_svid(
         &self,
         claims: &JwtSvidClaims,
         now: SystemTime,
     ) -> Result<JwtSvid, CaError> {
+        let issuer = self.config.jwt_issuer.as_ref();
         if claims.ttl > self.config.max_svid_ttl {
             let mut capped = claims.clone();
             capped.ttl = self.config.max_svid_ttl;
-            return self.active_jwt.mint(&capped, now);
+            return self.active_jwt.mint_issued(&capped, issuer, now);
         }
-        self.active_jwt.mint(claims, now)
+        self.active_jwt.mint_issued(claims, issuer, now)
     }
 
     fn bundle_content(&self) -> (Vec<Vec<u8>>, Vec<JwtAuthority>) {

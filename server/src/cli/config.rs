@@ -29,8 +29,19 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Check(args) => {
             let file = ServerConfig::from_file(&args.file)?;
             let settings = ServerSettings::resolve(file, ServerOverrides::default())?;
+            let oidc = match &settings.oidc {
+                None => String::new(),
+                Some(oidc) => match oidc.listen {
+                    Some(listen) => format!(
+                        ", OIDC issuer {} served on {listen} over {}",
+                        oidc.issuer,
+                        if oidc.tls.is_some() { "https" } else { "http" }
+                    ),
+                    None => format!(", OIDC issuer {} (documents not served here)", oidc.issuer),
+                },
+            };
             crate::cli::output::outln!(
-                "{}: OK (trust domain {}, data_dir {}, {} trusted signer(s), {} audit witness(es))",
+                "{}: OK (trust domain {}, data_dir {}, {} trusted signer(s), {} audit witness(es){oidc})",
                 args.file.display(),
                 settings.trust_domain,
                 settings.data_dir.display(),
