@@ -24,12 +24,13 @@ fn main() {
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let head = Path::new(&git_dir).join("HEAD");
         let mut files = vec![head];
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-                let common = Path::new(&git_dir).join(common);
-                files.push(common.join(&reference));
-                files.push(common.join("packed-refs"));
-            }
+        if let (Some(reference), Some(common)) = (
+            git(&["symbolic-ref", "-q", "HEAD"]),
+            git(&["rev-parse", "--git-common-dir"]),
+        ) {
+            let common = Path::new(&git_dir).join(common);
+            files.push(common.join(&reference));
+            files.push(common.join("packed-refs"));
         }
         for file in files.into_iter().filter(|f| f.exists()) {
             println!("cargo:rerun-if-changed={}", file.display());
