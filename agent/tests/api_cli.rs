@@ -240,6 +240,89 @@ async fn api_fetch_write_and_validate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("audience"));
 
+    // `--output json`: one object a script can read, RFC 3339 times, JWT
+    // times as integers; `-c` reads the socket from the agent's config.
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let x509 = json(
+        cli(
+            args(&[
+                "api",
+                "fetch",
+                "x509",
+                "--socket",
+                &socket_arg,
+                "--output",
+                "json",
+            ]),
+            None,
+        )
+        .await,
+    );
+    let svid = &x509["svids"][0];
+    assert_eq!(svid["spiffe_id"], "spiffe://example.org/cli");
+    assert!(
+        svid["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{svid}"
+    );
+    assert!(svid["binding"].is_object(), "{svid}");
+    assert!(!x509.to_string().contains("PRIVATE"), "no key is printed");
+    let config = dir.path().join("cli-agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n",
+            dir.path().join("unused").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let jwt = json(
+        cli(
+            args(&[
+                "api",
+                "fetch",
+                "jwt",
+                "--audience",
+                "payments",
+                "-c",
+                &config.display().to_string(),
+                "--output",
+                "json",
+            ]),
+            None,
+        )
+        .await,
+    );
+    let token = jwt["svids"][0]["token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt["svids"][0]["spiffe_id"], "spiffe://example.org/cli");
+    let validated = json(
+        cli(
+            args(&[
+                "api",
+                "validate",
+                "jwt",
+                "--socket",
+                &socket_arg,
+                "--audience",
+                "payments",
+                "--output",
+                "json",
+                &token,
+            ]),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(validated["spiffe_id"], "spiffe://example.org/cli");
+    assert!(validated["claims"]["exp"].is_i64(), "{validated}");
+
     // `api watch` follows the stream: it prints the SVID, and when the agent
     // goes away it says the identity was withdrawn and exits non-zero.
     let mut watch = std::process::Command::new(CLI)

@@ -311,13 +311,7 @@ os.execv("/usr/bin/sleep", ["sleep", "30"])
         "{outcome}"
     );
     assert!(!outcome.contains(SLEEPER_ID));
-    // Nothing was minted for sleep.
-    let minted = crate::common::audit_records(&d.server)
-        .await
-        .into_iter()
-        .filter(|r| r["kind"] == "svid_minted")
-        .count();
-    assert_eq!(minted, 0);
+    assert_eq!(minted(&d.server).await, 0, "nothing was minted for sleep");
     // The issuer never saw the request, but its audit log shows the
     // refusal: the agent reports what it refuses itself.
     let reported = reported_refusal(&d.server, "sender").await;
@@ -331,6 +325,15 @@ os.execv("/usr/bin/sleep", ["sleep", "30"])
         "{reported}"
     );
     d.agent.shutdown().await;
+}
+
+/// How many `svid_minted` records the issuer's audit log holds.
+async fn minted(server: &TestServer) -> usize {
+    crate::common::audit_records(server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted")
+        .count()
 }
 
 /// The first `workload_refused` record with `refused_by` = `by`, waiting
@@ -876,12 +879,7 @@ os.execv("/usr/bin/sleep", ["sleep", "30"])
         outcome.starts_with("nothing"),
         "the child must not read sleep's SVID: {outcome}"
     );
-    let minted = crate::common::audit_records(&d.server)
-        .await
-        .into_iter()
-        .filter(|r| r["kind"] == "svid_minted")
-        .count();
-    assert_eq!(minted, 0, "nothing was minted for sleep");
+    assert_eq!(minted(&d.server).await, 0, "nothing was minted for sleep");
     let reported = reported_refusal(&d.server, "challenge").await;
     assert!(
         reported["fields"]["reason"]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
@@ -16,7 +16,7 @@ use hallmark_proto::workload::{
     JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
 };
 
-use crate::cli::output::outln;
+use crate::cli::output::{outln, write};
 use crate::config::AgentConfig;
 use crate::persist::write_atomic;
 
@@ -30,7 +30,29 @@ pub enum ApiCommand {
     #[command(subcommand)]
     Validate(ValidateCommand),
     /// Follow the X.509-SVID stream and print every update.
-    Watch(SocketArgs),
+    Watch(WatchArgs),
+}
+
+/// How a command prints what it got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object (`watch`: one per line, per update); timestamps in
+    /// RFC 3339.
+    Json,
+}
+
+/// Flags of `api watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Where the Workload API is.
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 /// `api fetch` kinds.
@@ -63,7 +85,7 @@ pub struct SocketArgs {
     )]
     pub endpoint: Option<String>,
     /// An agent config to read `socket_path` from.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
 
@@ -73,6 +95,9 @@ pub struct FetchX509Args {
     /// Write svid.pem, svid.key (0600) and bundle.pem into this directory.
     #[arg(long)]
     pub write: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
     /// Where the Workload API is.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -87,6 +112,9 @@ pub struct FetchJwtArgs {
     /// Only this SPIFFE ID.
     #[arg(long)]
     pub spiffe_id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
     /// Where the Workload API is.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -100,6 +128,9 @@ pub struct ValidateJwtArgs {
     pub audience: String,
     /// The token.
     pub token: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
     /// Where the Workload API is.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -179,15 +210,28 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| refused("fetch x509", s))?
                 .context("the agent closed the stream without an SVID")?;
-            print_x509(&response)?;
             if let Some(dir) = &args.write {
                 write_x509(dir, &response)?;
-                outln!(
-                    "Wrote svid.pem, svid.key and bundle.pem to {}",
-                    dir.display()
-                )?;
             }
-            Ok(())
+            match args.output {
+                Output::Json => {
+                    let mut value = serde_json::json!({ "svids": x509_json(&response)? });
+                    if let Some(dir) = &args.write {
+                        value["written_to"] = dir.display().to_string().into();
+                    }
+                    print_json(&value)
+                }
+                Output::Text => {
+                    print_x509(&response)?;
+                    if let Some(dir) = &args.write {
+                        outln!(
+                            "Wrote svid.pem, svid.key and bundle.pem to {}",
+                            dir.display()
+                        )?;
+                    }
+                    Ok(())
+                }
+            }
         }
         ApiCommand::Fetch(FetchCommand::Jwt(args)) => {
             let mut client = args.socket.client().await?;
@@ -199,6 +243,20 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| refused("fetch jwt", s))?
                 .into_inner();
+            if args.output == Output::Json {
+                let svids: Vec<_> = response
+                    .svids
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "spiffe_id": s.spiffe_id,
+                            "image": s.hint,
+                            "token": s.svid,
+                        })
+                    })
+                    .collect();
+                return print_json(&serde_json::json!({ "svids": svids }));
+            }
             for svid in response.svids {
                 outln!("SPIFFE ID: {}", svid.spiffe_id)?;
                 outln!("{}", svid.svid)?;
@@ -215,6 +273,17 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| refused("validate jwt", s))?
                 .into_inner();
+            if args.output == Output::Json {
+                let claims = response
+                    .claims
+                    .as_ref()
+                    .map(|c| struct_json(c))
+                    .unwrap_or(serde_json::Value::Null);
+                return print_json(&serde_json::json!({
+                    "spiffe_id": response.spiffe_id,
+                    "claims": claims,
+                }));
+            }
             outln!("Valid JWT-SVID for {}", response.spiffe_id)?;
             if let Some(claims) = response.claims {
                 for (name, value) in claims.fields {
@@ -223,7 +292,7 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ApiCommand::Watch(socket) => {
+        ApiCommand::Watch(WatchArgs { output, socket }) => {
             let mut client = socket.client().await?;
             let mut stream = client
                 .fetch_x509svid(request(X509svidRequest {}))
@@ -233,14 +302,24 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
             loop {
                 match stream.message().await {
                     Ok(Some(response)) => {
-                        outln!(
-                            "--- update at {}",
-                            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                        )?;
-                        print_x509(&response)?;
+                        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                        if output == Output::Json {
+                            print_json_line(&serde_json::json!({
+                                "event": "update",
+                                "time": now.to_string(),
+                                "svids": x509_json(&response)?,
+                            }))?;
+                        } else {
+                            outln!("--- update at {now}")?;
+                            print_x509(&response)?;
+                        }
                     }
                     Ok(None) => {
-                        outln!("--- the agent closed the stream")?;
+                        if output == Output::Json {
+                            print_json_line(&serde_json::json!({ "event": "closed" }))?;
+                        } else {
+                            outln!("--- the agent closed the stream")?;
+                        }
                         return Ok(());
                     }
                     Err(status) => return Err(refused("identity withdrawn", status)),
@@ -251,20 +330,91 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
 }
 
 fn print_x509(response: &X509svidResponse) -> anyhow::Result<()> {
-    for svid in &response.svids {
-        let (_, leaf) = x509_parser::parse_x509_certificate(&svid.x509_svid)
-            .map_err(|e| anyhow::anyhow!("the agent sent an unreadable certificate: {e}"))?;
-        outln!("SPIFFE ID : {}", svid.spiffe_id)?;
-        outln!("Image     : {}", svid.hint)?;
+    for svid in x509_json(response)? {
+        outln!(
+            "SPIFFE ID : {}",
+            svid["spiffe_id"].as_str().unwrap_or_default()
+        )?;
+        outln!("Image     : {}", svid["image"].as_str().unwrap_or_default())?;
         outln!(
             "Expires   : {}",
-            leaf.validity().not_after.to_rfc2822().unwrap_or_default()
+            svid["expires_at"].as_str().unwrap_or_default()
         )?;
-        if let Ok(Some(binding)) = hallmark_ca::x509::binding_from_cert(leaf.as_ref()) {
-            outln!("Binding   : {}", String::from_utf8_lossy(&binding))?;
+        if !svid["binding"].is_null() {
+            outln!("Binding   : {}", svid["binding"])?;
         }
     }
     Ok(())
+}
+
+/// What `fetch x509` and `watch` say of each SVID (the private key is
+/// never printed): SPIFFE ID, image, expiry (RFC 3339) and binding.
+fn x509_json(response: &X509svidResponse) -> anyhow::Result<Vec<serde_json::Value>> {
+    response
+        .svids
+        .iter()
+        .map(|svid| {
+            let (_, leaf) = x509_parser::parse_x509_certificate(&svid.x509_svid)
+                .map_err(|e| anyhow::anyhow!("the agent sent an unreadable certificate: {e}"))?;
+            let expires = u64::try_from(leaf.validity().not_after.timestamp())
+                .map(|s| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                    )
+                    .to_string()
+                })
+                .unwrap_or_default();
+            let binding = match hallmark_ca::x509::binding_from_cert(leaf.as_ref()) {
+                Ok(Some(binding)) => serde_json::from_slice(&binding).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&binding).into_owned())
+                }),
+                _ => serde_json::Value::Null,
+            };
+            Ok(serde_json::json!({
+                "spiffe_id": svid.spiffe_id,
+                "image": svid.hint,
+                "expires_at": expires,
+                "binding": binding,
+            }))
+        })
+        .collect()
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
+    write(format_args!("{text}\n"))
+}
+
+fn print_json_line(value: &serde_json::Value) -> anyhow::Result<()> {
+    write(format_args!("{value}\n"))
+}
+
+/// A protobuf `Struct` as JSON.
+fn struct_json(s: &prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(v)))
+            .collect(),
+    )
+}
+
+fn value_json(value: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => s.clone().into(),
+        // JWT times and counts are integers; protobuf carries every number
+        // as a double.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            serde_json::Value::from(*n as i64)
+        }
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::BoolValue(b)) => (*b).into(),
+        Some(Kind::ListValue(l)) => l.values.iter().map(value_json).collect(),
+        Some(Kind::StructValue(s)) => struct_json(s),
+        Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
+    }
 }
 
 /// Splits a DER certificate sequence into PEM blocks.

@@ -104,7 +104,7 @@ pub struct AdminArgs {
     #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
     pub socket: Option<PathBuf>,
     /// Server config file to read `admin_socket` from.
-    #[arg(long)]
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
 
