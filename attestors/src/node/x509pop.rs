@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    RsaKeyPair,
 };
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
@@ -178,6 +179,80 @@ pub fn verify_response(
 enum NodeKey {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
+}
+
+impl NodeKey {
+    /// A node key from its PEM block: PKCS#8 (`PRIVATE KEY`: ECDSA P-256 or
+    /// P-384, Ed25519, RSA), SEC1 (`EC PRIVATE KEY`, what `openssl ecparam
+    /// -genkey` writes) or PKCS#1 (`RSA PRIVATE KEY`), as SPIRE's x509pop
+    /// takes them.
+    fn from_pem_block(block: &pem::Pem) -> Result<Self, X509PopError> {
+        let rng = SystemRandom::new();
+        let der = block.contents();
+        match block.tag() {
+            "PRIVATE KEY" => {
+                if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
+                {
+                    Ok(NodeKey::Ecdsa(k))
+                } else if let Ok(k) =
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der, &rng)
+                {
+                    Ok(NodeKey::Ecdsa(k))
+                } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                    Ok(NodeKey::Ed25519(k))
+                } else if let Ok(k) = RsaKeyPair::from_pkcs8(der) {
+                    Ok(NodeKey::Rsa(k))
+                } else {
+                    Err(X509PopError::BadKey(
+                        "not a PKCS#8 ECDSA P-256, P-384, Ed25519 or RSA (2048 bits or more) key"
+                            .into(),
+                    ))
+                }
+            }
+            "EC PRIVATE KEY" => {
+                let pkcs8 = sec1_to_pkcs8(der)?;
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
+                    .or_else(|_| {
+                        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &pkcs8, &rng)
+                    })
+                    .map(NodeKey::Ecdsa)
+                    .map_err(|e| {
+                        X509PopError::BadKey(format!(
+                            "not a SEC1 P-256 or P-384 key with its public key included ({e})"
+                        ))
+                    })
+            }
+            "RSA PRIVATE KEY" => RsaKeyPair::from_der(der).map(NodeKey::Rsa).map_err(|e| {
+                X509PopError::BadKey(format!("not a PKCS#1 RSA key of 2048 bits or more ({e})"))
+            }),
+            other => Err(X509PopError::BadKey(format!(
+                "expected a \"PRIVATE KEY\" (PKCS#8), \"EC PRIVATE KEY\" (SEC1) or \"RSA PRIVATE KEY\" (PKCS#1) PEM block, found {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A SEC1 `ECPrivateKey` (RFC 5915) wrapped as PKCS#8 (RFC 5208), which is
+/// what ring reads, its curve taken from the key's own parameters.
+fn sec1_to_pkcs8(der: &[u8]) -> Result<Vec<u8>, X509PopError> {
+    use sec1::der::{Decode as _, Encode as _};
+    let bad = |e: &dyn std::fmt::Display| X509PopError::BadKey(format!("unreadable SEC1 key: {e}"));
+    let key = sec1::EcPrivateKey::from_der(der).map_err(|e| bad(&e))?;
+    let curve = key
+        .parameters
+        .and_then(|p| p.named_curve())
+        .ok_or_else(|| X509PopError::BadKey("the SEC1 key does not name its curve".into()))?;
+    sec1::pkcs8::PrivateKeyInfo {
+        algorithm: sec1::pkcs8::AlgorithmIdentifierRef {
+            oid: sec1::ALGORITHM_OID,
+            parameters: Some((&curve).into()),
+        },
+        private_key: der,
+        public_key: None,
+    }
+    .to_der()
+    .map_err(|e| bad(&e))
 }
 
 /// The agent's side: the node certificate chain and its private key.
@@ -208,29 +283,21 @@ impl X509PopSigner {
         if chain.is_empty() {
             return Err(X509PopError::NoCertificate);
         }
+        // The certificate first: a key cannot be matched against a
+        // certificate webpki cannot use (an X.509 v1 certificate, as
+        // `openssl x509 -req` makes without `-extfile`, among them).
+        EndEntityCert::try_from(&CertificateDer::from(chain[0].as_slice())).map_err(|e| {
+            X509PopError::Malformed(format!(
+                "the node certificate cannot be used ({e:?}){}",
+                if matches!(e, webpki::Error::UnsupportedCertVersion) {
+                    ": it is an X.509 v1 certificate; issue a v3 one (openssl x509 -req ... -extfile with basicConstraints=critical,CA:FALSE and keyUsage=digitalSignature)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
         let key_block = pem::parse(key_pem).map_err(|e| X509PopError::BadKey(e.to_string()))?;
-        if key_block.tag() != "PRIVATE KEY" {
-            return Err(X509PopError::BadKey(format!(
-                "expected a PKCS#8 \"PRIVATE KEY\" PEM block, found {:?}",
-                key_block.tag()
-            )));
-        }
-        let pkcs8 = key_block.contents();
-        let rng = SystemRandom::new();
-        let key = if let Ok(k) =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
-        {
-            NodeKey::Ecdsa(k)
-        } else if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8, &rng)
-        {
-            NodeKey::Ecdsa(k)
-        } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8) {
-            NodeKey::Ed25519(k)
-        } else {
-            return Err(X509PopError::BadKey(
-                "not a PKCS#8 ECDSA P-256, P-384 or Ed25519 key".into(),
-            ));
-        };
+        let key = NodeKey::from_pem_block(&key_block)?;
         let signer = Self { chain, key };
         // Prove the key matches the certificate before the issuer has to.
         let probe = challenge_message(&[0u8; 32], b"self-check");
@@ -254,6 +321,17 @@ impl X509PopSigner {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| X509PopError::Random),
             NodeKey::Ed25519(key) => Ok(key.sign(message).as_ref().to_vec()),
+            NodeKey::Rsa(key) => {
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(|_| X509PopError::Random)?;
+                Ok(signature)
+            }
         }
     }
 }
