@@ -277,7 +277,7 @@ pub async fn run(cmd: ApiCommand) -> anyhow::Result<()> {
                 let claims = response
                     .claims
                     .as_ref()
-                    .map(|c| struct_json(c))
+                    .map(struct_json)
                     .unwrap_or(serde_json::Value::Null);
                 return print_json(&serde_json::json!({
                     "spiffe_id": response.spiffe_id,
