@@ -567,6 +567,34 @@ mod tests {
     }
 
     #[test]
+    fn challenge_timeout_has_a_floor_and_a_default() {
+        let with = |value: &str| {
+            AgentSettings::from_toml_str(&format!(
+                "{BASE}[bootstrap]\ninsecure_bootstrap = true\n[workload]\n{value}"
+            ))
+        };
+        let err = with("challenge_timeout = \"50ms\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "workload.challenge_timeout",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at least 100ms"), "{err}");
+        let two = with("challenge_timeout = \"2s\"\n").unwrap();
+        assert_eq!(two.workload.challenge_timeout, Duration::from_secs(2));
+        let default = with("").unwrap();
+        assert_eq!(
+            default.workload.challenge_timeout,
+            DEFAULT_CHALLENGE_TIMEOUT
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err =
             AgentSettings::from_toml_str(&format!("{BASE}sever_address = \"x\"\n")).unwrap_err();

@@ -107,6 +107,17 @@ fn recipe(dir: &Path, node_key: &[&str], ext: Option<&str>) {
     openssl(dir, &sign);
 }
 
+/// A SEC1 P-256 node key, as `openssl ecparam -genkey` writes it.
+const EC_NODE_KEY: &[&str] = &[
+    "ecparam",
+    "-name",
+    "prime256v1",
+    "-genkey",
+    "-noout",
+    "-out",
+    "node.key",
+];
+
 const NODE_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n";
 
 fn have_openssl() -> bool {
@@ -123,19 +134,7 @@ fn keys_and_certificates_from_the_openssl_recipe_attest() {
         return;
     }
     let cases: [(&str, &[&str], &str); 4] = [
-        (
-            "SEC1 P-256",
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "node.key",
-            ],
-            "EC PRIVATE KEY",
-        ),
+        ("SEC1 P-256", EC_NODE_KEY, "EC PRIVATE KEY"),
         (
             "SEC1 P-384",
             &[
@@ -185,19 +184,7 @@ fn a_node_certificate_without_extensions_is_not_blamed_on_the_key() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    recipe(
-        dir.path(),
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "node.key",
-        ],
-        None,
-    );
+    recipe(dir.path(), EC_NODE_KEY, None);
     let text = Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in", "node.pem"])
         .current_dir(dir.path())
@@ -220,19 +207,7 @@ fn a_node_certificate_without_extensions_is_not_blamed_on_the_key() {
     // A key of a kind x509pop does not take (beside a usable v3
     // certificate) says which it takes.
     let v3 = tempfile::tempdir().unwrap();
-    recipe(
-        v3.path(),
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "node.key",
-        ],
-        Some(NODE_EXT),
-    );
+    recipe(v3.path(), EC_NODE_KEY, Some(NODE_EXT));
     let err = X509PopSigner::from_pem(
         &read(v3.path(), "node.pem"),
         "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n",
