@@ -237,6 +237,8 @@ sha256 = ["{python}"]
 app_digest = "{app}"
 app_path = "{dir}/app"
 interpreter = "python"
+[unix]
+uid = 0
 "#;
 
 const INLINE: &str = r#"
@@ -246,6 +248,8 @@ app_digest = "{app}"
 app_path = "{dir}/app"
 interpreter = "python"
 allow_inline = true
+[unix]
+uid = 0
 "#;
 
 #[tokio::test]
@@ -388,6 +392,106 @@ async fn python_gets_the_identity_only_for_its_app_tree_program() {
         &format!("main program {shadow} is outside the app tree"),
     );
     env.agent.shutdown().await;
+}
+
+/// Python's startup runs code its caller chose before the app: here the
+/// user's site-packages under `$HOME` and a `.pth` file in it (argv[0]
+/// choosing the standard library and `pyvenv.cfg` is another way). With
+/// `[unix] any_uid` a process of another uid so runs its own code inside
+/// the approved interpreter and app, and gets the identity: the opt-out
+/// means exactly that. An image that pins the uid refuses it.
+#[tokio::test]
+async fn startup_code_of_another_uid_needs_an_image_that_pins_the_uid() {
+    let any = STRICT.replace("[unix]\nuid = 0", "[unix]\nany_uid = true");
+    for (name, image) in [("pinned", STRICT), ("any", any.as_str())] {
+        let env = deploy(&[(name, image)], |dir| {
+            let home = dir.join("nobody-home");
+            let site = std::process::Command::new(PYTHON)
+                .args(["-c", "import site; print(site.getusersitepackages())"])
+                .env_clear()
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            let site = PathBuf::from(String::from_utf8(site.stdout).unwrap().trim());
+            assert!(site.starts_with(&home), "{}", site.display());
+            std::fs::create_dir_all(&site).unwrap();
+            std::fs::write(
+                site.join("attack.pth"),
+                "import os; open(os.path.join(os.environ['HOME'], 'ran'), 'w').write('attacker code ran')\n",
+            )
+            .unwrap();
+            chown_nobody(&home);
+        })
+        .await;
+        let script = env.dir.join("app/main.py").display().to_string();
+        let home = env.dir.join("nobody-home");
+        let home_var = home.display().to_string();
+        let (result, _) = fetch(
+            &env,
+            Run {
+                args: &[&script],
+                vars: &[("HOME", &home_var)],
+                nobody: true,
+                ..Run::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            std::fs::read_to_string(home.join("ran")).unwrap(),
+            "attacker code ran",
+            "the attacker's code ran in the process being measured"
+        );
+        if name == "any" {
+            assert_eq!(result.unwrap(), ["spiffe://example.org/any"]);
+        } else {
+            let why = "pinned@1: uid mismatch (runs as 65534, image requires 0)";
+            assert_status(&result.unwrap_err(), Code::PermissionDenied, why);
+            assert_audited(&env.server, why).await;
+        }
+        // The account the image names gets it.
+        let (ok, _) = fetch(
+            &env,
+            Run {
+                args: &[&script],
+                ..Run::default()
+            },
+        )
+        .await;
+        assert_eq!(ok.unwrap(), [format!("spiffe://example.org/{name}")]);
+        env.agent.shutdown().await;
+    }
+}
+
+/// `chown -R 65534:65534 path`.
+fn chown_nobody(path: &Path) {
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_nobody(&entry.unwrap().path());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_interpreter_image_without_a_pinned_uid_is_refused_at_registration() {
+    let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
+        .unwrap();
+    let mut signers = TrustedSigners::new();
+    signers.insert(key.public_key().clone());
+    let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
+    let text = format!(
+        "name = \"loose\"\nversion = \"1\"\nspiffe_id = \"spiffe://example.org/loose\"\nowner = \"a\"\npurpose = \"p\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{}\"]\napp_digest = \"sha256:{}\"\ninterpreter = \"python\"\n",
+        "1".repeat(64),
+        "2".repeat(64)
+    );
+    let image = GoldImage::from_toml(&text).unwrap();
+    let err = server.register_image(&image, &key).await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, "unix.uid");
+    assert!(
+        err.message()
+            .contains("add [unix] uid (or gid) = the account that runs this agent"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -160,7 +160,13 @@ async fn deploy(python: &Path) -> (KillEnv, String) {
         "[model]\nname = \"tiny\"\nversion = \"1.0\"\ndigest = \"{model_digest}\"\npath = \"{}\"\n",
         model.display()
     );
-    for (name, tables) in [("alpha", format!("{code}{model_table}")), ("beta", code)] {
+    // An interpreter image pins the account that runs it: this test's.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    let unix = format!("[unix]\nuid = {uid}\n");
+    for (name, tables) in [
+        ("alpha", format!("{code}{model_table}{unix}")),
+        ("beta", format!("{code}{unix}")),
+    ] {
         let image = GoldImage::from_toml(&format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\nspiffe_id = \"spiffe://example.org/{name}\"\nowner = \"alice@example.org\"\npurpose = \"py-spiffe conformance\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n{tables}"
         ))

@@ -92,6 +92,7 @@ pub fn to_value(image: &GoldImage) -> Value {
         let mut u = Fields::default();
         u.opt_int("uid", unix.uid.map(u64::from));
         u.opt_int("gid", unix.gid.map(u64::from));
+        u.flag("any_uid", unix.any_uid);
         root.obj("unix", u);
     }
     if let Some(nodes) = &image.nodes {

@@ -147,13 +147,18 @@ pub struct ModelConstraint {
     pub require_loaded: bool,
 }
 
-/// `[unix]`: required process credentials (at least one is set).
+/// `[unix]`: required process credentials (at least one is set, or
+/// `any_uid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnixConstraint {
     /// Required uid.
     pub uid: Option<u32>,
     /// Required gid.
     pub gid: Option<u32>,
+    /// An interpreter image that processes of every uid may obtain: the
+    /// operator accepts that another uid can make the interpreter run its
+    /// own code before the app ([`GoldImage::check_new`]).
+    pub any_uid: bool,
 }
 
 /// `[nodes]`: which agents may obtain this identity (at least one list is
@@ -243,15 +248,33 @@ impl GoldImage {
                 Some(model)
             }
         };
-        let unix = match o.obj("unix", &["uid", "gid"])? {
+        let unix = match o.obj("unix", &["uid", "gid", "any_uid"])? {
             None => None,
             Some(mut u) => {
                 let unix = UnixConstraint {
                     uid: u.opt_u32("uid")?,
                     gid: u.opt_u32("gid")?,
+                    any_uid: u.opt_bool("any_uid")?,
                 };
+                let pinned = unix.uid.is_some() || unix.gid.is_some();
+                if unix.any_uid && pinned {
+                    return Err(
+                        u.field_error("any_uid", "any_uid contradicts uid and gid: keep one")
+                    );
+                }
+                if unix.any_uid
+                    && !matches!(
+                        code.interpreter,
+                        Some(Interpreter::Python | Interpreter::Node)
+                    )
+                {
+                    return Err(u.field_error(
+                        "any_uid",
+                        "any_uid is for interpreter images (code.interpreter = \"python\" or \"node\"); other images leave [unix] out to admit every uid",
+                    ));
+                }
                 u.finish()?;
-                opt(unix.uid.is_some() || unix.gid.is_some(), unix)
+                opt(pinned || unix.any_uid, unix)
             }
         };
         let nodes = match o.obj("nodes", &["spiffe_id_prefixes", "attestors"])? {
@@ -309,12 +332,40 @@ impl GoldImage {
     ///   would be two registrations of one version;
     /// - free text (owner, purpose, model name and version, paths) without
     ///   characters that show nothing or reorder the text around them
-    ///   ([`text::check`](super::text::check)).
+    ///   ([`text::check`](super::text::check));
+    /// - with `code.interpreter = "python"` or `"node"`, a pinned uid or
+    ///   gid in `[unix]`, or an explicit `[unix] any_uid = true`. An
+    ///   interpreter finds much of what it runs before the app from what
+    ///   its caller chose: Python its standard library and `pyvenv.cfg`
+    ///   from `argv[0]`, site-packages (and the `.pth` files in them, which
+    ///   run code) from `$HOME`; Node its global module folders from
+    ///   `$HOME`. A process of another uid can so run its own code inside
+    ///   the approved interpreter and app, and that code can rewrite the
+    ///   command line and environment the agent reads afterwards. Pinning
+    ///   the account is what makes the main-program check a binding.
     pub fn check_new(&self) -> Result<(), FieldError> {
         if self.code.app_digest.is_some() && self.code.interpreter.is_none() {
             return Err(FieldError::new(
                 "code.interpreter",
                 "required with code.app_digest: add interpreter = \"python\" or \"node\" (the agent then checks the main program is in the app tree) or \"none\" (the executable runs its own code and reads the app tree as data)",
+            ));
+        }
+        if let Some(interpreter @ (Interpreter::Python | Interpreter::Node)) = self.code.interpreter
+            && self
+                .unix
+                .is_none_or(|u| u.uid.is_none() && u.gid.is_none() && !u.any_uid)
+        {
+            return Err(FieldError::new(
+                "unix.uid",
+                format!(
+                    "required with code.interpreter = \"{}\": add [unix] uid (or gid) = the account that runs this agent. A process of any other uid can make the interpreter run code of its own before the app ({}) and then rewrite the command line the agent reads. To accept that, set [unix] any_uid = true instead",
+                    interpreter.as_str(),
+                    match interpreter {
+                        Interpreter::Node => "global module folders under $HOME",
+                        _ =>
+                            "a standard library and pyvenv.cfg found from argv[0], site-packages and .pth files under $HOME",
+                    }
+                ),
             ));
         }
         if let Ok(version) = Version::parse(self.version.as_str()) {

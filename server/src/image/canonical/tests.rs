@@ -120,6 +120,7 @@ fn arb_image() -> impl Strategy<Value = GoldImage> {
             image.unix = uid.map(|uid| crate::image::manifest::UnixConstraint {
                 uid: Some(uid),
                 gid: None,
+                any_uid: false,
             });
             image
         })

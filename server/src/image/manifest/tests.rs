@@ -45,7 +45,8 @@ fn full_manifest_reads_every_field() {
         image.unix,
         Some(UnixConstraint {
             uid: Some(1001),
-            gid: Some(1001)
+            gid: Some(1001),
+            any_uid: false,
         })
     );
     let nodes = image.nodes.as_ref().unwrap();
@@ -222,7 +223,7 @@ fn interpreter_libraries_and_require_loaded_read_and_round_trip() {
     let lib = "e".repeat(64);
     let text = MIN_TOML.to_owned()
         + &format!(
-            "app_digest = \"{app}\"\ninterpreter = \"python\"\nallow_inline = true\nlibraries = [\"{lib}\"]\n[model]\nname = \"m\"\nversion = \"1\"\ndigest = \"{app}\"\nrequire_loaded = true\n"
+            "app_digest = \"{app}\"\ninterpreter = \"python\"\nallow_inline = true\nlibraries = [\"{lib}\"]\n[model]\nname = \"m\"\nversion = \"1\"\ndigest = \"{app}\"\nrequire_loaded = true\n[unix]\nuid = 1000\n"
         );
     let image = GoldImage::from_toml(&text).unwrap();
     assert_eq!(image.code.interpreter, Some(Interpreter::Python));
@@ -279,4 +280,68 @@ fn the_new_code_fields_are_checked() {
     let e = old.check_new().unwrap_err();
     assert_eq!(e.field, "code.interpreter");
     assert!(e.reason.contains("add interpreter = \"python\""), "{e}");
+}
+
+#[test]
+fn an_interpreter_image_pins_its_account_or_says_any_uid() {
+    let app = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+    let image = |interpreter: &str, unix: &str| {
+        MIN_TOML.to_owned()
+            + &format!("app_digest = \"{app}\"\ninterpreter = \"{interpreter}\"\n{unix}")
+    };
+    // Without [unix]: reads (a stored image still loads), refused when new.
+    for interpreter in ["python", "node"] {
+        let e = GoldImage::from_toml(&image(interpreter, ""))
+            .unwrap()
+            .check_new()
+            .unwrap_err();
+        assert_eq!(e.field, "unix.uid");
+        assert!(
+            e.reason.starts_with(&format!(
+                "required with code.interpreter = \"{interpreter}\": add [unix] uid (or gid)"
+            )),
+            "{e}"
+        );
+        assert!(e.reason.contains("set [unix] any_uid = true"), "{e}");
+    }
+    // A pinned uid or gid, or the explicit any_uid, is accepted.
+    for unix in [
+        "[unix]\nuid = 1000\n",
+        "[unix]\ngid = 1000\n",
+        "[unix]\nany_uid = true\n",
+    ] {
+        let parsed = GoldImage::from_toml(&image("python", unix)).unwrap();
+        parsed.check_new().unwrap();
+        let json = crate::image::canonical::encode(&parsed);
+        assert_eq!(crate::image::canonical::decode(&json).unwrap(), parsed);
+        let text = String::from_utf8(json).unwrap();
+        assert_eq!(
+            text.contains("\"any_uid\":true"),
+            unix.contains("any_uid"),
+            "{text}"
+        );
+    }
+    // An image that runs its own code reads the tree as data: no rule.
+    GoldImage::from_toml(&image("none", ""))
+        .unwrap()
+        .check_new()
+        .unwrap();
+    // any_uid contradicts a pinned account, and means nothing without an
+    // interpreter; false is the default and stays out of the canonical form.
+    assert_eq!(
+        err(&image("python", "[unix]\nuid = 7\nany_uid = true\n")),
+        (
+            "unix.any_uid".into(),
+            "any_uid contradicts uid and gid: keep one".into()
+        )
+    );
+    let (field, reason) = err(&image("none", "[unix]\nany_uid = true\n"));
+    assert_eq!(field, "unix.any_uid");
+    assert!(
+        reason.starts_with("any_uid is for interpreter images"),
+        "{reason}"
+    );
+    let off = GoldImage::from_toml(&image("python", "[unix]\nuid = 7\nany_uid = false\n")).unwrap();
+    let text = String::from_utf8(crate::image::canonical::encode(&off)).unwrap();
+    assert!(!text.contains("any_uid"), "{text}");
 }
