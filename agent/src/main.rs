@@ -7,6 +7,13 @@ use clap::Parser;
 use hallmark_agent::cli::{Cli, Command, dispatch, output, report};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, built (`JEMALLOC_SYS_WITH_MALLOC_CONF` in `.cargo/config.toml`)
+/// to give freed pages back to the kernel at once, as the issuer's: what a
+/// burst of connections and streams used is returned when they close
+/// (glibc kept it in its per-thread arenas; see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

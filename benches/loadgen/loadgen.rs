@@ -72,6 +72,12 @@ struct Cli {
     /// Workload processes holding a stream during a workload-fetch kill.
     #[arg(long, default_value_t = 100)]
     streams: usize,
+    /// Spread those processes over this many uids (60000, 60001, ...; needs
+    /// root): the agent admits at most 64 connections per uid, so a flood
+    /// larger than that comes from several accounts. 0 runs them all as the
+    /// load generator's own uid.
+    #[arg(long, default_value_t = 0)]
+    stream_uids: u32,
     /// New processes for the workload-fetch first-fetch case.
     #[arg(long, default_value_t = 200)]
     children: usize,
@@ -129,6 +135,7 @@ struct Options {
     tokens: usize,
     kills: usize,
     streams: usize,
+    stream_uids: u32,
     children: usize,
     child_concurrency: usize,
     issuer: IssuerOptions,
@@ -180,6 +187,7 @@ fn run(cli: Cli, command: String) -> anyhow::Result<()> {
         tokens: cli.tokens,
         kills: cli.kills,
         streams: cli.streams,
+        stream_uids: cli.stream_uids,
         children: cli.children,
         child_concurrency: cli.child_concurrency,
         issuer: IssuerOptions {

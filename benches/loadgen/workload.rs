@@ -203,10 +203,13 @@ pub(crate) async fn run_workload(options: &Options) -> anyhow::Result<Value> {
         first_fetches(options, &agent.socket).await?;
 
     // 3. Kill with held streams.
-    let (gone, gone_missed, kill_rpcs) =
-        kill_streams(options, &issuer, &agent.socket, &spiffe_id).await?;
+    let (gone, gone_missed, kill_rpcs, agent_held) =
+        kill_streams(options, &issuer, &agent, &spiffe_id).await?;
     let load_end = load_average();
     let server = issuer.rss();
+    // The streams' processes have exited: give the agent a moment to see
+    // their connections close, then see what it kept.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let agent_end = agent.rss();
 
     println!(
@@ -239,10 +242,11 @@ pub(crate) async fn run_workload(options: &Options) -> anyhow::Result<Value> {
         println!("    MISSED: {gone_missed} streams did not see it within {GONE_TIMEOUT:?}");
     }
     println!("    CreateRevocation RPC itself: {kill_rpcs}");
-    match (agent_idle, agent_loaded, agent_end) {
-        (Some(i), Some(l), Some(e)) => {
-            println!("  agent RSS: idle {i}; after the cached run {l}; at the end {e}")
-        }
+    match (agent_idle, agent_loaded, agent_held, agent_end) {
+        (Some(i), Some(l), Some(h), Some(e)) => println!(
+            "  agent RSS: idle {i}; after the cached run {l}; holding the {} streams {h}; at the end, streams closed {e}",
+            options.streams
+        ),
         _ => println!("  agent RSS: unknown"),
     }
     print_rss(&issuer, server);
@@ -276,6 +280,7 @@ pub(crate) async fn run_workload(options: &Options) -> anyhow::Result<Value> {
         },
         "agent_idle": agent_idle.map(Rss::to_json),
         "agent_after_cached": agent_loaded.map(Rss::to_json),
+        "agent_holding_streams": agent_held.map(Rss::to_json),
         "agent_end": agent_end.map(Rss::to_json),
         "server": server.map(Rss::to_json),
         "load_average": { "start": load_start, "end": load_end },
@@ -287,8 +292,21 @@ pub(crate) async fn run_workload(options: &Options) -> anyhow::Result<Value> {
 
 /// Spawns this binary in child mode `mode` against `socket`, its stdout piped.
 fn spawn_child(mode: &str, socket: &Path) -> anyhow::Result<tokio::process::Child> {
+    spawn_child_as(mode, socket, None)
+}
+
+/// [`spawn_child`] running as `uid` (and gid) when given.
+fn spawn_child_as(
+    mode: &str,
+    socket: &Path,
+    uid: Option<u32>,
+) -> anyhow::Result<tokio::process::Child> {
     let exe = std::env::current_exe().context("current_exe")?;
-    tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    command
         .env(CHILD_ENV, format!("{mode}:{}", socket.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -346,14 +364,30 @@ async fn first_fetches(options: &Options, socket: &Path) -> anyhow::Result<First
     Ok((fetch.summary(), connect.summary(), wall.summary(), errors))
 }
 
-type KillStreams = (crate::stats::Summary, usize, crate::stats::Summary);
+/// Kill -> gone, streams that missed it, the kill RPCs, and the agent's
+/// RSS once the first round's streams all held an SVID.
+type KillStreams = (
+    crate::stats::Summary,
+    usize,
+    crate::stats::Summary,
+    Option<Rss>,
+);
 
 async fn kill_streams(
     options: &Options,
     issuer: &Issuer,
-    socket: &Path,
+    agent: &AgentDaemon,
     spiffe_id: &str,
 ) -> anyhow::Result<KillStreams> {
+    let socket = agent.socket.as_path();
+    if options.stream_uids > 0 {
+        // Other uids reach the socket by its path (the directory stays
+        // unlistable).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(issuer.path(""), std::fs::Permissions::from_mode(0o711))
+            .context("open the run's directory to the stream uids")?;
+    }
+    let mut held = None;
     let mut gone = Samples::default();
     let mut rpcs = Samples::default();
     let mut missed = 0;
@@ -363,7 +397,8 @@ async fn kill_streams(
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, String)>();
         let mut children = Vec::with_capacity(options.streams);
         for i in 0..options.streams {
-            let mut child = spawn_child("hold", socket)?;
+            let uid = (options.stream_uids > 0).then(|| 60_000 + i as u32 % options.stream_uids);
+            let mut child = spawn_child_as("hold", socket, uid)?;
             let stdout = child.stdout.take().context("child stdout")?;
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -394,6 +429,9 @@ async fn kill_streams(
             } else {
                 bail!("a workload child said {line:?} before the kill");
             }
+        }
+        if round == 0 {
+            held = agent.rss();
         }
         let t0_wall = unix_nanos(SystemTime::now());
         let t0 = Instant::now();
@@ -430,7 +468,7 @@ async fn kill_streams(
             let _ = child.start_kill();
         }
     }
-    Ok((gone.summary(), missed, rpcs.summary()))
+    Ok((gone.summary(), missed, rpcs.summary(), held))
 }
 
 fn unix_nanos(t: SystemTime) -> u128 {
