@@ -89,6 +89,78 @@ pub struct AgentConfig {
     pub workload: Option<WorkloadSection>,
     /// Prometheus metrics and health endpoints.
     pub metrics: Option<MetricsSection>,
+    /// Envoy's secret discovery service on the Workload API socket.
+    pub sds: Option<SdsSection>,
+}
+
+/// `[sds]`: the resource names Envoy asks for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdsSection {
+    /// The name of the workload's (first) SVID (default `default`, as
+    /// Istio asks).
+    pub default_svid_name: Option<String>,
+    /// The name of the trust domain's bundle (default `ROOTCA`, as Istio
+    /// asks).
+    pub default_bundle_name: Option<String>,
+}
+
+/// Validated `[sds]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSettings {
+    /// The name the first SVID is served under.
+    pub default_svid_name: String,
+    /// The name the trust domain's bundle is served under.
+    pub default_bundle_name: String,
+}
+
+impl Default for SdsSettings {
+    fn default() -> Self {
+        Self {
+            default_svid_name: "default".to_owned(),
+            default_bundle_name: "ROOTCA".to_owned(),
+        }
+    }
+}
+
+impl SdsSettings {
+    fn resolve(section: SdsSection) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let check = |key: &'static str, value: Option<String>, default: String| {
+            let value = value.unwrap_or(default);
+            if value.is_empty() || value.starts_with("spiffe://") {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "{value:?}: a name of your choice, neither empty nor a SPIFFE ID (SPIFFE IDs already name each SVID and bundle)"
+                    ),
+                });
+            }
+            Ok(value)
+        };
+        let settings = Self {
+            default_svid_name: check(
+                "sds.default_svid_name",
+                section.default_svid_name,
+                defaults.default_svid_name,
+            )?,
+            default_bundle_name: check(
+                "sds.default_bundle_name",
+                section.default_bundle_name,
+                defaults.default_bundle_name,
+            )?,
+        };
+        if settings.default_svid_name == settings.default_bundle_name {
+            return Err(ConfigError::Invalid {
+                key: "sds.default_bundle_name",
+                reason: format!(
+                    "{:?} is also sds.default_svid_name: give the SVID and the bundle different names",
+                    settings.default_bundle_name
+                ),
+            });
+        }
+        Ok(settings)
+    }
 }
 
 /// `[metrics]`.
@@ -201,6 +273,8 @@ pub struct AgentSettings {
     pub sync_backoff_max: Duration,
     /// Workload attestation.
     pub workload: WorkloadSettings,
+    /// SDS resource names.
+    pub sds: SdsSettings,
     /// Where to serve metrics and health (`None`: off).
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Time (tests pass a manual clock).
@@ -515,6 +589,7 @@ impl AgentSettings {
             x509pop: file.x509pop,
             sync_backoff_max,
             workload: WorkloadSettings::resolve(file.workload.unwrap_or_default())?,
+            sds: SdsSettings::resolve(file.sds.unwrap_or_default())?,
             metrics_address,
             clock: Arc::new(SystemClock),
         })
@@ -656,6 +731,61 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("sync_backoff_max"), "{err}");
+    }
+
+    #[test]
+    fn sds_names_default_to_istios_and_refuse_ids_and_clashes() {
+        let boot = "[bootstrap]\ninsecure_bootstrap = true\n";
+        let plain = AgentSettings::from_toml_str(&format!("{BASE}{boot}")).unwrap();
+        assert_eq!(plain.sds, SdsSettings::default());
+        assert_eq!(
+            (
+                plain.sds.default_svid_name.as_str(),
+                plain.sds.default_bundle_name.as_str()
+            ),
+            ("default", "ROOTCA")
+        );
+        let set = AgentSettings::from_toml_str(&format!(
+            "{BASE}{boot}[sds]\ndefault_svid_name = \"cert\"\ndefault_bundle_name = \"ca\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                set.sds.default_svid_name.as_str(),
+                set.sds.default_bundle_name.as_str()
+            ),
+            ("cert", "ca")
+        );
+        for (body, key, says) in [
+            (
+                "default_svid_name = \"\"",
+                "sds.default_svid_name",
+                "neither empty nor a SPIFFE ID",
+            ),
+            (
+                "default_bundle_name = \"spiffe://example.org\"",
+                "sds.default_bundle_name",
+                "SPIFFE IDs already name",
+            ),
+            (
+                "default_bundle_name = \"default\"",
+                "sds.default_bundle_name",
+                "different names",
+            ),
+        ] {
+            let err =
+                AgentSettings::from_toml_str(&format!("{BASE}{boot}[sds]\n{body}\n")).unwrap_err();
+            match &err {
+                ConfigError::Invalid { key: k, reason } => {
+                    assert_eq!(*k, key);
+                    assert!(reason.contains(says), "{reason}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let err =
+            AgentSettings::from_toml_str(&format!("{BASE}{boot}[sds]\nnames = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("names"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,63 @@ pub mod revocations {
     tonic::include_proto!("hallmark.workload.v1");
 }
 
+/// Envoy's secret discovery service (SDS v3), the subset the agent serves
+/// on its socket: Envoy's package and field numbers, so the same on the
+/// wire (see `proto/envoy/README.md`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod xds {
+    /// `envoy.*`.
+    pub mod envoy {
+        /// `envoy.config.*`.
+        pub mod config {
+            /// `envoy.config.core.*`.
+            pub mod core {
+                /// `envoy.config.core.v3`: `Node`, `DataSource`.
+                pub mod v3 {
+                    tonic::include_proto!("envoy.config.core.v3");
+                }
+            }
+        }
+        /// `envoy.extensions.*`.
+        pub mod extensions {
+            /// `envoy.extensions.transport_sockets.*`.
+            pub mod transport_sockets {
+                /// `envoy.extensions.transport_sockets.tls.*`.
+                pub mod tls {
+                    /// `envoy.extensions.transport_sockets.tls.v3`: `Secret`.
+                    pub mod v3 {
+                        tonic::include_proto!("envoy.extensions.transport_sockets.tls.v3");
+                    }
+                }
+            }
+        }
+        /// `envoy.service.*`.
+        pub mod service {
+            /// `envoy.service.discovery.*`.
+            pub mod discovery {
+                /// `envoy.service.discovery.v3`: the xDS request and response.
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.discovery.v3");
+                }
+            }
+            /// `envoy.service.secret.*`.
+            pub mod secret {
+                /// `envoy.service.secret.v3`: `SecretDiscoveryService`.
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.secret.v3");
+                }
+            }
+        }
+    }
+    /// `google.*`.
+    pub mod google {
+        /// `google.rpc`: `Status` (an xDS NACK's detail).
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+}
+
 /// The binary metadata key on node API refusals of a revoked agent: an
 /// encoded [`node::Revocation`] (see [`encode_revocation`]).
 pub const REVOCATION_METADATA: &str = "hallmark-revocation-bin";

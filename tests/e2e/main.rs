@@ -31,5 +31,6 @@ mod py_spiffe;
 mod quickstart;
 mod relying_party;
 mod resilience;
+mod sds;
 mod workload_api;
 mod x509pop_fixture;

@@ -39,10 +39,15 @@ async fn py_spiffe_fetches_validates_and_watches_its_identity_killed() {
     let Some(python) = venv_python("the py-spiffe conformance test").await else {
         return;
     };
-    let (env, interpreter) = deploy(&python).await;
+    let (env, interpreter) = deploy(&python, "py_spiffe_check.py").await;
     let agent = env.agent("a").await;
 
-    let mut script = Script::start(&python, &env.server.path("app"), &agent.socket);
+    let mut script = Script::start(
+        &python,
+        &env.server.path("app"),
+        "py_spiffe_check.py",
+        &agent.socket,
+    );
     let fetched = script.next("fetched").await;
     assert_eq!(fetched["x509_ids"], serde_json::json!([ALPHA, BETA]));
     assert_eq!(fetched["jwt_sub"], ALPHA);
@@ -124,9 +129,9 @@ pub(crate) async fn venv_python(test: &str) -> Option<PathBuf> {
 }
 
 /// An issuer with `alpha` (app tree and model) and `beta` (app tree)
-/// registered for `python`'s interpreter; returns the env and the
-/// interpreter's digest.
-async fn deploy(python: &Path) -> (KillEnv, String) {
+/// registered for `python`'s interpreter, the app tree holding
+/// tests/interop/`script`; returns the env and the interpreter's digest.
+pub(crate) async fn deploy(python: &Path, script: &str) -> (KillEnv, String) {
     let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
         .unwrap();
     let mut signers = TrustedSigners::new();
@@ -135,11 +140,7 @@ async fn deploy(python: &Path) -> (KillEnv, String) {
 
     let app = server.path("app");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::copy(
-        Path::new(INTEROP).join("py_spiffe_check.py"),
-        app.join("py_spiffe_check.py"),
-    )
-    .unwrap();
+    std::fs::copy(Path::new(INTEROP).join(script), app.join(script)).unwrap();
     let model = server.path("model");
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("weights.bin"), b"tiny model weights").unwrap();
@@ -181,17 +182,17 @@ async fn deploy(python: &Path) -> (KillEnv, String) {
     (env, interpreter)
 }
 
-/// tests/interop/py_spiffe_check.py running, its events read line by line.
-struct Script {
+/// A script of tests/interop running, its JSON-line events read one by one.
+pub(crate) struct Script {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
     stderr: tokio::task::JoinHandle<String>,
 }
 
 impl Script {
-    fn start(python: &Path, app: &Path, socket: &Path) -> Self {
+    pub(crate) fn start(python: &Path, app: &Path, script: &str, socket: &Path) -> Self {
         let mut child = tokio::process::Command::new(python)
-            .arg(app.join("py_spiffe_check.py"))
+            .arg(app.join(script))
             .args([ALPHA, BETA])
             .current_dir(app)
             // Only what a workload needs: no PYTHONPATH or the like (the
@@ -222,7 +223,7 @@ impl Script {
     }
 
     /// The next event, which must be `event`.
-    async fn next(&mut self, event: &str) -> Value {
+    pub(crate) async fn next(&mut self, event: &str) -> Value {
         let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             Ok(Ok(None)) => self.fail(&format!("exited before `{event}`")).await,
@@ -238,7 +239,7 @@ impl Script {
     }
 
     /// The script must end on its own, successfully, with nothing more to say.
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         match tokio::time::timeout(STEP, self.lines.next_line()).await {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(line))) => self.fail(&format!("printed {line:?} after the end")).await,
@@ -257,6 +258,6 @@ impl Script {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         let stderr = (&mut self.stderr).await.unwrap_or_default();
-        panic!("py_spiffe_check.py {what}; its stderr:\n{stderr}");
+        panic!("the interop script {what}; its stderr:\n{stderr}");
     }
 }

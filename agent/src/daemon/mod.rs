@@ -34,6 +34,7 @@ use hallmark_ca::tls::SvidCertResolver;
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::revocations::revocations_server::RevocationsServer;
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use hallmark_proto::xds::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use tonic::transport::Channel;
 
 use crate::attest::AttestMethod;
@@ -264,6 +265,10 @@ impl Agent {
                 let path = inner.settings.socket_path.clone();
                 let incoming = crate::workload_api::socket::bind(&path, &inner.settings.workload)?;
                 let service = WorkloadService::new(inner.clone(), source, shutdown_rx.clone());
+                let sds = crate::workload_api::sds::SdsService::new(
+                    service.clone(),
+                    inner.settings.sds.clone(),
+                );
                 let revocations = crate::workload_api::revocations::RevocationService::new(
                     inner.clone(),
                     shutdown_rx.clone(),
@@ -273,6 +278,7 @@ impl Agent {
                     let result = tonic::transport::Server::builder()
                         .add_service(SpiffeWorkloadApiServer::new(service))
                         .add_service(RevocationsServer::new(revocations))
+                        .add_service(SecretDiscoveryServiceServer::new(sds))
                         .serve_with_incoming_shutdown(incoming, async move {
                             signalled(&mut down).await;
                         })

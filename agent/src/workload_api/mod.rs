@@ -11,6 +11,7 @@ pub mod connection;
 pub mod evidence;
 pub mod process_source;
 pub(crate) mod revocations;
+pub mod sds;
 mod security;
 pub(crate) mod service;
 pub mod socket;

@@ -442,6 +442,22 @@ impl WorkloadService {
         }
     }
 
+    /// Opens a stream slot of `caller`'s uid and follows its X.509-SVIDs
+    /// (as `FetchX509SVID` streams them, and SDS serves them) on the
+    /// returned channel.
+    pub(crate) fn watch_x509(
+        &self,
+        caller: Caller,
+    ) -> Result<mpsc::Receiver<Result<X509svidResponse, Status>>, Status> {
+        let slot = caller
+            .connection
+            .open_stream()
+            .map_err(|status| self.report(RefusedBy::Limit, "x509", &caller, status))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(self.clone().stream_x509(caller, slot, tx));
+        Ok(rx)
+    }
+
     /// Streams a workload's SVIDs until it goes away or loses its identity.
     async fn stream_x509(
         self,
@@ -595,7 +611,7 @@ impl WorkloadService {
 /// The caller's identity from the Unix socket's peer credentials and the
 /// pidfd taken when its connection was accepted (whether it alone wrote
 /// on the connection is checked when it is measured).
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     let peer = peer(request)?;
     let pid = peer.pid.ok_or_else(|| {
         Status::unauthenticated("the caller's pid is not visible (another pid namespace?)")
@@ -658,12 +674,7 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_security_header(request.metadata())?;
         let caller = caller(&request)?;
-        let slot = caller
-            .connection
-            .open_stream()
-            .map_err(|status| self.report(RefusedBy::Limit, "x509", &caller, status))?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.clone().stream_x509(caller, slot, tx));
+        let rx = self.watch_x509(caller)?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
