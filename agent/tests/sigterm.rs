@@ -155,6 +155,20 @@ async fn sigterm_removes_the_socket_and_a_restart_keeps_the_node_identity() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let out = healthcheck(&["--output", "json"]);
+    assert!(out.status.success());
+    let healthy = json(&out);
+    assert_eq!(healthy["healthy"], true);
+    assert_eq!(healthy["spiffe_id"], agent_id.as_str());
+    assert_eq!(healthy["socket"], socket.display().to_string());
+    assert!(
+        healthy["not_after"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339: {healthy}"
+    );
 
     let status = terminate(agent);
     assert_eq!(
@@ -171,7 +185,21 @@ async fn sigterm_removes_the_socket_and_a_restart_keeps_the_node_identity() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the agent is not running"), "{stderr}");
+    let out = healthcheck(&["--output", "json"]);
+    assert!(!out.status.success());
+    let unhealthy = json(&out);
+    assert_eq!(unhealthy["healthy"], false);
+    assert!(
+        unhealthy["error"]
+            .as_str()
+            .unwrap()
+            .contains("the agent is not running"),
+        "{unhealthy}"
+    );
     assert!(healthcheck(&["--shallow"]).status.success());
+    let out = healthcheck(&["--shallow", "--output", "json"]);
+    assert_eq!(json(&out)["healthy"], true);
+    assert_eq!(json(&out)["socket"], serde_json::Value::Null);
 
     // No token this time: the node SVID on disk is the identity.
     let log = dir.path().join("agent-2.log");

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::cli::api::Output;
 use crate::cli::output::outln;
 use crate::config::AgentSettings;
 use crate::persist::DataDir;
@@ -33,6 +34,19 @@ pub struct HealthcheckArgs {
     /// `socket_path`, else the default socket).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Output format (`json`: one object, `healthy` true or false, also
+    /// when unhealthy; the exit code is the same).
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// What a healthy agent showed.
+struct Healthy {
+    spiffe_id: String,
+    serial: String,
+    not_after: SystemTime,
+    /// The socket dialled (`None` with `--shallow`).
+    socket: Option<PathBuf>,
 }
 
 /// How long the running agent has to answer.
@@ -42,6 +56,37 @@ const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// (of the configured trust domain, when a config is given) and, unless
 /// `--shallow`, the agent answers a Workload API call on its socket.
 pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let result = check(&args).await;
+    if args.quiet {
+        return result.map(drop);
+    }
+    match (args.output, &result) {
+        (Output::Text, Ok(healthy)) => outln!(
+            "Agent is healthy: {} (node SVID {} valid until {})",
+            healthy.spiffe_id,
+            healthy.serial,
+            humantime::format_rfc3339_seconds(healthy.not_after)
+        )?,
+        (Output::Text, Err(_)) => {}
+        (Output::Json, Ok(healthy)) => outln!(
+            "{}",
+            serde_json::json!({
+                "healthy": true,
+                "spiffe_id": healthy.spiffe_id,
+                "serial": healthy.serial,
+                "not_after": humantime::format_rfc3339_seconds(healthy.not_after).to_string(),
+                "socket": healthy.socket.as_ref().map(|s| s.display().to_string()),
+            })
+        )?,
+        (Output::Json, Err(error)) => outln!(
+            "{}",
+            serde_json::json!({ "healthy": false, "error": crate::cli::report(error) })
+        )?,
+    }
+    result.map(drop)
+}
+
+async fn check(args: &HealthcheckArgs) -> anyhow::Result<Healthy> {
     let settings = args
         .config
         .as_deref()
@@ -74,23 +119,23 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
             settings.trust_domain
         );
     }
-    if !args.shallow {
+    let socket = if args.shallow {
+        None
+    } else {
         let socket = match (&args.socket, &settings) {
             (Some(socket), _) => socket.clone(),
             (None, Some(settings)) => settings.socket_path.clone(),
             (None, None) => PathBuf::from(crate::config::DEFAULT_SOCKET_PATH),
         };
         dial(&socket).await?;
-    }
-    if !args.quiet {
-        outln!(
-            "Agent is healthy: {} (node SVID {} valid until {})",
-            svid.spiffe_id,
-            svid.serial,
-            humantime::format_rfc3339_seconds(svid.not_after)
-        )?;
-    }
-    Ok(())
+        Some(socket)
+    };
+    Ok(Healthy {
+        spiffe_id: svid.spiffe_id.to_string(),
+        serial: svid.serial.to_string(),
+        not_after: svid.not_after,
+        socket,
+    })
 }
 
 /// Asks the running agent for its JWT bundles. Any gRPC answer, a refusal
