@@ -405,3 +405,91 @@ async fn node_constraints_and_mutual_tls_apply_to_minting() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+/// A second image for the same code and model.
+fn second_image() -> Candidate {
+    let text = format!(
+        "name = \"invoice-auditor\"\nversion = \"1.0.0\"\nspiffe_id = \"spiffe://example.org/invoice-auditor\"\nowner = \"alice@example.org\"\npurpose = \"audits invoices\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{CODE}\"]\n[model]\nname = \"llama\"\nversion = \"3.1\"\ndigest = \"{MODEL}\"\n"
+    );
+    Candidate {
+        image: GoldImage::from_toml(&text).unwrap(),
+        signers: vec![],
+        retired: false,
+    }
+}
+
+/// What the audit log says was minted.
+async fn minted(server: &TestServer) -> Vec<String> {
+    audit_records(server)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "svid_minted")
+        .map(|r| {
+            r["fields"]["spiffe_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fewer_keys_than_matching_images_signs_nothing_and_says_how_many() {
+    let server = TestServer::start().await;
+    server
+        .handle()
+        .images()
+        .replace(Matcher::new([invoice_image(""), second_image()]));
+    let mut node = agent(&server).await;
+    let keys: Vec<CaKey> = (0..2).map(|_| CaKey::generate().unwrap()).collect();
+    let response = node
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: Some(evidence()),
+            public_keys: vec![keys[0].public_key_der()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.svids.is_empty(), "nothing is signed");
+    assert_eq!(response.unminted_matches, 2);
+    assert!(
+        minted(&server).await.is_empty(),
+        "nothing is audited as minted"
+    );
+    let response = node
+        .mint_x509_svids(MintX509SvidsRequest {
+            evidence: Some(evidence()),
+            public_keys: keys.iter().map(CaKey::public_key_der).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.svids.len(), 2);
+    assert_eq!(response.unminted_matches, 0);
+    let mut ids = minted(&server).await;
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/invoice-agent",
+            "spiffe://example.org/invoice-auditor"
+        ]
+    );
+}
+
+/// Through a real agent: a workload two images match gets both SVIDs from
+/// one call (the agent sends as many keys as the issuer's hint says), and
+/// the audit log holds exactly one `svid_minted` per SVID delivered.
+#[tokio::test]
+async fn a_two_image_workload_costs_one_mint_and_audits_what_it_holds() {
+    let env = crate::kill::KillEnv::start().await;
+    let agent = env.agent("a").await;
+    let client = agent.spiffe().await;
+    let mut delivered = crate::kill::fetched_ids(&client).await;
+    delivered.sort();
+    assert_eq!(delivered, [crate::kill::ALPHA, crate::kill::BETA]);
+    let mut audited = minted(&env.server).await;
+    audited.sort();
+    assert_eq!(audited, delivered, "one svid_minted per SVID delivered");
+    agent.handle.shutdown().await;
+}

@@ -52,6 +52,8 @@ use crate::metrics::{Source, StreamMethod};
 use crate::persist::NodeSvid;
 use crate::revocation::{Bound, RevocationSet, revoked};
 
+/// The most keys the issuer takes in one `MintX509Svids` call.
+const MAX_KEYS_PER_CALL: usize = 16;
 /// How often a streaming workload is checked for having exited.
 const LIVENESS_POLL: Duration = Duration::from_secs(1);
 /// First and longest wait between renewal attempts while the issuer is
@@ -296,7 +298,16 @@ impl WorkloadService {
     /// Mints X.509-SVIDs for `evidence`, one per matching image, for keys
     /// generated here.
     async fn mint_x509_set(&self, evidence: &WorkloadEvidence) -> Result<Arc<SvidSet>, Status> {
-        let mut wanted = 1;
+        // As many keys as images bind the executable (the issuer's hint):
+        // one round trip, unless the images changed since the last Sync.
+        let mut wanted = self
+            .agent
+            .hints()
+            .path_hints
+            .get(&evidence.exe_sha256)
+            .map_or(1, |h| h.max_svids as usize)
+            .clamp(1, MAX_KEYS_PER_CALL);
+        let mut retried = false;
         loop {
             let keys: Vec<CaKey> = (0..wanted)
                 .map(|_| CaKey::generate())
@@ -309,8 +320,11 @@ impl WorkloadService {
                     keys.iter().map(CaKey::public_key_der).collect(),
                 )
                 .await?;
-            if response.unminted_matches > 0 && wanted == 1 {
-                wanted = 1 + response.unminted_matches as usize;
+            if response.svids.is_empty() && response.unminted_matches > 0 && !retried {
+                // More images match than the hint said: the issuer signed
+                // nothing and says how many keys to send.
+                wanted = (response.unminted_matches as usize).clamp(1, MAX_KEYS_PER_CALL);
+                retried = true;
                 continue;
             }
             let mut svids = Vec::with_capacity(response.svids.len());

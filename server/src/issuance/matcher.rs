@@ -238,6 +238,9 @@ pub struct CodeHints {
     pub interpreters: BTreeSet<&'static str>,
     /// Some image requires the model's weights open or mapped.
     pub require_loaded: bool,
+    /// How many images bind the executable: the most SVIDs one workload
+    /// of it can get (the keys an agent sends).
+    pub images: usize,
 }
 
 impl CodeHints {
@@ -247,6 +250,7 @@ impl CodeHints {
             && self.model.is_empty()
             && self.interpreters.is_empty()
             && !self.require_loaded
+            && self.images <= 1
     }
 }
 
@@ -354,6 +358,7 @@ impl Matcher {
         };
         for candidate in self.by_code.get(code_sha256).into_iter().flatten() {
             let image = &candidate.image;
+            hints.images += 1;
             match image.code.interpreter {
                 Some(Interpreter::Python) => {
                     hints.interpreters.insert("python");

@@ -148,6 +148,11 @@ fn sync_message(
                         model_paths: hints.model.into_iter().collect(),
                         interpreters: hints.interpreters.into_iter().map(str::to_owned).collect(),
                         require_loaded: hints.require_loaded,
+                        max_svids: if hints.images > 1 {
+                            u32::try_from(hints.images).unwrap_or(u32::MAX)
+                        } else {
+                            0
+                        },
                     },
                 )
             })
