@@ -99,11 +99,7 @@ async fn deploy(images: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Env {
     let app = digest_tree(&dir.join("app"), &limits).unwrap().digest;
     let model = digest_tree(&dir.join("model"), &limits).unwrap().digest;
 
-    let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
-        .unwrap();
-    let mut signers = TrustedSigners::new();
-    signers.insert(key.public_key().clone());
-    let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
+    let (server, key) = signing_server().await;
     // The workload socket lives in the server's dir: callers of other uids
     // must reach it.
     std::fs::set_permissions(server.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -472,47 +468,45 @@ fn chown_nobody(path: &Path) {
     }
 }
 
+/// Refused at registration, naming the field and what to add: an app tree
+/// without `code.interpreter`, and an interpreter image that pins no uid.
 #[tokio::test]
-async fn an_interpreter_image_without_a_pinned_uid_is_refused_at_registration() {
-    let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
-        .unwrap();
-    let mut signers = TrustedSigners::new();
-    signers.insert(key.public_key().clone());
-    let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
-    let text = format!(
-        "name = \"loose\"\nversion = \"1\"\nspiffe_id = \"spiffe://example.org/loose\"\nowner = \"a\"\npurpose = \"p\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{}\"]\napp_digest = \"sha256:{}\"\ninterpreter = \"python\"\n",
-        "1".repeat(64),
-        "2".repeat(64)
-    );
-    let image = GoldImage::from_toml(&text).unwrap();
-    let err = server.register_image(&image, &key).await.unwrap_err();
-    assert_status(&err, Code::InvalidArgument, "unix.uid");
-    assert!(
-        err.message()
-            .contains("add [unix] uid (or gid) = the account that runs this agent"),
-        "{err:?}"
-    );
+async fn app_tree_images_without_interpreter_or_account_are_refused_at_registration() {
+    let (server, key) = signing_server().await;
+    for (name, interpreter, field, fix) in [
+        (
+            "old",
+            "",
+            "code.interpreter",
+            "add interpreter = \"python\"",
+        ),
+        (
+            "loose",
+            "interpreter = \"python\"\n",
+            "unix.uid",
+            "add [unix] uid (or gid) = the account that runs this agent",
+        ),
+    ] {
+        let text = format!(
+            "name = \"{name}\"\nversion = \"1\"\nspiffe_id = \"spiffe://example.org/{name}\"\nowner = \"a\"\npurpose = \"p\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{}\"]\napp_digest = \"sha256:{}\"\n{interpreter}",
+            "1".repeat(64),
+            "2".repeat(64)
+        );
+        let image = GoldImage::from_toml(&text).unwrap();
+        let err = server.register_image(&image, &key).await.unwrap_err();
+        assert_status(&err, Code::InvalidArgument, field);
+        assert!(err.message().contains(fix), "{err:?}");
+    }
 }
 
-#[tokio::test]
-async fn an_app_tree_image_without_interpreter_is_refused_at_registration() {
+/// An issuer that trusts a fresh signing key, and the key.
+async fn signing_server() -> (TestServer, SigningKey) {
     let key = SigningKey::from_pkcs8_der(&SigningKey::generate_pkcs8(Algorithm::Ed25519).unwrap())
         .unwrap();
     let mut signers = TrustedSigners::new();
     signers.insert(key.public_key().clone());
     let server = TestServer::start_with(|s| s.trusted_signers = Arc::new(signers)).await;
-    let text = format!(
-        "name = \"old\"\nversion = \"1\"\nspiffe_id = \"spiffe://example.org/old\"\nowner = \"a\"\npurpose = \"p\"\nrisk_tier = \"low\"\nnot_after = 2099-12-31\n[code]\nsha256 = [\"{}\"]\napp_digest = \"sha256:{}\"\n",
-        "1".repeat(64),
-        "2".repeat(64)
-    );
-    let image = GoldImage::from_toml(&text).unwrap();
-    let err = server.register_image(&image, &key).await.unwrap_err();
-    assert_status(&err, Code::InvalidArgument, "code.interpreter");
-    assert!(
-        err.message().contains("add interpreter = \"python\""),
-        "{err:?}"
-    );
+    (server, key)
 }
 
 /// A copy of the system's libm in a directory owned by nobody (65534):

@@ -42,16 +42,24 @@ fn names(secrets: &[Secret]) -> Vec<&str> {
     secrets.iter().map(|s| s.name.as_str()).collect()
 }
 
-fn chain_of(secret: &Secret) -> String {
-    match &secret.r#type {
-        Some(secret::Type::TlsCertificate(t)) => match &t.certificate_chain {
-            Some(DataSource {
-                specifier: Some(data_source::Specifier::InlineBytes(b)),
-            }) => String::from_utf8(b.clone()).unwrap(),
-            other => panic!("{other:?}"),
-        },
+/// The inline bytes of a data source (all the agent sends).
+fn inline_bytes(source: Option<&DataSource>) -> Vec<u8> {
+    match source.and_then(|s| s.specifier.as_ref()) {
+        Some(data_source::Specifier::InlineBytes(b)) => b.clone(),
         other => panic!("{other:?}"),
     }
+}
+
+/// A TLS certificate's chain and key, as PEM text.
+fn certificate_of(secret: &Secret) -> (String, String) {
+    let Some(secret::Type::TlsCertificate(tls)) = &secret.r#type else {
+        panic!("{secret:?}")
+    };
+    let text = |s| String::from_utf8(inline_bytes(s)).unwrap();
+    (
+        text(tls.certificate_chain.as_ref()),
+        text(tls.private_key.as_ref()),
+    )
 }
 
 #[test]
@@ -83,21 +91,13 @@ fn default_names_and_ids_select_svids_and_bundles() {
     );
     assert_eq!(unknown, ["nope"]);
     // The chain is every certificate, leaf first, as PEM; the key PKCS#8.
-    let chain = chain_of(&found[0]);
+    let (chain, key) = certificate_of(&found[0]);
     let blocks = pem::parse_many(&chain).unwrap();
     assert_eq!(blocks.len(), 2);
     assert_eq!(
         blocks[0].contents(),
         &current.svids[0].x509_svid[..blocks[0].contents().len()]
     );
-    let Some(secret::Type::TlsCertificate(tls)) = &found[0].r#type else {
-        panic!()
-    };
-    let Some(data_source::Specifier::InlineBytes(key)) =
-        tls.private_key.as_ref().unwrap().specifier.clone()
-    else {
-        panic!()
-    };
     assert_eq!(
         pem::parse(key).unwrap().contents(),
         current.svids[0].x509_svid_key.as_slice()
@@ -105,11 +105,7 @@ fn default_names_and_ids_select_svids_and_bundles() {
     let Some(secret::Type::ValidationContext(ctx)) = &found[1].r#type else {
         panic!()
     };
-    let Some(data_source::Specifier::InlineBytes(ca)) =
-        ctx.trusted_ca.as_ref().unwrap().specifier.clone()
-    else {
-        panic!()
-    };
+    let ca = inline_bytes(ctx.trusted_ca.as_ref());
     assert_eq!(
         pem::parse(ca).unwrap().contents(),
         current.svids[0].bundle.as_slice()
