@@ -83,7 +83,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 mod access;
-mod view;
+pub(crate) mod view;
 mod walk;
 
 pub(crate) use access::Access;

@@ -4,18 +4,21 @@
 //! that root (an absolute link target restarts at the workload's root, `..`
 //! stops there), as the kernel does for the process itself.
 //!
-//! The result is the canonical path in the workload's view and the status
-//! of the inode it leads to (taken from the descriptor the walk opened).
+//! The walk is the tree reader's ([`crate::tree::View`], in its
+//! `RESOLVE_IN_ROOT` mode, reading as the agent): one resolver for every
+//! path the agent looks up in a workload's view. This adds what the
+//! main-program and loaded-code checks need: the canonical path in the
+//! workload's view, the working directory as a path, and whether a path
+//! leads through directories only root can change.
 
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 
-use rustix::fs::{FileType, Mode, OFlags, Stat, fstat, openat, readlinkat};
+use rustix::fs::{FileType, fstat};
 
 use super::proc::ProcRoot;
-
-/// Most symbolic links followed while resolving one path (as Linux's 40).
-const MAX_LINKS: usize = 40;
+use crate::tree::Reader;
+use crate::tree::view::{Floor, ResolveError, Step, resolve};
 
 /// A path resolved in the workload's view.
 #[derive(Debug)]
@@ -23,26 +26,27 @@ pub(crate) struct Resolved {
     /// Canonical absolute path in the workload's view (no `.`, `..` or
     /// symbolic links).
     pub(crate) path: String,
-    /// The file's status.
-    pub(crate) stat: Stat,
+    /// (device, inode) of what it leads to.
+    identity: (u64, u64),
+    is_dir: bool,
 }
 
 impl Resolved {
     /// (device, inode).
     pub(crate) fn identity(&self) -> (u64, u64) {
-        (self.stat.st_dev, self.stat.st_ino)
+        self.identity
     }
 
     /// Whether it is a directory.
     pub(crate) fn is_dir(&self) -> bool {
-        FileType::from_raw_mode(self.stat.st_mode) == FileType::Directory
+        self.is_dir
     }
 }
 
 /// The workload's root and working directory, opened once per measurement.
 #[derive(Debug)]
 pub(crate) struct View {
-    root: OwnedFd,
+    tree: crate::tree::View,
     /// The working directory's canonical path in the workload's view, when
     /// it could be established.
     cwd: Result<String, String>,
@@ -56,15 +60,14 @@ impl View {
     /// workload's).
     pub(crate) fn open(proc: &ProcRoot, pid: i32) -> Result<View, String> {
         let root_path = proc.pid_path(pid, "root");
-        let root = openat(
-            rustix::fs::CWD,
-            &root_path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("cannot open {}: {e}", root_path.display()))?;
+        let cwd_path = proc.pid_path(pid, "cwd");
+        // The working directory only matters for relative paths: a view
+        // without it still resolves absolute ones.
+        let tree = crate::tree::View::open(&root_path, &cwd_path, Reader::Caller)
+            .or_else(|_| crate::tree::View::open(&root_path, &root_path, Reader::Caller))
+            .map_err(|e| format!("cannot open {}: {e}", root_path.display()))?;
         let mut view = View {
-            root,
+            tree,
             cwd: Err(String::new()),
         };
         view.cwd = view.establish_cwd(proc, pid);
@@ -83,7 +86,6 @@ impl View {
         }
         let cwd = std::fs::metadata(&link).map_err(|e| unknown(e.to_string()))?;
         let resolved = self.resolve_abs(&text).map_err(unknown)?;
-        use std::os::unix::fs::MetadataExt;
         if resolved.identity() != (cwd.dev(), cwd.ino()) {
             return Err(unknown(format!(
                 "{text} in its root is not its working directory"
@@ -107,136 +109,90 @@ impl View {
         self.resolve_abs(&format!("{cwd}/{path}"))
     }
 
+    /// Resolves an absolute `path` inside the root; also the directories
+    /// walked through (root first).
+    fn resolve_chain(&self, path: &str) -> Result<(Resolved, Vec<Step>), String> {
+        let fail = |e: ResolveError| {
+            let why = match e {
+                ResolveError::Missing { source, .. } | ResolveError::Io { source, .. } => {
+                    source.to_string()
+                }
+                ResolveError::Loop => "too many levels of symbolic links".to_owned(),
+                ResolveError::NonUtf8 { shown } => format!("{shown} is not UTF-8"),
+                // Neither happens in this mode, reading as the agent.
+                ResolveError::Forbidden { shown } => format!("{shown} may not be searched"),
+                ResolveError::Leaves => "leaves the root".to_owned(),
+            };
+            format!("{path}: {why}")
+        };
+        let start = self.tree.start("/").map_err(fail)?;
+        let canonical = |chain: &[Step], last: Option<&str>| {
+            let mut out: String = chain
+                .iter()
+                .skip(1)
+                .map(|step| format!("/{}", step.name))
+                .collect();
+            if let Some(name) = last {
+                out.push('/');
+                out.push_str(name);
+            }
+            if out.is_empty() {
+                out.push('/');
+            }
+            out
+        };
+        match resolve(&self.tree, start, path, Floor::InRoot).map_err(fail)? {
+            crate::tree::view::Resolved::Dir(chain) => {
+                let last = chain.last().map(|s| (s.stat.st_dev, s.stat.st_ino));
+                let resolved = Resolved {
+                    path: canonical(&chain, None),
+                    identity: last.unwrap_or_default(),
+                    is_dir: true,
+                };
+                Ok((resolved, chain))
+            }
+            crate::tree::view::Resolved::File(chain, name, meta) => {
+                let resolved = Resolved {
+                    path: canonical(&chain, Some(&name)),
+                    identity: (meta.dev(), meta.ino()),
+                    is_dir: meta.is_dir(),
+                };
+                Ok((resolved, chain))
+            }
+        }
+    }
+
     /// Resolves an absolute `path` inside the root.
     fn resolve_abs(&self, path: &str) -> Result<Resolved, String> {
-        let fail = |why: String| format!("{path}: {why}");
-        // Components still to walk, the next one last.
-        let mut pending: Vec<String> = components(path).rev().map(str::to_owned).collect();
-        // The canonical components walked so far, each with its descriptor.
-        let mut walked: Vec<(String, OwnedFd, Stat)> = Vec::new();
-        let mut links = 0;
-        while let Some(name) = pending.pop() {
-            match name.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    walked.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let parent = walked.last().map_or(&self.root, |(_, fd, _)| fd);
-            if let Some((_, _, st)) = walked.last()
-                && FileType::from_raw_mode(st.st_mode) != FileType::Directory
-            {
-                return Err(fail("a component is not a directory".into()));
-            }
-            let fd = openat(
-                parent,
-                name.as_str(),
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-            let st = fstat(&fd).map_err(|e| fail(e.to_string()))?;
-            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(fail("too many levels of symbolic links".into()));
-                }
-                let target = readlinkat(&fd, "", Vec::new()).map_err(|e| fail(e.to_string()))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    walked.clear();
-                }
-                pending.extend(
-                    components(&target)
-                        .rev()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>(),
-                );
-                continue;
-            }
-            walked.push((name, fd, st));
-        }
-        let canonical = if walked.is_empty() {
-            "/".to_owned()
-        } else {
-            walked
-                .iter()
-                .map(|(name, _, _)| format!("/{name}"))
-                .collect()
-        };
-        match walked.pop() {
-            Some((_, _, stat)) => Ok(Resolved {
-                path: canonical,
-                stat,
-            }),
-            None => {
-                let fd = openat(
-                    &self.root,
-                    ".",
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| fail(e.to_string()))?;
-                let stat = fstat(&fd).map_err(|e| fail(e.to_string()))?;
-                Ok(Resolved {
-                    path: canonical,
-                    stat,
-                })
-            }
-        }
+        self.resolve_chain(path).map(|(resolved, _)| resolved)
     }
 
     /// Whether `path` (absolute, canonical as the kernel prints it in
     /// `maps`) leads, in the workload's view, through directories that
     /// only root can change to the inode `identity`: every directory from
     /// the root down owned by root and not group- or world-writable, no
-    /// symbolic link on the way.
+    /// symbolic link on the way (the canonical path is the path itself).
     pub(crate) fn root_protected(&self, path: &str, identity: (u64, u64)) -> bool {
-        let protected = |st: &Stat| st.st_uid == 0 && st.st_mode & 0o022 == 0;
-        let Ok(root) = fstat(&self.root) else {
+        let protected = |uid: u32, mode: u32| uid == 0 && mode & 0o022 == 0;
+        let Ok((resolved, chain)) = self.resolve_chain(path) else {
             return false;
         };
-        if !protected(&root) {
-            return false;
-        }
-        let names: Vec<&str> = components(path).filter(|c| !c.is_empty()).collect();
-        let mut dir: Option<OwnedFd> = None;
-        for (i, name) in names.iter().enumerate() {
-            if matches!(*name, "." | "..") {
-                return false;
-            }
-            let parent = dir.as_ref().unwrap_or(&self.root);
-            let Ok(fd) = openat(
-                parent,
-                *name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) else {
-                return false;
-            };
-            let Ok(st) = fstat(&fd) else { return false };
-            if i + 1 == names.len() {
-                return (st.st_dev, st.st_ino) == identity;
-            }
-            if FileType::from_raw_mode(st.st_mode) != FileType::Directory || !protected(&st) {
-                return false;
-            }
-            dir = Some(fd);
-        }
-        false
+        resolved.path == path
+            && resolved.identity() == identity
+            && !resolved.is_dir()
+            && chain
+                .iter()
+                .all(|step| protected(step.stat.st_uid, step.stat.st_mode))
     }
 
     /// (device, inode) of the workload's root directory.
     pub(crate) fn root_identity(&self) -> Option<(u64, u64)> {
-        fstat(&self.root).ok().map(|st| (st.st_dev, st.st_ino))
+        let start = self.tree.start("/").ok()?;
+        let root = start.first()?;
+        let st = fstat(&root.fd).ok()?;
+        (FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            .then_some((st.st_dev, st.st_ino))
     }
-}
-
-/// `/`-separated components.
-fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
-    path.split('/')
 }
 
 #[cfg(test)]
