@@ -259,134 +259,119 @@ async fn python_gets_the_identity_only_for_its_app_tree_program() {
         std::fs::hard_link(dir.join("app/main.py"), dir.join("linked/main.py")).unwrap();
     })
     .await;
-    let both = [
-        "spiffe://example.org/inline".to_owned(),
-        "spiffe://example.org/strict".to_owned(),
+    let d = |p: &str| env.dir.join(p).display().to_string();
+    let (main, other, linked, shadow) = (
+        d("app/main.py"),
+        d("other/other.py"),
+        d("linked/main.py"),
+        d("other/app/main.py"),
+    );
+    let outside = |p: &str| Err(format!("main program {p} is outside the app tree"));
+    let both = Ok(vec![
+        "spiffe://example.org/inline",
+        "spiffe://example.org/strict",
+    ]);
+    let other_dir = env.dir.join("other");
+    // (what, python's arguments, environment, working directory, outcome:
+    // the SPIFFE IDs issued, or the refusal's reason).
+    let cases: Vec<(
+        &str,
+        Vec<&str>,
+        Vec<(&str, &str)>,
+        Option<&Path>,
+        Result<Vec<&str>, String>,
+    )> = vec![
+        (
+            "the app's script, relative, no HALLMARK_APP_DIR (app_path is the fallback)",
+            vec!["app/main.py"],
+            vec![],
+            None,
+            both.clone(),
+        ),
+        (
+            "the app's script, absolute, from /",
+            vec!["-u", &main],
+            vec![],
+            Some(Path::new("/")),
+            both.clone(),
+        ),
+        (
+            "another script: the app tree still measures as approved, the program is not in it",
+            vec![&other],
+            vec![],
+            None,
+            outside(&other),
+        ),
+        (
+            "the approved script hard-linked next to the attacker's modules",
+            vec!["linked/main.py"],
+            vec![],
+            None,
+            outside(&linked),
+        ),
+        (
+            "inline code: only the image that allows it",
+            vec!["-c", RELAY],
+            vec![],
+            None,
+            Ok(vec!["spiffe://example.org/inline"]),
+        ),
+        (
+            "PYTHONPATH changes what the script imports",
+            vec!["app/main.py"],
+            vec![("PYTHONPATH", "/tmp")],
+            None,
+            Err("PYTHONPATH is set".to_owned()),
+        ),
+        (
+            "... unless python ignores its environment",
+            vec!["-E", "app/main.py"],
+            vec![("PYTHONPATH", "/tmp")],
+            None,
+            both.clone(),
+        ),
+        (
+            "the module form, from the working directory (-B: no __pycache__ in the tree)",
+            vec!["-B", "-m", "app.main"],
+            vec![],
+            None,
+            both.clone(),
+        ),
+        (
+            "the same module name from the attacker's directory",
+            vec!["-B", "-m", "app.main"],
+            vec![],
+            Some(&other_dir),
+            outside(&shadow),
+        ),
     ];
-    let sorted = |mut v: Vec<String>| {
-        v.sort();
-        v
-    };
-    // The app's own script, relative to the cwd, without HALLMARK_APP_DIR
-    // (the image's app_path is the fallback): both images.
-    let (ok, _) = fetch(
-        &env,
-        Run {
-            args: &["app/main.py"],
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_eq!(sorted(ok.unwrap()), both);
-    let abs = env.dir.join("app/main.py").display().to_string();
-    let (ok, _) = fetch(
-        &env,
-        Run {
-            args: &["-u", &abs],
-            cwd: Some(Path::new("/")),
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_eq!(sorted(ok.unwrap()), both);
-
-    // Another script: the app tree still measures as approved (it is
-    // found through app_path), but the program is not in it.
-    let other = env.dir.join("other/other.py").display().to_string();
-    let (err, _) = fetch(
-        &env,
-        Run {
-            args: &[&other],
-            ..Run::default()
-        },
-    )
-    .await;
-    let err = err.unwrap_err();
-    let why = format!("main program {other} is outside the app tree");
-    assert_status(&err, Code::PermissionDenied, &why);
-    assert_audited(&env.server, &why).await;
-
-    // The approved script hard-linked next to modules of the attacker's:
-    // same inode, same content, another directory first on sys.path.
-    let linked = env.dir.join("linked/main.py").display().to_string();
-    let (err, _) = fetch(
-        &env,
-        Run {
-            args: &["linked/main.py"],
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_status(
-        &err.unwrap_err(),
-        Code::PermissionDenied,
-        &format!("main program {linked} is outside the app tree"),
-    );
-
-    // Inline code: refused by the strict image, allowed by the other.
-    let (ok, _) = fetch(
-        &env,
-        Run {
-            args: &["-c", RELAY],
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_eq!(ok.unwrap(), ["spiffe://example.org/inline"]);
-
-    // PYTHONPATH changes what the approved script imports: refused.
-    let (err, _) = fetch(
-        &env,
-        Run {
-            args: &["app/main.py"],
-            vars: &[("PYTHONPATH", "/tmp")],
-            ..Run::default()
-        },
-    )
-    .await;
-    let err = err.unwrap_err();
-    assert_status(&err, Code::PermissionDenied, "PYTHONPATH is set");
-    assert!(!err.message().contains("/tmp\""), "values never echoed");
-    // ... unless python is told to ignore its environment.
-    let (ok, _) = fetch(
-        &env,
-        Run {
-            args: &["-E", "app/main.py"],
-            vars: &[("PYTHONPATH", "/tmp")],
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_eq!(sorted(ok.unwrap()), both);
-
-    // The module form, found from the working directory (-B: no
-    // __pycache__ written into the app tree).
-    let (ok, _) = fetch(
-        &env,
-        Run {
-            args: &["-B", "-m", "app.main"],
-            ..Run::default()
-        },
-    )
-    .await;
-    assert_eq!(sorted(ok.unwrap()), both);
-    // The same module name from a directory of the attacker's: python
-    // runs the attacker's app/main.py.
-    let (err, _) = fetch(
-        &env,
-        Run {
-            args: &["-B", "-m", "app.main"],
-            cwd: Some(&env.dir.join("other")),
-            ..Run::default()
-        },
-    )
-    .await;
-    let shadow = env.dir.join("other/app/main.py").display().to_string();
-    assert_status(
-        &err.unwrap_err(),
-        Code::PermissionDenied,
-        &format!("main program {shadow} is outside the app tree"),
-    );
+    for (what, args, vars, cwd, outcome) in cases {
+        let (result, _) = fetch(
+            &env,
+            Run {
+                args: &args,
+                vars: &vars,
+                cwd,
+                ..Run::default()
+            },
+        )
+        .await;
+        match (outcome, result) {
+            (Ok(want), Ok(mut got)) => {
+                got.sort();
+                assert_eq!(got, want, "{what}");
+            }
+            (Err(why), Err(err)) => {
+                assert_status(&err, Code::PermissionDenied, &why);
+                assert!(
+                    !err.message().contains("/tmp\""),
+                    "values never echoed ({what})"
+                );
+                assert_audited(&env.server, &why).await;
+            }
+            (want, got) => panic!("{what}: expected {want:?}, got {got:?}"),
+        }
+    }
     env.agent.shutdown().await;
 }
 
