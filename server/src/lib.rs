@@ -33,3 +33,4 @@ pub mod oidc;
 pub mod revocation;
 pub mod server;
 pub mod store;
+pub mod tls;
