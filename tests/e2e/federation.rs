@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 
 use hallmark_agent::config::AgentSettings;
 use hallmark_agent::{Agent, AgentHandle};
@@ -34,13 +35,13 @@ use hallmark_proto::admin::admin_client::AdminClient;
 use hallmark_proto::admin::{
     GenerateJoinTokenRequest, ListFederatedBundlesRequest, RegisterImageRequest,
 };
+use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{JwtBundlesRequest, X509BundlesRequest, X509svidRequest};
 use hallmark_server::config::{ServerConfig, ServerOverrides, ServerSettings};
 use hallmark_server::image::{Algorithm, Envelope, GoldImage, SigningKey, canonical};
 use hallmark_server::server::{ServerHandle, start_with_clock};
-use tonic::transport::Channel;
 
-use crate::kill::{TestAgent, WAIT, own_exe_sha256, with_header};
+use crate::kill::{TestAgent, WAIT, own_exe_sha256, unix_channel, with_header};
 use crate::py_spiffe::venv_python;
 
 const A: &str = "example.org";
@@ -333,7 +334,9 @@ async fn two_issuers_federate_and_agents_serve_the_foreign_bundle() {
             kids(&a_now)
         );
     }
-    agent.handle.shutdown().await;
+    let agent_settings = agent.settings.clone();
+    let agent_socket = agent.socket.clone();
+    agent.agent.handle.shutdown().await;
 
     // A restart of A with B gone: the last good bundle comes back from the
     // store, and stays while B cannot be reached.
@@ -351,6 +354,29 @@ async fn two_issuers_federate_and_agents_serve_the_foreign_bundle() {
         after.last_error
     );
     a.shutdown().await;
+
+    // The agent, restarted while its issuer is down, serves the federated
+    // bundles it persisted.
+    let persisted = hallmark_agent::federated::load(
+        &agent_settings
+            .data_dir
+            .join(hallmark_agent::federated::FEDERATED_FILE),
+    )
+    .unwrap();
+    let persisted_b = persisted[&TrustDomain::new(B).unwrap()].clone();
+    let handle = Agent::start(agent_settings).await.unwrap();
+    let served = SpiffeWorkloadApiClient::new(unix_channel(&agent_socket).await)
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.bundles[B_KEY], persisted_b.x509_der_concat());
+    assert!(served.bundles.contains_key("spiffe://example.org"));
+    handle.shutdown().await;
 }
 
 /// Server settings from `server.toml` text (the path operators take),
@@ -497,8 +523,21 @@ async fn register_beta(server: &ServerHandle, key: &SigningKey) {
         .unwrap();
 }
 
+/// A [`TestAgent`] and the settings it started with (to start it again).
+struct FedAgent {
+    agent: TestAgent,
+    settings: AgentSettings,
+}
+
+impl std::ops::Deref for FedAgent {
+    type Target = TestAgent;
+    fn deref(&self) -> &TestAgent {
+        &self.agent
+    }
+}
+
 /// An agent of `server` (trust domain `example.org`) serving the Workload API.
-async fn agent_of(server: &ServerHandle, dir: &Path) -> TestAgent {
+async fn agent_of(server: &ServerHandle, dir: &Path) -> FedAgent {
     let data = dir.join("agent-data");
     let socket = dir.join("agent.sock");
     let bootstrap = dir.join("agent-bootstrap.pem");
@@ -523,7 +562,7 @@ async fn agent_of(server: &ServerHandle, dir: &Path) -> TestAgent {
             .into_inner()
             .token,
     );
-    let handle: AgentHandle = Agent::start(settings).await.unwrap();
+    let handle: AgentHandle = Agent::start(settings.clone()).await.unwrap();
     let agent = TestAgent {
         handle,
         socket,
@@ -532,7 +571,8 @@ async fn agent_of(server: &ServerHandle, dir: &Path) -> TestAgent {
     agent
         .wait_status("attested and syncing", |s| s.attested && s.sync_connected)
         .await;
-    agent
+    settings.join_token = None;
+    FedAgent { agent, settings }
 }
 
 /// A CA made here and a certificate for 127.0.0.1 it signed: the https_web

@@ -257,6 +257,9 @@ fn tls_reason(error: &std::io::Error) -> String {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
             format!("the endpoint's certificate was refused: {}", other.0)
         }
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+            "the endpoint's certificate was refused: UnknownIssuer (it does not chain to the CAs it is checked against: for https_spiffe the bundle of the endpoint SPIFFE ID's trust domain, for https_web endpoint_ca or the system's CA file)".to_owned()
+        }
         rustls::Error::InvalidCertificate(cert) => {
             format!("the endpoint's certificate was refused: {cert:?}")
         }
