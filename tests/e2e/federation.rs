@@ -36,7 +36,9 @@ use hallmark_proto::admin::{
     GenerateJoinTokenRequest, ListFederatedBundlesRequest, RegisterImageRequest,
 };
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use hallmark_proto::workload::{JwtBundlesRequest, X509BundlesRequest, X509svidRequest};
+use hallmark_proto::workload::{
+    JwtBundlesRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
+};
 use hallmark_server::config::{ServerConfig, ServerOverrides, ServerSettings};
 use hallmark_server::image::{Algorithm, Envelope, GoldImage, SigningKey, canonical};
 use hallmark_server::server::{ServerHandle, start_with_clock};
@@ -242,6 +244,28 @@ async fn two_issuers_federate_and_agents_serve_the_foreign_bundle() {
     }
     assert!(held.iter().any(|b| jwt_kids == kids(b)), "{jwt_kids:?}");
     assert!(!svids.federated_bundles.contains_key("spiffe://example.org"));
+
+    // ValidateJWTSVID on A's agent accepts a JWT-SVID minted by B, checked
+    // with B's bundle.
+    let token = b
+        .authority()
+        .mint_jwt_svid(&hallmark_ca::jwt::JwtSvidClaims {
+            spiffe_id: hallmark_ca::id::SpiffeId::parse("spiffe://b.example/partner").unwrap(),
+            audience: vec!["spiffe://example.org/beta".into()],
+            ttl: Duration::from_secs(60),
+            extra: serde_json::Map::new(),
+        })
+        .unwrap()
+        .token;
+    let validated = client
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "spiffe://example.org/beta".into(),
+            svid: token,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(validated.spiffe_id, "spiffe://b.example/partner");
 
     // The spiffe crate (code we did not write) parses them per trust domain.
     let bundles = agent.spiffe().await.fetch_x509_bundles().await.unwrap();

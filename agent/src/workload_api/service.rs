@@ -737,8 +737,14 @@ impl SpiffeWorkloadApi for WorkloadService {
                 "this agent has not received the revocations in force from the issuer yet: retry shortly",
             )
         })?;
-        validate_jwt_svid_request(request.get_ref(), &bundle, &revocations, self.agent.now())
-            .map(Response::new)
+        validate_jwt_svid_request(
+            request.get_ref(),
+            &bundle,
+            &self.agent.federated(),
+            &revocations,
+            self.agent.now(),
+        )
+        .map(Response::new)
     }
 }
 
