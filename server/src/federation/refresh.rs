@@ -15,6 +15,9 @@ use super::{FederatedBundleRecord, Federation, Source};
 use crate::events::SecurityEvent;
 use crate::server::shutdown_signalled;
 
+/// The least floor honoured (tests set 200 ms; the file cannot set it).
+const MIN_REFRESH_FLOOR: Duration = Duration::from_millis(100);
+
 /// Why a refresh did not bring a bundle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -142,17 +145,21 @@ impl Federation {
             }
         };
         // The bundle's hint, within the floor and ceiling; after failures,
-        // a backoff from the floor up to that interval.
+        // a backoff from the floor up to that interval. (The floor is kept
+        // within 100 ms and the ceiling, whatever a caller set.)
+        let floor = self
+            .settings
+            .refresh_floor
+            .max(MIN_REFRESH_FLOOR)
+            .min(REFRESH_CEILING);
         let interval = relation
             .bundle
             .as_ref()
             .map_or(DEFAULT_REFRESH_HINT, |(b, _)| b.refresh_hint)
-            .clamp(self.settings.refresh_floor, REFRESH_CEILING);
+            .clamp(floor, REFRESH_CEILING);
         let delay = match relation.failures {
             0 => interval,
-            n => self
-                .settings
-                .refresh_floor
+            n => floor
                 .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
                 .min(interval),
         };
