@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 mod daemon;
 pub mod error;
+pub mod federated;
 pub mod metrics;
 pub mod persist;
 pub mod revocation;

@@ -101,6 +101,10 @@ pub struct ServerConfig {
     /// OpenID Connect discovery and JWKS, and `iss` in JWT-SVIDs (off by default).
     #[serde(default)]
     pub oidc: crate::oidc::OidcSection,
+    /// SPIFFE Federation: this trust domain's bundle endpoint and the
+    /// federated trust domains (off by default).
+    #[serde(default)]
+    pub federation: crate::federation::FederationSection,
 }
 
 /// `[metrics]` in `server.toml`.
@@ -262,6 +266,8 @@ pub struct ServerSettings {
     /// The OpenID Connect issuer and endpoint (`None`: off, no `iss`).
     /// Its issuer is also `ca.jwt_issuer`.
     pub oidc: Option<crate::oidc::OidcSettings>,
+    /// SPIFFE Federation (empty: none).
+    pub federation: crate::federation::FederationSettings,
 }
 
 impl ServerConfig {
@@ -430,6 +436,7 @@ impl ServerSettings {
         let node_limits = node_limits(&file.agents)?;
         let oidc = crate::oidc::resolve(&file.oidc)?;
         ca.jwt_issuer = oidc.as_ref().map(|o| o.issuer.clone());
+        let federation = crate::federation::resolve(&file.federation, &trust_domain)?;
         Ok(Self {
             trust_domain,
             data_dir,
@@ -448,6 +455,7 @@ impl ServerSettings {
             refusal_limits,
             node_limits,
             oidc,
+            federation,
         })
     }
 
@@ -473,6 +481,7 @@ impl ServerSettings {
             refusal_limits: RefusalLimits::default(),
             node_limits: NodeLimits::default(),
             oidc: None,
+            federation: crate::federation::FederationSettings::default(),
         }
     }
 }

@@ -313,6 +313,40 @@ pub enum SecurityEvent {
         /// Where the old audit files were moved.
         moved_to: Option<String>,
     },
+    /// A federated trust domain's bundle changed: fetched from its bundle
+    /// endpoint (or first fetched after a bootstrap bundle), checked,
+    /// stored, and sent to every agent.
+    FederatedBundleUpdated {
+        /// The federated trust domain.
+        trust_domain: String,
+        /// The bundle endpoint it came from.
+        endpoint: String,
+        /// Its `spiffe_sequence`.
+        sequence: u64,
+        /// How many X.509 authorities it holds.
+        x509_authorities: u64,
+        /// The key ids of its JWT authorities.
+        jwt_key_ids: Vec<String>,
+        /// SHA-256 of the bundle document as stored (hex).
+        sha256: String,
+    },
+    /// A federated bundle refresh failed or its bundle was refused; the
+    /// last good bundle stays in force. Recorded once per distinct reason
+    /// (the retries in between are logged, not recorded).
+    FederatedBundleRefused {
+        /// The federated trust domain.
+        trust_domain: String,
+        /// The bundle endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// A trust domain is no longer federated (it left the config): its
+    /// stored bundle was deleted and agents no longer receive it.
+    FederationEnded {
+        /// The trust domain.
+        trust_domain: String,
+    },
     /// An operator called the admin API.
     AdminCall {
         /// The RPC name.
@@ -437,6 +471,26 @@ pub fn log_event(event: &SecurityEvent) {
             audit_key_id,
         } => {
             tracing::info!(target: "hallmark::audit", version, %audit_key_id, "issuer started");
+        }
+        SecurityEvent::FederatedBundleUpdated {
+            trust_domain,
+            endpoint,
+            sequence,
+            x509_authorities,
+            jwt_key_ids,
+            sha256,
+        } => {
+            tracing::info!(target: "hallmark::audit", %trust_domain, %endpoint, sequence, x509_authorities, ?jwt_key_ids, %sha256, "federated bundle updated");
+        }
+        SecurityEvent::FederatedBundleRefused {
+            trust_domain,
+            endpoint,
+            reason,
+        } => {
+            tracing::warn!(target: "hallmark::audit", %trust_domain, %endpoint, %reason, "federated bundle refused");
+        }
+        SecurityEvent::FederationEnded { trust_domain } => {
+            tracing::warn!(target: "hallmark::audit", %trust_domain, "federation ended");
         }
         SecurityEvent::IssuerStopping { version } => {
             tracing::info!(target: "hallmark::audit", version, "issuer stopping");

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod federation;
 pub mod image;
 pub mod issuance;
 pub mod metrics;

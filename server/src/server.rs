@@ -23,6 +23,7 @@ use crate::authority::{Authority, AuthorityError};
 use crate::config::ServerSettings;
 use crate::convert::unix_secs;
 use crate::events::{EventSink, RefusalLimiter, SecurityEvent};
+use crate::federation::Federation;
 use crate::issuance::{ImagePolicy, ImageSet, load_matcher, retire_expired};
 use crate::metrics::{IssuerState, ServerMetrics};
 use crate::node::{NodeApi, NodeApiParts, listener};
@@ -77,6 +78,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The federation bundle endpoint's address could not be bound.
+    #[error("federation.bundle_endpoint.address {addr}: {source}")]
+    BundleEndpoint {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The OpenID Connect endpoint's address could not be bound.
     #[error("oidc.listen {addr}: {source}")]
     Oidc {
@@ -106,6 +116,8 @@ pub struct ServerHandle {
     metrics_endpoint: Option<hallmark_metrics::Endpoint>,
     oidc_endpoint: Option<hallmark_metrics::Endpoint>,
     oidc: Option<crate::oidc::OidcSettings>,
+    federation: Arc<Federation>,
+    bundle_endpoint: Option<hallmark_metrics::Endpoint>,
     data_dir: PathBuf,
     trust_domain: hallmark_ca::id::TrustDomain,
     /// Released last, after the store is closed.
@@ -172,6 +184,15 @@ async fn start_observed(
         ca_config.jwt_issuer = Some(oidc.issuer.clone());
     }
     let authority = Authority::open(ca_config, dyn_store.clone(), clock.clone())?;
+    let federation = Federation::open(
+        settings.federation.clone(),
+        settings.trust_domain.clone(),
+        authority.clone(),
+        dyn_store.clone(),
+        events.clone(),
+        clock.clone(),
+    )
+    .await?;
     let (node_events, _) = broadcast::channel(256);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let x509pop = settings
@@ -205,6 +226,7 @@ async fn start_observed(
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
         limits: settings.node_limits,
+        federated: federation.subscribe(),
     });
     let tls = listener::tls_config(&authority, clock.clone())?;
     let (node_addr, incoming) =
@@ -229,6 +251,7 @@ async fn start_observed(
         revocations: revocations.clone(),
         audit: audit.clone(),
         metrics: metrics.clone(),
+        federation: federation.clone(),
     });
 
     let serving = Arc::new(AtomicBool::new(false));
@@ -286,7 +309,27 @@ async fn start_observed(
         },
     };
 
+    let bundle_endpoint = match &settings.federation.bundle_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let mut down = shutdown_rx.clone();
+            let addr = endpoint.address;
+            let served = crate::federation::endpoint::serve(endpoint, &authority, async move {
+                shutdown_signalled(&mut down).await;
+            })
+            .await
+            .map_err(|source| ServerError::BundleEndpoint { addr, source })?;
+            tracing::info!(
+                address = %served.local_addr(),
+                profile = endpoint.profile().as_str(),
+                "serving the SPIFFE bundle endpoint"
+            );
+            Some(served)
+        }
+    };
+
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(federation.clone().run(shutdown_rx.clone())));
     let mut down = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -359,6 +402,8 @@ async fn start_observed(
         metrics_endpoint,
         oidc_endpoint,
         oidc: settings.oidc,
+        federation,
+        bundle_endpoint,
         data_dir: settings.data_dir,
         trust_domain: settings.trust_domain,
         _lock: lock,
@@ -498,6 +543,18 @@ impl ServerHandle {
             .map(hallmark_metrics::Endpoint::local_addr)
     }
 
+    /// Where the SPIFFE bundle endpoint is served, if configured.
+    pub fn bundle_endpoint_addr(&self) -> Option<SocketAddr> {
+        self.bundle_endpoint
+            .as_ref()
+            .map(hallmark_metrics::Endpoint::local_addr)
+    }
+
+    /// The federated trust domains and their bundles.
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
+    }
+
     /// Applies the settings that can change without a restart (`SIGHUP`):
     /// the trusted signers and the signature policy. Every stored image is
     /// verified again with them (an image whose signer was removed stops
@@ -529,6 +586,9 @@ impl ServerHandle {
         };
         if !oidc_same {
             ignored.push("oidc".to_owned());
+        }
+        if !settings.federation.same_as(self.federation.settings()) {
+            ignored.push("federation".to_owned());
         }
         upkeep
             .events
@@ -570,6 +630,9 @@ impl ServerHandle {
         if let Some(endpoint) = self.oidc_endpoint.take() {
             endpoint.stopped().await;
         }
+        if let Some(endpoint) = self.bundle_endpoint.take() {
+            endpoint.stopped().await;
+        }
         // The counts of refusals still open, before the last record.
         if let Err(error) = self.refusals.close().await {
             tracing::error!(target: "hallmark::audit", %error, "suppressed refusal counts not written at shutdown");
@@ -595,9 +658,18 @@ impl ServerHandle {
             store: handle_store,
             audit,
             refusals,
+            federation,
             ..
         } = self;
-        drop((authority, images, upkeep, handle_store, audit, refusals));
+        drop((
+            authority,
+            images,
+            upkeep,
+            handle_store,
+            audit,
+            refusals,
+            federation,
+        ));
         // Wait for short-lived tasks (attestations) to drop their references,
         // so that the database is closed when this returns.
         for _ in 0..100 {

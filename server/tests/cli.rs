@@ -322,3 +322,139 @@ fn completions_and_man_pages_are_generated_from_the_cli() {
     assert!(man.join("hallmark-server.1").exists());
     assert!(String::from_utf8_lossy(&out.stdout).contains("man pages into"));
 }
+
+/// `[federation]` through the binary: `config check` names what it would
+/// serve and fetch, and refuses the issuer's own trust domain; `bundle
+/// list` (and `list-federated`) shows a federated trust domain whose
+/// endpoint is down, with its bootstrap bundle kept and the error.
+#[test]
+fn federation_config_and_bundle_list() {
+    use hallmark_ca::id::TrustDomain;
+    use hallmark_ca::manager::{CaConfig, CaManager};
+
+    let dir = tempfile::tempdir().unwrap();
+    let partner = CaManager::generate(
+        CaConfig::new(TrustDomain::new("partner.example").unwrap()),
+        std::time::SystemTime::now(),
+    )
+    .unwrap()
+    .bundle();
+    let bootstrap = dir.path().join("partner.json");
+    std::fs::write(&bootstrap, partner.to_jwks()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nothing listens on the partner's endpoint: a port just released.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[federation.bundle_endpoint]\naddress = \"127.0.0.1:{port}\"\nprofile = \"https_spiffe\"\n[[federation.trust_domains]]\ntrust_domain = \"partner.example\"\nbundle_endpoint_url = \"https://127.0.0.1:{down}/\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://partner.example/spire/server\"\nbundle = \"{}\"\n",
+            bootstrap.display()
+        ),
+    );
+    let out = run(&["config", "check", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "bundle endpoint on 127.0.0.1:{port} (https_spiffe), federated with partner.example"
+        )),
+        "{text}"
+    );
+    let own = write_config(
+        &{
+            let d = dir.path().join("own");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        },
+        "[[federation.trust_domains]]\ntrust_domain = \"example.org\"\nbundle_endpoint_url = \"https://x.example/\"\nprofile = \"https_web\"\n",
+    );
+    let out = run(&["config", "check", own.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("federation.trust_domains.trust_domain")
+            && err.contains("this issuer's own trust domain"),
+        "{err}"
+    );
+
+    let daemon = start(&config, dir.path().join("admin.sock"));
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    // Wait for the first (failed) fetch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out = run(&["bundle", "list", "--socket", &socket, "--output", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if listed[0]["last_error"].is_string() {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "no fetch attempt: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let entry = &listed[0];
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(entry["trust_domain"], "partner.example");
+    assert_eq!(entry["profile"], "https_spiffe");
+    assert_eq!(
+        entry["endpoint_spiffe_id"],
+        "spiffe://partner.example/spire/server"
+    );
+    assert_eq!(entry["source"], "bootstrap");
+    assert_eq!(
+        entry["bundle"],
+        serde_json::from_str::<serde_json::Value>(&partner.to_jwks()).unwrap()
+    );
+    assert!(
+        entry["last_error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot connect to 127.0.0.1:{down}")),
+        "{entry}"
+    );
+    assert!(entry["next_refresh"].is_string());
+
+    let out = run(&["bundle", "list", "--socket", &socket]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Trust domain      : partner.example")
+            && text.contains("from bootstrap")
+            && text.contains("Last error        : ")
+            && text.contains("-----BEGIN CERTIFICATE-----"),
+        "{text}"
+    );
+    let out = run(&[
+        "bundle",
+        "list-federated",
+        "--socket",
+        &socket,
+        "--id",
+        "spiffe://partner.example",
+        "--format",
+        "jwks",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"spiffe_sequence\""));
+    let out = run(&[
+        "bundle",
+        "list",
+        "--socket",
+        &socket,
+        "--id",
+        "nope.example",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nope.example is not a federated trust domain"),
+        "{}",
+        stderr(&out)
+    );
+}

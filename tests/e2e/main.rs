@@ -20,6 +20,7 @@ mod attestation;
 mod authority;
 mod common;
 mod examples;
+mod federation;
 mod flood;
 mod kill;
 mod kill_issuer;

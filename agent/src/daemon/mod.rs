@@ -41,6 +41,7 @@ use crate::attest::AttestMethod;
 use crate::client::tls_config;
 use crate::config::{AgentSettings, Bootstrap};
 use crate::error::AgentError;
+use crate::federated::FederatedBundles;
 use crate::metrics::{AgentMetrics, AgentState};
 use crate::persist::{DataDir, NodeSvid, load_bundle_file};
 use crate::workload_api::evidence::{AttestationHints, EvidenceSource};
@@ -62,6 +63,8 @@ pub struct AgentStatus {
     pub svid_expires_at: Option<SystemTime>,
     /// Sequence of the newest bundle received.
     pub bundle_sequence: u64,
+    /// Incremented whenever the federated trust domains' bundles change.
+    pub federated_generation: u64,
     /// A `Sync` stream is open and has delivered its snapshot.
     pub sync_connected: bool,
     /// How many times a `Sync` stream was established.
@@ -105,6 +108,8 @@ pub(crate) struct Inner {
     metrics: Arc<AgentMetrics>,
     /// Workload API refusals decided here, waiting to be reported.
     refusals: refusals::RefusalReports,
+    /// The federated trust domains' bundles, as last received.
+    federated: std::sync::RwLock<Arc<FederatedBundles>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -202,7 +207,16 @@ impl Agent {
                 None
             }
         };
+        let federated_path = settings.data_dir.join(crate::federated::FEDERATED_FILE);
+        let federated = match crate::federated::load(&federated_path) {
+            Ok(set) => set,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring unreadable persisted federated bundles");
+                FederatedBundles::new()
+            }
+        };
         let inner = Arc::new(Inner {
+            federated: std::sync::RwLock::new(Arc::new(federated)),
             settings,
             data,
             bundle,
@@ -317,6 +331,11 @@ impl AgentHandle {
         self.inner.bundle.load()
     }
 
+    /// The federated trust domains' bundles, as last received.
+    pub fn federated_bundles(&self) -> Arc<FederatedBundles> {
+        self.inner.federated()
+    }
+
     /// The trust bundle as shared with the TLS verifier (for the Workload API).
     pub fn shared_bundle(&self) -> SharedBundle {
         self.inner.bundle.clone()
@@ -399,6 +418,38 @@ impl Inner {
     /// The current trust bundle.
     pub(crate) fn bundle(&self) -> Arc<Bundle> {
         self.bundle.load()
+    }
+
+    /// The federated trust domains' bundles, as last received.
+    pub(crate) fn federated(&self) -> Arc<FederatedBundles> {
+        match self.federated.read() {
+            Ok(f) => f.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the federated bundles if they changed: persisted first,
+    /// then served, then every Workload API stream is told.
+    pub(super) fn apply_federated(&self, bundles: FederatedBundles) -> Result<(), AgentError> {
+        if crate::federated::same(&self.federated(), &bundles) {
+            return Ok(());
+        }
+        crate::federated::save(
+            &self
+                .settings
+                .data_dir
+                .join(crate::federated::FEDERATED_FILE),
+            &bundles,
+        )?;
+        let names: Vec<String> = bundles.keys().map(|td| td.as_str().to_owned()).collect();
+        match self.federated.write() {
+            Ok(mut f) => *f = Arc::new(bundles),
+            Err(p) => *p.into_inner() = Arc::new(bundles),
+        }
+        self.status
+            .send_modify(|s| s.federated_generation = s.federated_generation.wrapping_add(1));
+        tracing::info!(trust_domains = ?names, "federated bundles updated");
+        Ok(())
     }
 
     /// Follows the agent's status (bundle sequence, identity).

@@ -1,7 +1,8 @@
 //! The sync task: one `Sync` stream at a time while the agent has an
 //! identity; every message's revocations are applied first (so a reconnected
 //! agent enforces what was revoked while it was away before anything else),
-//! then its bundle is applied and persisted; a lost stream is reopened after
+//! then its bundle and the federated bundles are applied and persisted; a
+//! lost stream is reopened after
 //! a jittered backoff. A refusal that names a revocation of this agent
 //! (`hallmark-revocation-bin`) is enforced as such.
 
@@ -93,6 +94,12 @@ impl Inner {
             if let Some(bundle) = update.bundle {
                 self.apply_bundle(bundle_from_proto(bundle, &self.settings.trust_domain)?)?;
             }
+            // Every message carries the full set: a trust domain missing
+            // from it is no longer federated.
+            self.apply_federated(crate::federated::from_proto(
+                update.federated_bundles,
+                &self.settings.trust_domain,
+            )?)?;
             let hints = Arc::new(AttestationHints {
                 env_names: update.env_names.into_iter().collect(),
                 path_hints: update.path_hints.into_iter().collect(),

@@ -18,6 +18,6 @@ pub mod socket;
 mod validate;
 pub mod walks;
 
-pub use bundles::{jwt_bundles_response, trust_domain_key, x509_bundles_response};
+pub use bundles::{federated_x509, jwt_bundles_response, trust_domain_key, x509_bundles_response};
 pub use security::{SECURITY_HEADER_VALUE, check_security_header};
 pub use validate::{json_to_struct, validate_jwt_svid_request};

@@ -15,7 +15,6 @@
 //! message without it right away (`PermissionDenied` when none is left).
 //! After a lift, a stream that had SVIDs withheld fetches afresh.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,11 +42,13 @@ use super::evidence::{Caller, EvidenceError, EvidenceSource};
 use super::socket::{ExeIdentity, Peer};
 use super::walks::WalkLimiter;
 use super::{
-    check_security_header, jwt_bundles_response, validate_jwt_svid_request, x509_bundles_response,
+    check_security_header, federated_x509, jwt_bundles_response, validate_jwt_svid_request,
+    x509_bundles_response,
 };
 use crate::backoff::Backoff;
 use crate::daemon::refusals::RefusedBy;
 use crate::daemon::{Inner, signalled};
+use crate::federated::FederatedBundles;
 use crate::metrics::{Source, StreamMethod};
 use crate::persist::NodeSvid;
 use crate::revocation::{Bound, RevocationSet, revoked};
@@ -452,7 +453,7 @@ impl WorkloadService {
                 })
                 .collect(),
             crl: vec![],
-            federated_bundles: HashMap::new(),
+            federated_bundles: federated_x509(&self.agent.federated()),
         }
     }
 
@@ -482,7 +483,7 @@ impl WorkloadService {
         let _slot = slot;
         let mut status = self.agent.status_receiver();
         let mut down = self.shutdown.clone();
-        let mut sequence = status.borrow_and_update().bundle_sequence;
+        let mut sequence = bundles_version(&status.borrow_and_update());
         let mut revocations = self.agent.revocations_receiver();
         let mut known = revocations.borrow_and_update().clone();
         let metrics = self.agent.metrics();
@@ -537,7 +538,7 @@ impl WorkloadService {
                         if changed.is_err() {
                             return;
                         }
-                        let now_sequence = status.borrow_and_update().bundle_sequence;
+                        let now_sequence = bundles_version(&status.borrow_and_update());
                         if now_sequence != sequence {
                             sequence = now_sequence;
                             if tx.send(Ok(self.x509_response(&set))).await.is_err() {
@@ -761,8 +762,14 @@ impl SpiffeWorkloadApi for WorkloadService {
                 "this agent has not received the revocations in force from the issuer yet: retry shortly",
             )
         })?;
-        validate_jwt_svid_request(request.get_ref(), &bundle, &revocations, self.agent.now())
-            .map(Response::new)
+        validate_jwt_svid_request(
+            request.get_ref(),
+            &bundle,
+            &self.agent.federated(),
+            &revocations,
+            self.agent.now(),
+        )
+        .map(Response::new)
     }
 }
 
@@ -820,12 +827,19 @@ async fn prune_revoked(
     }
 }
 
-/// A stream of bundle messages: one now, one on every bundle change.
+/// What bundle streams follow: the own bundle's sequence and the
+/// federated bundles' generation (a change of either is a new message).
+fn bundles_version(status: &crate::daemon::AgentStatus) -> (u64, u64) {
+    (status.bundle_sequence, status.federated_generation)
+}
+
+/// A stream of bundle messages: one now, one on every bundle change
+/// (own or federated).
 fn bundle_stream<T: Send + 'static>(
     agent: Arc<Inner>,
     slot: StreamSlot,
     mut down: watch::Receiver<bool>,
-    render: fn(&hallmark_ca::bundle::Bundle) -> T,
+    render: fn(&hallmark_ca::bundle::Bundle, &FederatedBundles) -> T,
     method: StreamMethod,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
@@ -833,8 +847,12 @@ fn bundle_stream<T: Send + 'static>(
         let _slot = slot;
         let _open = agent.metrics().stream(method);
         let mut status = agent.status_receiver();
-        let mut sequence = status.borrow_and_update().bundle_sequence;
-        if tx.send(Ok(render(&agent.bundle()))).await.is_err() {
+        let mut sequence = bundles_version(&status.borrow_and_update());
+        if tx
+            .send(Ok(render(&agent.bundle(), &agent.federated())))
+            .await
+            .is_err()
+        {
             return;
         }
         loop {
@@ -843,10 +861,10 @@ fn bundle_stream<T: Send + 'static>(
                     if changed.is_err() {
                         return;
                     }
-                    let now_sequence = status.borrow_and_update().bundle_sequence;
+                    let now_sequence = bundles_version(&status.borrow_and_update());
                     if now_sequence != sequence {
                         sequence = now_sequence;
-                        if tx.send(Ok(render(&agent.bundle()))).await.is_err() {
+                        if tx.send(Ok(render(&agent.bundle(), &agent.federated()))).await.is_err() {
                             return;
                         }
                     }

@@ -1,15 +1,19 @@
 //! `ValidateJWTSVID`: signature against the trust bundle, audience, expiry,
 //! and the kill switch: a token a revocation covers (by its `sub`, or the
-//! image, code, model or node of its `hallmark` claim) is refused.
+//! image, code, model or node of its `hallmark` claim) is refused. A token
+//! of a federated trust domain is validated against that trust domain's
+//! bundle, and only that one: each bundle validates only subjects of its
+//! own trust domain.
 
 use std::time::SystemTime;
 
 use hallmark_ca::bundle::Bundle;
-use hallmark_ca::jwt::validate_jwt_svid;
+use hallmark_ca::jwt::{JwtError, ValidatedJwt, validate_jwt_svid};
 use hallmark_proto::workload::{ValidateJwtsvidRequest, ValidateJwtsvidResponse};
 use prost_types::value::Kind;
 use tonic::Status;
 
+use crate::federated::FederatedBundles;
 use crate::revocation::{Bound, RevocationSet};
 
 /// Validates a request; malformed input, invalid and revoked tokens are
@@ -17,6 +21,7 @@ use crate::revocation::{Bound, RevocationSet};
 pub fn validate_jwt_svid_request(
     request: &ValidateJwtsvidRequest,
     bundle: &Bundle,
+    federated: &FederatedBundles,
     revocations: &RevocationSet,
     now: SystemTime,
 ) -> Result<ValidateJwtsvidResponse, Status> {
@@ -26,7 +31,7 @@ pub fn validate_jwt_svid_request(
     if request.svid.is_empty() {
         return Err(Status::invalid_argument("svid must be specified"));
     }
-    let validated = validate_jwt_svid(&request.svid, &request.audience, bundle, now)
+    let validated = validate_any(&request.svid, &request.audience, bundle, federated, now)
         .map_err(|e| Status::invalid_argument(format!("JWT-SVID refused: {e}")))?;
     let bound = Bound::from_binding(
         validated.spiffe_id.as_str(),
@@ -42,6 +47,33 @@ pub fn validate_jwt_svid_request(
         spiffe_id: validated.spiffe_id.as_str().to_owned(),
         claims: Some(json_to_struct(validated.claims)),
     })
+}
+
+/// Validates against the own bundle, then each federated one; the error
+/// is the own bundle's unless a federated bundle knew the token's key.
+fn validate_any(
+    token: &str,
+    audience: &str,
+    own: &Bundle,
+    federated: &FederatedBundles,
+    now: SystemTime,
+) -> Result<ValidatedJwt, JwtError> {
+    let mut error = match validate_jwt_svid(token, audience, own, now) {
+        Ok(validated) => return Ok(validated),
+        Err(error) => error,
+    };
+    for bundle in federated.values() {
+        match validate_jwt_svid(token, audience, bundle, now) {
+            Ok(validated) => return Ok(validated),
+            Err(JwtError::UnknownKeyId(_)) => {}
+            Err(other) => {
+                if matches!(error, JwtError::UnknownKeyId(_)) {
+                    error = other;
+                }
+            }
+        }
+    }
+    Err(error)
 }
 
 /// A JSON object as a protobuf `Struct`.
@@ -115,6 +147,7 @@ mod tests {
                 svid: token,
             },
             &ca.bundle(),
+            &FederatedBundles::new(),
             &RevocationSet::default(),
             now,
         )
@@ -138,6 +171,7 @@ mod tests {
                 svid: mint(&ca, now, "payments"),
             },
             &ca.bundle(),
+            &FederatedBundles::new(),
             &RevocationSet::default(),
             now,
         )
@@ -161,6 +195,7 @@ mod tests {
                     svid: svid.into(),
                 },
                 &bundle,
+                &FederatedBundles::new(),
                 &RevocationSet::default(),
                 at,
             )
@@ -224,6 +259,7 @@ mod tests {
                     svid: token.clone(),
                 },
                 &ca.bundle(),
+                &FederatedBundles::new(),
                 &set,
                 now,
             )
@@ -249,5 +285,86 @@ mod tests {
         validate(RevocationKind::Image, "invoice@2.0.0").unwrap();
         validate(RevocationKind::SpiffeId, "spiffe://example.org/other").unwrap();
         validate(RevocationKind::Code, "c0de").unwrap();
+    }
+
+    /// A token of a federated trust domain validates with that trust
+    /// domain's bundle (and is refused without it); the own bundle's
+    /// refusal is kept when no federated bundle knows the key.
+    #[test]
+    fn federated_tokens_validate_against_their_own_trust_domain_bundle() {
+        let (own, now) = setup();
+        let partner = CaManager::generate(
+            CaConfig::new(TrustDomain::new("partner.example").unwrap()),
+            now,
+        )
+        .unwrap();
+        let token = partner
+            .mint_jwt_svid(
+                &JwtSvidClaims {
+                    spiffe_id: SpiffeId::parse("spiffe://partner.example/billing").unwrap(),
+                    audience: vec!["payments".into()],
+                    ttl: Duration::from_secs(300),
+                    extra: serde_json::Map::new(),
+                },
+                now,
+            )
+            .unwrap()
+            .token;
+        let request = ValidateJwtsvidRequest {
+            audience: "payments".into(),
+            svid: token,
+        };
+        let none = FederatedBundles::new();
+        let err = validate_jwt_svid_request(
+            &request,
+            &own.bundle(),
+            &none,
+            &RevocationSet::default(),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("unknown key id"),
+            "{}",
+            err.message()
+        );
+        let federated: FederatedBundles = [(
+            TrustDomain::new("partner.example").unwrap(),
+            std::sync::Arc::new(partner.bundle()),
+        )]
+        .into_iter()
+        .collect();
+        let ok = validate_jwt_svid_request(
+            &request,
+            &own.bundle(),
+            &federated,
+            &RevocationSet::default(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(ok.spiffe_id, "spiffe://partner.example/billing");
+        // The partner's bundle under another trust domain's name does not
+        // validate the partner's subjects.
+        let mut misfiled = partner.bundle();
+        misfiled.trust_domain = TrustDomain::new("other.example").unwrap();
+        let wrong: FederatedBundles =
+            [(misfiled.trust_domain.clone(), std::sync::Arc::new(misfiled))]
+                .into_iter()
+                .collect();
+        let err = validate_jwt_svid_request(
+            &request,
+            &own.bundle(),
+            &wrong,
+            &RevocationSet::default(),
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            err.message()
+                .contains("trust domain partner.example, expected other.example"),
+            "{}",
+            err.message()
+        );
     }
 }

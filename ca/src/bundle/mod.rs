@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::id::TrustDomain;
-use crate::util::parse_cert;
+use crate::id::{SpiffeId, TrustDomain};
+use crate::util::{parse_cert, uri_sans};
 
 mod jwks;
 
@@ -75,6 +75,20 @@ pub enum BundleError {
     /// The PEM input holds no certificate.
     #[error("pem bundle holds no certificate")]
     EmptyPem,
+    /// An X.509 authority names another trust domain in its URI SAN
+    /// (`spiffe://<trust domain>`): the bundle is not for this trust domain.
+    #[error("x509-svid authority {index} is a CA of trust domain {found}, not {expected}")]
+    WrongTrustDomain {
+        /// The authority's position among the bundle's X.509 authorities.
+        index: usize,
+        /// The trust domain the bundle was fetched for.
+        expected: String,
+        /// The trust domain the authority names.
+        found: String,
+    },
+    /// The bundle holds neither X.509 nor JWT authorities.
+    #[error("bundle holds no x509-svid or jwt-svid keys")]
+    Empty,
 }
 
 impl Bundle {
@@ -121,6 +135,49 @@ impl Bundle {
             return Err(BundleError::EmptyPem);
         }
         Ok(bundle)
+    }
+
+    /// Checks a bundle received for [`Bundle::trust_domain`] (a federated
+    /// trust domain's, fetched from its bundle endpoint): it holds at least
+    /// one authority, and no X.509 authority names another trust domain in
+    /// a SPIFFE URI SAN (SPIFFE CAs, Hallmark's and SPIRE's, carry
+    /// `spiffe://<trust domain>`; an authority without one is accepted, as
+    /// the standard does not require it).
+    pub fn check_trust_domain(&self) -> Result<(), BundleError> {
+        if self.x509_authorities.is_empty() && self.jwt_authorities.is_empty() {
+            return Err(BundleError::Empty);
+        }
+        for (index, der) in self.x509_authorities.iter().enumerate() {
+            let cert = parse_cert(der).map_err(BundleError::InvalidCertificate)?;
+            let uris = uri_sans(&cert).map_err(BundleError::InvalidCertificate)?;
+            for id in uris.iter().filter_map(|u| SpiffeId::parse(u).ok()) {
+                let found = id.trust_domain();
+                if found != self.trust_domain {
+                    return Err(BundleError::WrongTrustDomain {
+                        index,
+                        expected: self.trust_domain.as_str().to_owned(),
+                        found: found.as_str().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `other` holds the same authorities, sequence and refresh
+    /// hint (JWT key expiry, which the JWKS form does not carry, aside).
+    pub fn same_content(&self, other: &Bundle) -> bool {
+        let keys = |b: &Bundle| -> Vec<(String, Vec<u8>)> {
+            b.jwt_authorities
+                .iter()
+                .map(|a| (a.key_id.clone(), a.public_key_der.clone()))
+                .collect()
+        };
+        self.trust_domain == other.trust_domain
+            && self.x509_authorities == other.x509_authorities
+            && keys(self) == keys(other)
+            && self.sequence == other.sequence
+            && self.refresh_hint == other.refresh_hint
     }
 
     /// The JWT authority with key id `kid`, if any.

@@ -6,6 +6,7 @@
 //! loosened by hand.
 
 mod audit;
+mod federation;
 mod image;
 mod kill;
 pub mod socket;
@@ -35,11 +36,13 @@ use hallmark_proto::admin::{
     CreateRevocationRequest, LiftRevocationRequest, ListRevocationsRequest,
     ListRevocationsResponse, Revocation,
 };
+use hallmark_proto::admin::{ListFederatedBundlesRequest, ListFederatedBundlesResponse};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::authority::Authority;
 use crate::convert::{unix_i64, unix_secs};
 use crate::events::{EventSink, Recorded, SecurityEvent};
+use crate::federation::Federation;
 use crate::issuance::{ImagePolicy, ImageSet};
 use crate::metrics::ServerMetrics;
 use crate::node::{NodeEvent, store_status};
@@ -66,6 +69,7 @@ pub struct AdminApi {
     revocations: Arc<Revocations>,
     audit: AuditLog,
     metrics: Arc<ServerMetrics>,
+    federation: Arc<Federation>,
     /// Serializes image registrations (see `register_checked`).
     registrations: Arc<std::sync::Mutex<()>>,
 }
@@ -99,6 +103,8 @@ pub struct AdminApiParts {
     pub audit: AuditLog,
     /// Counters (kills created and lifted).
     pub metrics: Arc<ServerMetrics>,
+    /// The federated trust domains (`bundle list`).
+    pub federation: Arc<Federation>,
 }
 
 impl AdminApi {
@@ -118,9 +124,11 @@ impl AdminApi {
             revocations,
             audit,
             metrics,
+            federation,
         } = parts;
         Self {
             registrations: Arc::default(),
+            federation,
             metrics,
             audit,
             revocations,
@@ -641,6 +649,17 @@ impl Admin for AdminApi {
                 },
                 format!("bundle sequence {}", bundle.sequence),
             ))
+        })
+        .await
+    }
+
+    async fn list_federated_bundles(
+        &self,
+        request: Request<ListFederatedBundlesRequest>,
+    ) -> Result<Response<ListFederatedBundlesResponse>, Status> {
+        let wanted = request.get_ref().trust_domain.clone();
+        self.audited("ListFederatedBundles", &request, |_| {
+            federation::list(&self.federation, &wanted)
         })
         .await
     }

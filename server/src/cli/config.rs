@@ -40,8 +40,25 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
                     None => format!(", OIDC issuer {} (documents not served here)", oidc.issuer),
                 },
             };
+            let federation = &settings.federation;
+            let mut fed = String::new();
+            if let Some(endpoint) = &federation.bundle_endpoint {
+                fed.push_str(&format!(
+                    ", bundle endpoint on {} ({})",
+                    endpoint.address,
+                    endpoint.profile().as_str()
+                ));
+            }
+            if !federation.trust_domains.is_empty() {
+                let names: Vec<&str> = federation
+                    .trust_domains
+                    .keys()
+                    .map(|t| t.as_str())
+                    .collect();
+                fed.push_str(&format!(", federated with {}", names.join(", ")));
+            }
             crate::cli::output::outln!(
-                "{}: OK (trust domain {}, data_dir {}, {} trusted signer(s), {} audit witness(es){oidc})",
+                "{}: OK (trust domain {}, data_dir {}, {} trusted signer(s), {} audit witness(es){oidc}{fed})",
                 args.file.display(),
                 settings.trust_domain,
                 settings.data_dir.display(),

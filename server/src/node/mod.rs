@@ -53,6 +53,7 @@ use crate::audit::AuditError;
 use crate::authority::Authority;
 use crate::convert::{svid_to_proto, unix_secs};
 use crate::events::{EventSink, SecurityEvent};
+use crate::federation::FederatedBundles;
 use crate::issuance::ImageSet;
 use crate::metrics::{RefusalReason, ServerMetrics};
 use crate::revocation::{Revocations, revoked_status};
@@ -92,6 +93,7 @@ pub struct NodeApiInner {
     revocations: Arc<Revocations>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<ServerMetrics>,
+    federated: watch::Receiver<Arc<FederatedBundles>>,
     /// `MintX509Svids` and `MintJwtSvid`, per node.
     mints: CallLimiter,
     /// `RenewAgentSvid`, per node.
@@ -134,6 +136,8 @@ pub struct NodeApiParts {
     pub metrics: Arc<ServerMetrics>,
     /// Per-node limits on the calls that mint.
     pub limits: NodeLimits,
+    /// The federated trust domains' bundles, sent on `Sync`.
+    pub federated: watch::Receiver<Arc<FederatedBundles>>,
 }
 
 impl NodeApi {
@@ -153,6 +157,7 @@ impl NodeApi {
             shutdown,
             metrics,
             limits,
+            federated,
         } = parts;
         Self {
             inner: Arc::new(NodeApiInner {
@@ -170,6 +175,7 @@ impl NodeApi {
                 revocations,
                 shutdown,
                 metrics,
+                federated,
             }),
         }
     }
@@ -475,6 +481,7 @@ impl Node for NodeApi {
             agent: record.spiffe_id,
             kills,
             bundles: self.authority.subscribe(),
+            federated: self.federated.clone(),
             node_events: self.node_events.subscribe(),
             shutdown: self.shutdown.clone(),
             images,

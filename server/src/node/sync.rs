@@ -1,5 +1,6 @@
 //! The `Sync` stream: the full current state, first as a snapshot, then
-//! again after every change (bundle, images, revocations), until the agent
+//! again after every change (bundle, federated bundles, images,
+//! revocations), until the agent
 //! goes away, is evicted, banned or revoked, or the issuer stops.
 //!
 //! The stream is polled directly by the HTTP/2 stream that carries it: no
@@ -22,6 +23,7 @@ use hallmark_proto::node::{PathHints, SyncResponse};
 
 use super::NodeEvent;
 use crate::convert::bundle_to_proto;
+use crate::federation::FederatedBundles;
 use crate::issuance::ImageSet;
 use crate::issuance::matcher::Matcher;
 use crate::metrics::StreamGuard;
@@ -33,6 +35,7 @@ pub(super) struct SyncFeeds {
     pub(super) agent: SpiffeId,
     pub(super) kills: watch::Receiver<Arc<RevocationIndex>>,
     pub(super) bundles: watch::Receiver<Arc<Bundle>>,
+    pub(super) federated: watch::Receiver<Arc<FederatedBundles>>,
     pub(super) node_events: broadcast::Receiver<NodeEvent>,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) images: Arc<ImageSet>,
@@ -83,9 +86,11 @@ impl SyncFeeds {
     /// has been told, and is now refused), the end of the stream.
     fn state(&mut self, snapshot: bool) -> (SyncResponse, Next) {
         let bundle = self.bundles.borrow_and_update().clone();
+        let federated = self.federated.borrow_and_update().clone();
         self.generations.borrow_and_update();
         let revocations = self.kills.borrow_and_update().clone();
-        let message = sync_message(snapshot, &bundle, &self.images.current(), &revocations);
+        let mut message = sync_message(snapshot, &bundle, &self.images.current(), &revocations);
+        message.federated_bundles = federated.values().map(|b| bundle_to_proto(b)).collect();
         let next = match revocations.node(&self.agent) {
             None => Next::Change,
             Some(revocation) => {
@@ -107,6 +112,7 @@ impl SyncFeeds {
                     return changed.map_err(|_| Some(Status::unavailable("issuer shutting down")));
                 }
                 changed = self.generations.changed() => return changed.map_err(|_| None),
+                changed = self.federated.changed() => return changed.map_err(|_| None),
                 changed = self.kills.changed() => return changed.map_err(|_| None),
                 event = self.node_events.recv() => match event {
                     Ok(NodeEvent::Removed { agent, reason }) if agent == self.agent => {
@@ -135,6 +141,7 @@ fn sync_message(
     SyncResponse {
         snapshot,
         revocations: revocations.to_proto().to_vec(),
+        federated_bundles: Vec::new(),
         bundle: Some(bundle_to_proto(bundle)),
         env_names: matcher.env_names().iter().cloned().collect(),
         path_hints: matcher

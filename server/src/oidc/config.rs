@@ -120,7 +120,7 @@ pub(crate) fn resolve(section: &OidcSection) -> Result<Option<OidcSettings>, Con
             Some(OidcTls {
                 cert: cert.clone(),
                 key: key.clone(),
-                config: tls_config(cert, key)?,
+                config: tls_server_config(cert, key, "oidc.cert", "oidc.key")?,
             })
         }
         (Some(_), None) => {
@@ -144,20 +144,27 @@ pub(crate) fn resolve(section: &OidcSection) -> Result<Option<OidcSettings>, Con
     }))
 }
 
-/// A rustls server config from a PEM chain and key, offering HTTP/1.1.
-fn tls_config(cert: &Path, key: &Path) -> Result<Arc<TlsServerConfig>, ConfigError> {
+/// A rustls server config from a PEM chain and key, offering HTTP/1.1;
+/// errors name `cert_key` or `key_key` (the config keys the files came
+/// from). The federation bundle endpoint's https_web profile uses it too.
+pub(crate) fn tls_server_config(
+    cert: &Path,
+    key: &Path,
+    cert_key: &'static str,
+    key_key: &'static str,
+) -> Result<Arc<TlsServerConfig>, ConfigError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| invalid("oidc.cert", format!("{}: {e}", cert.display())))?;
+        .map_err(|e| invalid(cert_key, format!("{}: {e}", cert.display())))?;
     if chain.is_empty() {
         return Err(invalid(
-            "oidc.cert",
+            cert_key,
             format!("{} holds no CERTIFICATE block", cert.display()),
         ));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         invalid(
-            "oidc.key",
+            key_key,
             format!(
                 "{}: {e} (expected a PEM private key: PKCS#8, SEC1 or PKCS#1)",
                 key.display()
@@ -167,12 +174,12 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<TlsServerConfig>, ConfigErr
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = TlsServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("oidc.cert", e.to_string()))?
+        .map_err(|e| invalid(cert_key, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| {
             invalid(
-                "oidc.key",
+                key_key,
                 format!(
                     "{} / {} are not a usable certificate and key: {e}",
                     cert.display(),

@@ -47,8 +47,8 @@ mod config;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use config::resolve;
 pub use config::{OidcSection, OidcSettings, OidcTls};
+pub(crate) use config::{resolve, tls_server_config};
 
 /// The discovery document's path under the issuer (OpenID Connect
 /// Discovery 1.0, section 4).

@@ -1,7 +1,8 @@
 //! Persistence: the [`Store`] trait and the records the issuer must not lose.
 //!
 //! Everything the issuer must keep across restarts goes through a `Store`: CA
-//! keys and state, attested nodes, join tokens, gold images and revocations.
+//! keys and state, attested nodes, join tokens, gold images, revocations and
+//! the last good bundles of federated trust domains.
 //! Every write method returns only once the write is durable, so an operator
 //! action is never acknowledged before it would survive a crash. The audit
 //! log has its own append-only files ([`FileAuditStore`] behind
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use hallmark_ca::id::SpiffeId;
 
+use crate::federation::FederatedBundleRecord;
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 pub use anchor::{AnchorStore, AuditAnchor, Mark};
@@ -324,4 +326,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn lift_revocation(&self, id: &RevocationId, lift: &Lift) -> Result<LiftOutcome, StoreError>;
     /// Every revocation, lifted ones included, ordered by id.
     fn revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+
+    /// The last good bundle of every federated trust domain, ordered by
+    /// trust domain.
+    fn federated_bundles(&self) -> Result<Vec<FederatedBundleRecord>, StoreError>;
+    /// Inserts or replaces the bundle of `record.trust_domain`.
+    fn put_federated_bundle(&self, record: &FederatedBundleRecord) -> Result<(), StoreError>;
+    /// Forgets a trust domain's bundle (federation ended); whether one was stored.
+    fn remove_federated_bundle(&self, trust_domain: &str) -> Result<bool, StoreError>;
 }

@@ -17,6 +17,7 @@ use super::{
     EnvelopeReplace, ImagePut, ImageRecord, ImageRetire, JoinTokenRecord, NodeRecord, Retirement,
     Store, StoreError, TokenUse,
 };
+use crate::federation::FederatedBundleRecord;
 use crate::revocation::{Lift, LiftOutcome, Revocation, RevocationId};
 
 const CA_STATE_KEY: &[u8] = b"ca_state";
@@ -42,6 +43,7 @@ pub struct SledStore {
     nodes: sled::Tree,
     images: sled::Tree,
     revocations: sled::Tree,
+    federated: sled::Tree,
     audit: sled::Tree,
     audit_checkpoints: sled::Tree,
     /// The generation known durable.
@@ -87,6 +89,7 @@ impl SledStore {
             nodes: db.open_tree("nodes")?,
             images: db.open_tree("images")?,
             revocations: db.open_tree("revocations")?,
+            federated: db.open_tree("federated_bundles")?,
             audit: db.open_tree(audit::RECORDS_TREE)?,
             audit_checkpoints: db.open_tree(audit::CHECKPOINTS_TREE)?,
             db,
@@ -508,6 +511,30 @@ impl Store for SledStore {
                 decode(&key, &value)
             })
             .collect()
+    }
+
+    fn federated_bundles(&self) -> Result<Vec<FederatedBundleRecord>, StoreError> {
+        self.federated
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn put_federated_bundle(&self, record: &FederatedBundleRecord) -> Result<(), StoreError> {
+        self.federated
+            .insert(record.trust_domain.as_bytes(), encode(record)?)?;
+        self.flush()
+    }
+
+    fn remove_federated_bundle(&self, trust_domain: &str) -> Result<bool, StoreError> {
+        let removed = self.federated.remove(trust_domain.as_bytes())?.is_some();
+        if removed {
+            self.flush()?;
+        }
+        Ok(removed)
     }
 }
 
