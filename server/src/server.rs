@@ -587,8 +587,35 @@ impl ServerHandle {
         if !oidc_same {
             ignored.push("oidc".to_owned());
         }
-        if !settings.federation.same_as(self.federation.settings()) {
+        let federation_same = settings.federation.same_as(self.federation.settings());
+        if !federation_same {
             ignored.push("federation".to_owned());
+        }
+        // Same files: read them again (a renewed certificate is served
+        // from the next handshake on).
+        let oidc_cert = self
+            .oidc
+            .as_ref()
+            .filter(|_| oidc_same)
+            .and_then(|o| o.tls.as_ref())
+            .map(|t| ("oidc", t.certificate.clone()));
+        let endpoint_cert = match self.federation.settings().bundle_endpoint.as_ref() {
+            Some(crate::federation::BundleEndpointSettings {
+                tls: crate::federation::EndpointTls::Web { certificate, .. },
+                ..
+            }) if federation_same => Some(("federation.bundle_endpoint", certificate.clone())),
+            _ => None,
+        };
+        for (section, certificate) in oidc_cert.into_iter().chain(endpoint_cert) {
+            match certificate.reload() {
+                Ok(true) => {
+                    tracing::info!(section, "SIGHUP: serving the renewed certificate")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(section, %error, "SIGHUP: the certificate was not reloaded; the one in use stays")
+                }
+            }
         }
         upkeep
             .events

@@ -104,3 +104,107 @@ fn config_check_validates_without_starting() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("refusal_sources"), "{}", stderr(&out));
 }
+
+/// A self-signed certificate for `localhost` written to `cert`/`key`; its DER.
+fn write_cert(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let made = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    std::fs::write(cert, made.pem()).unwrap();
+    std::fs::write(key, pair.serialize_pem()).unwrap();
+    made.der().to_vec()
+}
+
+/// The leaf certificate the endpoint at `port` presents.
+fn served_leaf(port: u16) -> Vec<u8> {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    tls.flush().unwrap();
+    tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+}
+
+/// An ACME renewal: the OIDC endpoint's certificate files are replaced and
+/// `SIGHUP` serves the new one, no restart; a half-written renewal is
+/// refused and the certificate in use stays.
+#[test]
+fn sighup_serves_a_renewed_oidc_certificate() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = write_cert(&cert, &key);
+    let mut node = Node::new(&format!(
+        "[oidc]\nissuer = \"https://localhost:{port}\"\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    node.start();
+    assert_eq!(served_leaf(port), first);
+
+    let renewed = write_cert(&cert, &key);
+    hup(&node);
+    eventually("the renewed certificate", || {
+        (served_leaf(port) == renewed).then_some(())
+    });
+
+    // A renewal caught half-written (the key of another certificate):
+    // the config does not load, nothing changes.
+    let _ = write_cert(&dir.path().join("other.pem"), &key);
+    hup(&node);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(served_leaf(port), renewed);
+    assert!(node.run(&["healthcheck"]).status.success());
+}

@@ -144,6 +144,8 @@ pub enum EndpointTls {
         cert: PathBuf,
         /// The private key file.
         key: PathBuf,
+        /// The certificate served, which `SIGHUP` reads again.
+        certificate: Arc<crate::tls::ReloadableCert>,
         /// The server configuration built from them.
         config: Arc<TlsServerConfig>,
     },
@@ -323,16 +325,20 @@ fn resolve_endpoint(
         section.profile.as_deref(),
     )?;
     let tls = match (profile, &section.cert, &section.key) {
-        (Profile::HttpsWeb, Some(cert), Some(key)) => EndpointTls::Web {
-            cert: cert.clone(),
-            key: key.clone(),
-            config: crate::oidc::tls_server_config(
+        (Profile::HttpsWeb, Some(cert), Some(key)) => {
+            let (certificate, config) = crate::oidc::tls_server_config(
                 cert,
                 key,
                 "federation.bundle_endpoint.cert",
                 "federation.bundle_endpoint.key",
-            )?,
-        },
+            )?;
+            EndpointTls::Web {
+                cert: cert.clone(),
+                key: key.clone(),
+                certificate,
+                config,
+            }
+        }
         (Profile::HttpsWeb, None, _) => {
             return Err(invalid(
                 "federation.bundle_endpoint.cert",

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig as TlsServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 use hallmark_ca::jwt::JwtIssuer;
 
 use super::JWKS_PATH;
 use crate::config::ConfigError;
+use crate::tls::ReloadableCert;
 
 /// `[oidc]` in `server.toml`. Absent: no endpoint, and JWT-SVIDs carry no `iss`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,6 +55,8 @@ pub struct OidcTls {
     pub cert: PathBuf,
     /// The private key file.
     pub key: PathBuf,
+    /// The certificate served, which `SIGHUP` reads again.
+    pub certificate: Arc<ReloadableCert>,
     /// The server configuration (HTTP/1.1 only).
     pub config: Arc<TlsServerConfig>,
 }
@@ -117,10 +118,12 @@ pub(crate) fn resolve(section: &OidcSection) -> Result<Option<OidcSettings>, Con
                     "a certificate without oidc.listen serves nothing: set oidc.listen too, or remove oidc.cert and oidc.key".into(),
                 ));
             }
+            let (certificate, config) = tls_server_config(cert, key, "oidc.cert", "oidc.key")?;
             Some(OidcTls {
                 cert: cert.clone(),
                 key: key.clone(),
-                config: tls_server_config(cert, key, "oidc.cert", "oidc.key")?,
+                certificate,
+                config,
             })
         }
         (Some(_), None) => {
@@ -144,51 +147,19 @@ pub(crate) fn resolve(section: &OidcSection) -> Result<Option<OidcSettings>, Con
     }))
 }
 
-/// A rustls server config from a PEM chain and key, offering HTTP/1.1;
-/// errors name `cert_key` or `key_key` (the config keys the files came
-/// from). The federation bundle endpoint's https_web profile uses it too.
+/// The certificate of `cert` and `key`, replaceable on `SIGHUP`, and a
+/// rustls server config serving it (HTTP/1.1); errors name `cert_key` or
+/// `key_key` (the config keys the files came from). The federation bundle
+/// endpoint's https_web profile uses it too.
 pub(crate) fn tls_server_config(
     cert: &Path,
     key: &Path,
     cert_key: &'static str,
     key_key: &'static str,
-) -> Result<Arc<TlsServerConfig>, ConfigError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| invalid(cert_key, format!("{}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(invalid(
-            cert_key,
-            format!("{} holds no CERTIFICATE block", cert.display()),
-        ));
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        invalid(
-            key_key,
-            format!(
-                "{}: {e} (expected a PEM private key: PKCS#8, SEC1 or PKCS#1)",
-                key.display()
-            ),
-        )
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = TlsServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(cert_key, e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
-            invalid(
-                key_key,
-                format!(
-                    "{} / {} are not a usable certificate and key: {e}",
-                    cert.display(),
-                    key.display()
-                ),
-            )
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+) -> Result<(Arc<ReloadableCert>, Arc<TlsServerConfig>), ConfigError> {
+    let reloadable = ReloadableCert::load(cert, key, cert_key, key_key)?;
+    let config = reloadable.server_config()?;
+    Ok((reloadable, config))
 }
 
 fn invalid(key: &'static str, reason: String) -> ConfigError {
