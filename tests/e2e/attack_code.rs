@@ -248,6 +248,17 @@ allow_inline = true
 uid = 0
 "#;
 
+/// One interpreter attack: what it is, python's arguments, environment
+/// and working directory, and the outcome (the SPIFFE IDs issued, or the
+/// refusal's reason).
+type Case<'a> = (
+    &'a str,
+    Vec<&'a str>,
+    Vec<(&'a str, &'a str)>,
+    Option<&'a Path>,
+    Result<Vec<&'a str>, String>,
+);
+
 #[tokio::test]
 async fn python_gets_the_identity_only_for_its_app_tree_program() {
     let env = deploy(&[("strict", STRICT), ("inline", INLINE)], |dir| {
@@ -272,15 +283,7 @@ async fn python_gets_the_identity_only_for_its_app_tree_program() {
         "spiffe://example.org/strict",
     ]);
     let other_dir = env.dir.join("other");
-    // (what, python's arguments, environment, working directory, outcome:
-    // the SPIFFE IDs issued, or the refusal's reason).
-    let cases: Vec<(
-        &str,
-        Vec<&str>,
-        Vec<(&str, &str)>,
-        Option<&Path>,
-        Result<Vec<&str>, String>,
-    )> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "the app's script, relative, no HALLMARK_APP_DIR (app_path is the fallback)",
             vec!["app/main.py"],
