@@ -97,7 +97,7 @@ pub(crate) struct Inner {
     x509pop: Option<Arc<X509PopSigner>>,
     status: watch::Sender<AgentStatus>,
     identity_lost: Notify,
-    hints: std::sync::RwLock<Arc<AttestationHints>>,
+    hints: arc_swap::ArcSwap<AttestationHints>,
     /// The kill switch's revocations in force, as last received (`None`
     /// until the agent has a set).
     revocations: watch::Sender<Option<Arc<crate::revocation::RevocationSet>>>,
@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     /// Workload API refusals decided here, waiting to be reported.
     refusals: refusals::RefusalReports,
     /// The federated trust domains' bundles, as last received.
-    federated: std::sync::RwLock<Arc<FederatedBundles>>,
+    federated: arc_swap::ArcSwap<FederatedBundles>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -216,7 +216,7 @@ impl Agent {
             }
         };
         let inner = Arc::new(Inner {
-            federated: std::sync::RwLock::new(Arc::new(federated)),
+            federated: arc_swap::ArcSwap::from_pointee(federated),
             settings,
             data,
             bundle,
@@ -226,7 +226,7 @@ impl Agent {
             x509pop,
             status,
             identity_lost: Notify::new(),
-            hints: std::sync::RwLock::new(Arc::new(AttestationHints::default())),
+            hints: arc_swap::ArcSwap::from_pointee(AttestationHints::default()),
             revocations: watch::channel(revocations).0,
             channel: tokio::sync::Mutex::new(None),
             metrics: Arc::new(AgentMetrics::new()),
@@ -384,10 +384,7 @@ impl AgentHandle {
 impl Inner {
     /// The issuer's hints for measuring workloads.
     pub(crate) fn hints(&self) -> Arc<AttestationHints> {
-        match self.hints.read() {
-            Ok(h) => h.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.hints.load_full()
     }
 
     /// The agent's clock.
@@ -422,10 +419,7 @@ impl Inner {
 
     /// The federated trust domains' bundles, as last received.
     pub(crate) fn federated(&self) -> Arc<FederatedBundles> {
-        match self.federated.read() {
-            Ok(f) => f.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.federated.load_full()
     }
 
     /// Replaces the federated bundles if they changed: persisted first,
@@ -442,10 +436,7 @@ impl Inner {
             &bundles,
         )?;
         let names: Vec<String> = bundles.keys().map(|td| td.as_str().to_owned()).collect();
-        match self.federated.write() {
-            Ok(mut f) => *f = Arc::new(bundles),
-            Err(p) => *p.into_inner() = Arc::new(bundles),
-        }
+        self.federated.store(Arc::new(bundles));
         self.status
             .send_modify(|s| s.federated_generation = s.federated_generation.wrapping_add(1));
         tracing::info!(trust_domains = ?names, "federated bundles updated");

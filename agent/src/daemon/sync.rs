@@ -104,10 +104,7 @@ impl Inner {
                 env_names: update.env_names.into_iter().collect(),
                 path_hints: update.path_hints.into_iter().collect(),
             });
-            match self.hints.write() {
-                Ok(mut h) => *h = hints,
-                Err(p) => *p.into_inner() = hints,
-            }
+            self.hints.store(hints);
             if first {
                 first = false;
                 backoff.reset();

@@ -3,8 +3,10 @@
 //! swappable holder TLS verifiers read on every handshake.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use crate::id::{SpiffeId, TrustDomain};
 use crate::util::{parse_cert, uri_sans};
@@ -208,25 +210,25 @@ impl fmt::Debug for Bundle {
 /// handshake without rebuilding TLS configs.
 #[derive(Clone)]
 pub struct SharedBundle {
-    current: Arc<RwLock<Arc<Bundle>>>,
+    current: Arc<ArcSwap<Bundle>>,
 }
 
 impl SharedBundle {
     /// A holder starting with `bundle`.
     pub fn new(bundle: Bundle) -> SharedBundle {
         SharedBundle {
-            current: Arc::new(RwLock::new(Arc::new(bundle))),
+            current: Arc::new(ArcSwap::from_pointee(bundle)),
         }
     }
 
     /// The current bundle.
     pub fn load(&self) -> Arc<Bundle> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+        self.current.load_full()
     }
 
     /// Replaces the current bundle.
     pub fn store(&self, bundle: Bundle) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(bundle);
+        self.current.store(Arc::new(bundle));
     }
 }
 

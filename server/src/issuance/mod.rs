@@ -11,6 +11,8 @@ pub mod matcher;
 
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
+
 use tokio::sync::watch;
 
 use matcher::Matcher;
@@ -19,14 +21,14 @@ use matcher::Matcher;
 /// registered images changes; `Sync` streams follow the generation number.
 #[derive(Debug)]
 pub struct ImageSet {
-    current: RwLock<Arc<Matcher>>,
+    current: ArcSwap<Matcher>,
     generation: watch::Sender<u64>,
 }
 
 impl Default for ImageSet {
     fn default() -> Self {
         Self {
-            current: RwLock::new(Arc::new(Matcher::default())),
+            current: ArcSwap::from_pointee(Matcher::default()),
             generation: watch::channel(0).0,
         }
     }
@@ -35,19 +37,12 @@ impl Default for ImageSet {
 impl ImageSet {
     /// The matcher in force.
     pub fn current(&self) -> Arc<Matcher> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     /// Puts a new matcher in force and tells the `Sync` streams.
     pub fn replace(&self, matcher: Matcher) {
-        let matcher = Arc::new(matcher);
-        match self.current.write() {
-            Ok(mut guard) => *guard = matcher,
-            Err(poisoned) => *poisoned.into_inner() = matcher,
-        }
+        self.current.store(Arc::new(matcher));
         self.generation.send_modify(|g| *g += 1);
     }
 
