@@ -143,7 +143,13 @@ pub fn bundle_from_proto(bundle: node::Bundle, td: &TrustDomain) -> Result<Bundl
             "bundle without X.509 authorities".into(),
         ));
     }
-    Ok(Bundle {
+    Ok(convert_bundle(bundle, td))
+}
+
+/// A wire bundle as `td`'s bundle, unchecked (a zero `expires_at` is no
+/// expiry).
+pub(crate) fn convert_bundle(bundle: node::Bundle, td: &TrustDomain) -> Bundle {
+    Bundle {
         trust_domain: td.clone(),
         x509_authorities: bundle.x509_authorities,
         jwt_authorities: bundle
@@ -162,5 +168,5 @@ pub fn bundle_from_proto(bundle: node::Bundle, td: &TrustDomain) -> Result<Bundl
         refresh_hint: std::time::Duration::from_secs(
             u64::try_from(bundle.refresh_hint_seconds).unwrap_or(0),
         ),
-    })
+    }
 }

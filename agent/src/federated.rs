@@ -10,11 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use hallmark_ca::bundle::{Bundle, JwtAuthority};
+use hallmark_ca::bundle::Bundle;
 use hallmark_ca::id::TrustDomain;
 use hallmark_proto::node;
 
@@ -47,26 +46,7 @@ pub fn from_proto(
                 "a federated bundle for the agent's own trust domain {td}"
             )));
         }
-        let converted = Bundle {
-            trust_domain: td.clone(),
-            x509_authorities: bundle.x509_authorities,
-            jwt_authorities: bundle
-                .jwt_authorities
-                .into_iter()
-                .map(|a| JwtAuthority {
-                    key_id: a.key_id,
-                    public_key_der: a.public_key,
-                    expires_at: u64::try_from(a.expires_at)
-                        .ok()
-                        .filter(|s| *s > 0)
-                        .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-                })
-                .collect(),
-            sequence: bundle.sequence,
-            refresh_hint: Duration::from_secs(
-                u64::try_from(bundle.refresh_hint_seconds).unwrap_or(0),
-            ),
-        };
+        let converted = crate::attest::convert_bundle(bundle, &td);
         if out.insert(td.clone(), Arc::new(converted)).is_some() {
             return Err(AgentError::BadResponse(format!(
                 "two federated bundles for {td}"

@@ -294,9 +294,12 @@ pub fn unix(t: SystemTime) -> i64 {
 
 /// Every audit record so far, as JSON.
 pub async fn audit_records(server: &TestServer) -> Vec<serde_json::Value> {
-    let mut stream = server
-        .admin()
-        .await
+    read_audit(server.admin().await).await
+}
+
+/// Every audit record so far, as JSON, read through `admin`.
+pub async fn read_audit(mut admin: AdminClient<Channel>) -> Vec<serde_json::Value> {
+    let mut stream = admin
         .read_audit(hallmark_proto::admin::ReadAuditRequest {
             start: None,
             follow: false,

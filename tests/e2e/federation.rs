@@ -43,6 +43,7 @@ use hallmark_server::config::{ServerConfig, ServerOverrides, ServerSettings};
 use hallmark_server::image::{Algorithm, Envelope, GoldImage, SigningKey, canonical};
 use hallmark_server::server::{ServerHandle, start_with_clock};
 
+use crate::common::read_audit;
 use crate::kill::{TestAgent, WAIT, own_exe_sha256, unix_channel, with_header};
 use crate::py_spiffe::venv_python;
 
@@ -490,23 +491,7 @@ fn kids(bundle: &Bundle) -> BTreeSet<String> {
 }
 
 async fn audit_kinds(server: &ServerHandle) -> Vec<Value> {
-    let mut stream = admin(server)
-        .await
-        .read_audit(hallmark_proto::admin::ReadAuditRequest {
-            start: None,
-            follow: false,
-            signed_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(entry) = stream.message().await.unwrap() {
-        if let Some(hallmark_proto::admin::audit_entry::Entry::Record(bytes)) = entry.entry {
-            records.push(serde_json::from_slice(&bytes).unwrap());
-        }
-    }
-    records
+    read_audit(admin(server).await).await
 }
 
 /// A bootstrap bundle of a trust domain of its own, written to `dir`.
