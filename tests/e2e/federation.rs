@@ -46,6 +46,10 @@ use hallmark_server::server::{ServerHandle, start_with_clock};
 use crate::common::read_audit;
 use crate::kill::{TestAgent, WAIT, own_exe_sha256, unix_channel, with_header};
 use crate::py_spiffe::venv_python;
+use hallmark_proto::xds::envoy::config::core::v3::data_source;
+use hallmark_proto::xds::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use hallmark_proto::xds::envoy::service::discovery::v3::DiscoveryRequest;
+use hallmark_proto::xds::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 
 const A: &str = "example.org";
 const B: &str = "b.example";
@@ -245,6 +249,45 @@ async fn two_issuers_federate_and_agents_serve_the_foreign_bundle() {
     }
     assert!(held.iter().any(|b| jwt_kids == kids(b)), "{jwt_kids:?}");
     assert!(!svids.federated_bundles.contains_key("spiffe://example.org"));
+
+    // Envoy's SDS on the same socket serves B's bundle under B's trust
+    // domain ID, as a validation context of B's CA certificates.
+    let sds = SecretDiscoveryServiceClient::new(unix_channel(&agent.socket).await)
+        .fetch_secrets(DiscoveryRequest {
+            resource_names: vec![B_KEY.to_owned(), "ROOTCA".to_owned()],
+            ..DiscoveryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secrets: Vec<Secret> = sds
+        .resources
+        .iter()
+        .map(|any| prost::Message::decode(any.value.as_slice()).unwrap())
+        .collect();
+    assert_eq!(
+        secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        [B_KEY, "ROOTCA"]
+    );
+    let Some(secret::Type::ValidationContext(b_context)) = &secrets[0].r#type else {
+        panic!("{:?}", secrets[0])
+    };
+    let Some(data_source::Specifier::InlineBytes(b_pem)) = b_context
+        .trusted_ca
+        .as_ref()
+        .and_then(|t| t.specifier.clone())
+    else {
+        panic!("{b_context:?}")
+    };
+    let b_ders: Vec<Vec<u8>> = pem::parse_many(&b_pem)
+        .unwrap()
+        .into_iter()
+        .map(pem::Pem::into_contents)
+        .collect();
+    assert!(
+        held.iter().any(|b| b_ders.concat() == b.x509_der_concat()),
+        "SDS served a bundle of B that A never held"
+    );
 
     // ValidateJWTSVID on A's agent accepts a JWT-SVID minted by B, checked
     // with B's bundle.
