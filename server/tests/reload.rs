@@ -117,51 +117,22 @@ fn write_cert(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
     made.der().to_vec()
 }
 
-/// The leaf certificate the endpoint at `port` presents.
-fn served_leaf(port: u16) -> Vec<u8> {
+/// The leaf certificate the endpoint at `port` presents, trusting the
+/// self-signed certificates `trusted`.
+fn served_leaf(port: u16, trusted: &[&Vec<u8>]) -> Vec<u8> {
     use std::io::Write as _;
     use std::sync::Arc;
-    #[derive(Debug)]
-    struct AnyCert;
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+    let mut roots = rustls::RootCertStore::empty();
+    for der in trusted {
+        roots
+            .add(rustls_pki_types::CertificateDer::from(der.to_vec()))
+            .unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_root_certificates(roots)
         .with_no_client_auth();
     let conn =
         rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
@@ -192,12 +163,13 @@ fn sighup_serves_a_renewed_oidc_certificate() {
         key.display()
     ));
     node.start();
-    assert_eq!(served_leaf(port), first);
+    assert_eq!(served_leaf(port, &[&first]), first);
 
     let renewed = write_cert(&cert, &key);
+    let both = [&first, &renewed];
     hup(&node);
     eventually("the renewed certificate", || {
-        (served_leaf(port) == renewed).then_some(())
+        (served_leaf(port, &both) == renewed).then_some(())
     });
 
     // A renewal caught half-written (the key of another certificate):
@@ -205,6 +177,6 @@ fn sighup_serves_a_renewed_oidc_certificate() {
     let _ = write_cert(&dir.path().join("other.pem"), &key);
     hup(&node);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(served_leaf(port), renewed);
+    assert_eq!(served_leaf(port, &both), renewed);
     assert!(node.run(&["healthcheck"]).status.success());
 }
